@@ -53,6 +53,7 @@ pub struct RawPlan {
 /// One cluster: its endpoints and how to authenticate to it.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Side")]
 pub struct RawSide {
     /// Client URLs of the cluster's members, all `http://host:port` (plaintext)
     /// or all `https://host:port` (TLS). etcdplan fails over between them.
@@ -74,6 +75,7 @@ pub struct RawSide {
 /// TLS settings of one side.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Tls")]
 pub struct RawTls {
     /// PEM file of the CA certificate(s) that signed the server certificate.
     /// When absent, the system's root certificates are used.
@@ -103,6 +105,7 @@ pub struct RawTls {
 /// environment variable so that it never sits in the file.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Auth")]
 pub struct RawAuth {
     /// The etcd user name.
     #[schemars(with = "String")]
@@ -117,6 +120,7 @@ pub struct RawAuth {
 /// `to`, with `from` replaced by `to`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Mapping")]
 pub struct RawMapping {
     /// Source key prefix. Must not be empty: to move every key, leave `from`
     /// out and write `all_keys: true`. Non-UTF-8 bytes are written `\xNN` and a

@@ -41,7 +41,7 @@ pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Plan, PlanFileErr
     };
     let options = serde_saphyr::options! { with_snippet: false };
     let raw: RawPlan = serde_saphyr::from_str_with_options(text, options)
-        .map_err(|e| invalid(vec![yaml_problem(&e)]))?;
+        .map_err(|e| invalid(vec![yaml_problem(&e, text)]))?;
     let base = path.parent().unwrap_or(Path::new(""));
     let mut v = Validator {
         problems: Vec::new(),
@@ -56,7 +56,7 @@ pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Plan, PlanFileErr
 }
 
 /// Turns a YAML or serde error into a problem with a code of its kind.
-fn yaml_problem(err: &serde_saphyr::Error) -> Problem {
+fn yaml_problem(err: &serde_saphyr::Error, source: &str) -> Problem {
     let message = err.to_string();
     let first_line = message.lines().next().unwrap_or("").to_string();
     // serde-saphyr appends " at line L, column C"; the label shows that already.
@@ -88,7 +88,7 @@ fn yaml_problem(err: &serde_saphyr::Error) -> Problem {
             "etcdplan::plan_file::bad_value",
             "use one of the values listed above",
         )
-    } else if text.contains("invalid type") || text.contains("invalid value") {
+    } else if text.starts_with("invalid ") || text.starts_with("expected ") {
         (
             "etcdplan::plan_file::wrong_type",
             "give the field a value of the type it expects: see the plan file reference in the README",
@@ -99,8 +99,23 @@ fn yaml_problem(err: &serde_saphyr::Error) -> Problem {
             "this is not valid YAML here: check indentation, quotes and brackets",
         )
     };
-    let span = err.location().and_then(|l| span_of(&l));
+    let span = err
+        .location()
+        .and_then(|l| span_of(&l).or_else(|| span_from_line_column(source, &l)));
     Problem::new(code, text, help).label(span, "here")
+}
+
+/// Syntax errors carry a line and a (character) column but no byte offset.
+fn span_from_line_column(source: &str, loc: &Location) -> Option<SourceSpan> {
+    let line = usize::try_from(loc.line()).ok()?.checked_sub(1)?;
+    let column = usize::try_from(loc.column()).ok()?.saturating_sub(1);
+    let line_start: usize = source.split_inclusive('\n').take(line).map(str::len).sum();
+    let line_text = source.get(line_start..)?.lines().next().unwrap_or("");
+    let within = line_text
+        .char_indices()
+        .nth(column)
+        .map_or(line_text.len(), |(i, _)| i);
+    Some(SourceSpan::new((line_start + within).into(), 1))
 }
 
 fn span_of(loc: &Location) -> Option<SourceSpan> {

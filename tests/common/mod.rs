@@ -1,0 +1,518 @@
+//! Shared test harness: real `etcd` processes on free loopback ports, with
+//! data dirs under a temp dir, stopped when dropped. Covers plaintext, TLS with
+//! client certificates (generated here with rcgen), RBAC users and
+//! three-member clusters. Never touches a server it did not start.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Certificate, Client, ConnectOptions, GetOptions, Identity, Permission, TlsOptions, Txn, TxnOp,
+};
+
+/// Panics with install instructions when etcd is not on PATH: tests never skip.
+pub fn etcd_binary() -> PathBuf {
+    let path = std::env::var_os("ETCD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("etcd"));
+    match Command::new(&path).arg("--version").output() {
+        Ok(out) if out.status.success() => path,
+        _ => panic!(
+            "etcd is not installed (looked for `{}`): these tests need a real etcd server. \
+             Install it with `apt-get install etcd-server etcd-client` (Debian ships etcd 3.4), \
+             or run tests/run.sh, which installs everything a fresh machine lacks.",
+            path.display()
+        ),
+    }
+}
+
+static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// A loopback port that nothing listens on now and that this process has not
+/// handed out before. etcd may still lose a race for it; `start` retries.
+pub fn free_port() -> u16 {
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = listener.local_addr().expect("local addr").port();
+        drop(listener);
+        let mut seen = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.get_or_insert_with(HashSet::new).insert(port) {
+            return port;
+        }
+    }
+}
+
+/// Where data dirs go: tmpfs when there is one, since etcd fsyncs a lot.
+fn temp_root() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    let builder = {
+        let mut b = tempfile::Builder::new();
+        b.prefix("etcdplan-test-");
+        b
+    };
+    if shm.is_dir()
+        && let Ok(dir) = builder.tempdir_in(shm)
+    {
+        return dir;
+    }
+    builder.tempdir().expect("temp dir")
+}
+
+/// Certificates for a TLS cluster, written as PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// A CA that signed nothing here: for "wrong CA" tests.
+    pub other_ca: PathBuf,
+    /// A client identity from `other_ca`: for "certificate rejected" tests.
+    pub other_client_cert: PathBuf,
+    pub other_client_key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Generates a CA, a server certificate for 127.0.0.1 and localhost, and a
+    /// client certificate, into `dir`.
+    pub fn generate(dir: &Path) -> TlsFiles {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+            IsCa, KeyPair, KeyUsagePurpose,
+        };
+        std::fs::create_dir_all(dir).expect("cert dir");
+        let make_ca = |name: &str| {
+            let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key"))
+                .expect("self-signed ca")
+        };
+        let leaf = |issuer: &CertifiedIssuer<'_, KeyPair>,
+                    cn: &str,
+                    sans: Vec<String>,
+                    usage: ExtendedKeyUsagePurpose| {
+            let mut params = CertificateParams::new(sans).expect("leaf params");
+            params.distinguished_name.push(DnType::CommonName, cn);
+            params.extended_key_usages = vec![usage];
+            params.key_usages = vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ];
+            let key = KeyPair::generate().expect("key");
+            let cert = params.signed_by(&key, issuer).expect("sign");
+            (cert.pem(), key.serialize_pem())
+        };
+        let ca = make_ca("etcdplan test CA");
+        let other = make_ca("some other CA");
+        let (server_cert, server_key) = leaf(
+            &ca,
+            "etcd server",
+            vec!["127.0.0.1".into(), "localhost".into()],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let (client_cert, client_key) =
+            leaf(&ca, "root", vec![], ExtendedKeyUsagePurpose::ClientAuth);
+        let (other_cert, other_key) =
+            leaf(&other, "root", vec![], ExtendedKeyUsagePurpose::ClientAuth);
+        let write = |name: &str, pem: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).expect("write pem");
+            path
+        };
+        TlsFiles {
+            ca: write("ca.pem", &ca.pem()),
+            server_cert: write("server.pem", &server_cert),
+            server_key: write("server-key.pem", &server_key),
+            client_cert: write("client.pem", &client_cert),
+            client_key: write("client-key.pem", &client_key),
+            other_ca: write("other-ca.pem", &other.pem()),
+            other_client_cert: write("other-client.pem", &other_cert),
+            other_client_key: write("other-client-key.pem", &other_key),
+        }
+    }
+
+    pub fn client_tls(&self) -> TlsOptions {
+        let read = |p: &Path| std::fs::read(p).expect("read pem");
+        TlsOptions::new()
+            .ca_certificate(Certificate::from_pem(read(&self.ca)))
+            .identity(Identity::from_pem(
+                read(&self.client_cert),
+                read(&self.client_key),
+            ))
+    }
+}
+
+/// An etcd user with a role limited to some prefixes.
+#[derive(Debug, Clone)]
+pub struct UserSpec {
+    pub name: &'static str,
+    pub password: &'static str,
+    /// Permissions granted to the user's own role, e.g.
+    /// `Permission::read("/data/").with_prefix()`.
+    pub grants: Vec<Permission>,
+}
+
+/// What kind of cluster to start.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterSpec {
+    pub members: usize,
+    pub tls: bool,
+    /// Users besides `root` (password `rootpw`); any user enables auth.
+    pub users: Vec<UserSpec>,
+}
+
+pub const ROOT_PASSWORD: &str = "rootpw";
+
+struct Member {
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+/// A running etcd cluster that this test started.
+pub struct Cluster {
+    pub spec: ClusterSpec,
+    members: Vec<Member>,
+    pub tls: Option<TlsFiles>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub async fn plaintext() -> Cluster {
+        Cluster::start(ClusterSpec {
+            members: 1,
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn tls() -> Cluster {
+        Cluster::start(ClusterSpec {
+            members: 1,
+            tls: true,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Starts the cluster, retrying with new ports if one was taken meanwhile.
+    pub async fn start(spec: ClusterSpec) -> Cluster {
+        let bin = etcd_binary();
+        let mut last_logs = String::new();
+        for _attempt in 0..3 {
+            let dir = temp_root();
+            let tls = spec
+                .tls
+                .then(|| TlsFiles::generate(&dir.path().join("certs")));
+            let mut cluster = Cluster {
+                spec: spec.clone(),
+                members: Vec::new(),
+                tls,
+                dir,
+            };
+            cluster.spawn_all(&bin);
+            match cluster.wait_ready(Duration::from_secs(30)).await {
+                Ok(()) => {
+                    cluster.setup_auth().await;
+                    return cluster;
+                }
+                Err(logs) => last_logs = logs,
+            }
+        }
+        panic!("etcd did not start after 3 attempts; last logs:\n{last_logs}");
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.spec.tls { "https" } else { "http" }
+    }
+
+    fn spawn_all(&mut self, bin: &Path) {
+        let n = self.spec.members.max(1);
+        let token = format!("etcdplan-test-{}", free_port());
+        for i in 0..n {
+            self.members.push(Member {
+                name: format!("m{i}"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                child: None,
+                log: self.dir.path().join(format!("m{i}.log")),
+            });
+        }
+        let initial = self
+            .members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        for i in 0..n {
+            let child = self.spawn_member(bin, i, &initial, &token, "new");
+            self.members[i].child = Some(child);
+        }
+    }
+
+    fn spawn_member(&self, bin: &Path, i: usize, initial: &str, token: &str, state: &str) -> Child {
+        let m = &self.members[i];
+        let client = format!("{}://127.0.0.1:{}", self.scheme(), m.client_port);
+        let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log)
+            .expect("log file");
+        let mut cmd = Command::new(bin);
+        cmd.arg("--name")
+            .arg(&m.name)
+            .arg("--data-dir")
+            .arg(self.dir.path().join(format!("{}.etcd", m.name)))
+            .arg("--listen-client-urls")
+            .arg(&client)
+            .arg("--advertise-client-urls")
+            .arg(&client)
+            .arg("--listen-peer-urls")
+            .arg(&peer)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&peer)
+            .arg("--initial-cluster")
+            .arg(initial)
+            .arg("--initial-cluster-token")
+            .arg(token)
+            .arg("--initial-cluster-state")
+            .arg(state)
+            .arg("--logger")
+            .arg("zap")
+            .arg("--log-outputs")
+            .arg("stderr")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        if let Some(tls) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&tls.server_cert)
+                .arg("--key-file")
+                .arg(&tls.server_key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth");
+        }
+        cmd.spawn().expect("spawn etcd")
+    }
+
+    async fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        for i in 0..self.members.len() {
+            loop {
+                if let Some(child) = self.members[i].child.as_mut()
+                    && let Ok(Some(status)) = child.try_wait()
+                {
+                    return Err(self.fail_logs(&format!("member {i} exited: {status}")));
+                }
+                if let Ok(mut c) = self.member_client(i).await
+                    && tokio::time::timeout(Duration::from_secs(2), c.status())
+                        .await
+                        .is_ok_and(|r| r.is_ok())
+                {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(self.fail_logs("timed out waiting for etcd"));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn fail_logs(&mut self, why: &str) -> String {
+        let mut out = format!("{why}\n");
+        for m in &mut self.members {
+            if let Some(mut c) = m.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            let log = std::fs::read_to_string(&m.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            out.push_str(&format!("--- {} ---\n", m.name));
+            for l in tail.into_iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    async fn setup_auth(&self) {
+        if self.spec.users.is_empty() {
+            return;
+        }
+        let mut c = self.client_without_auth().await;
+        c.role_add("root").await.expect("role add root");
+        c.user_add("root", ROOT_PASSWORD, None)
+            .await
+            .expect("user add root");
+        c.user_grant_role("root", "root").await.expect("grant root");
+        for u in &self.spec.users {
+            let role = format!("{}-role", u.name);
+            c.role_add(role.as_str()).await.expect("role add");
+            for perm in &u.grants {
+                c.role_grant_permission(role.as_str(), perm.clone())
+                    .await
+                    .expect("grant permission");
+            }
+            c.user_add(u.name, u.password, None)
+                .await
+                .expect("user add");
+            c.user_grant_role(u.name, role.as_str())
+                .await
+                .expect("grant role");
+        }
+        c.auth_enable().await.expect("auth enable");
+    }
+
+    /// Client URLs of all members, running or not.
+    pub fn endpoints(&self) -> Vec<String> {
+        (0..self.members.len()).map(|i| self.endpoint(i)).collect()
+    }
+
+    pub fn endpoint(&self, i: usize) -> String {
+        format!(
+            "{}://127.0.0.1:{}",
+            self.scheme(),
+            self.members[i].client_port
+        )
+    }
+
+    /// The peer URL of a member (etcd 3.4 also answers client gRPC there).
+    pub fn peer_endpoint(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.members[i].peer_port)
+    }
+
+    fn options(&self) -> ConnectOptions {
+        let mut o = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(10));
+        if let Some(tls) = &self.tls {
+            o = o.with_tls(tls.client_tls());
+        }
+        o
+    }
+
+    async fn member_client(&self, i: usize) -> Result<Client, etcd_client::Error> {
+        Client::connect([self.endpoint(i)], Some(self.options())).await
+    }
+
+    async fn client_without_auth(&self) -> Client {
+        Client::connect(self.endpoints(), Some(self.options()))
+            .await
+            .expect("connect to the test cluster")
+    }
+
+    /// A client with full rights (root when auth is on), to seed and inspect.
+    pub async fn client(&self) -> Client {
+        let mut o = self.options();
+        if !self.spec.users.is_empty() {
+            o = o.with_user("root", ROOT_PASSWORD);
+        }
+        let live: Vec<String> = (0..self.members.len())
+            .filter(|&i| self.members[i].child.is_some())
+            .map(|i| self.endpoint(i))
+            .collect();
+        Client::connect(live, Some(o))
+            .await
+            .expect("connect to the test cluster")
+    }
+
+    /// A client that logs in as `user`.
+    pub async fn client_as(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<Client, etcd_client::Error> {
+        Client::connect(
+            self.endpoints(),
+            Some(self.options().with_user(user, password)),
+        )
+        .await
+    }
+
+    /// Writes many keys in 128-put transactions.
+    pub async fn seed<K, V>(&self, kvs: impl IntoIterator<Item = (K, V)>)
+    where
+        K: Into<Vec<u8>>,
+        V: Into<Vec<u8>>,
+    {
+        let mut c = self.client().await;
+        let mut ops = Vec::new();
+        for (k, v) in kvs {
+            ops.push(TxnOp::put(k, v, None));
+            if ops.len() == 128 {
+                c.txn(Txn::new().and_then(std::mem::take(&mut ops)))
+                    .await
+                    .expect("seed txn");
+            }
+        }
+        if !ops.is_empty() {
+            c.txn(Txn::new().and_then(ops)).await.expect("seed txn");
+        }
+    }
+
+    /// Every key and value under `prefix`, in key order.
+    pub async fn dump(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut c = self.client().await;
+        let resp = c
+            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await
+            .expect("dump");
+        resp.kvs()
+            .iter()
+            .map(|kv| (kv.key().to_vec(), kv.value().to_vec()))
+            .collect()
+    }
+
+    /// The cluster's current revision.
+    pub async fn revision(&self) -> i64 {
+        let mut c = self.client().await;
+        let resp = c.get("\0", None).await.expect("get for revision");
+        resp.header().expect("header").revision()
+    }
+
+    /// Stops one member (SIGKILL), leaving its data dir.
+    pub fn stop_member(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// How many members are running.
+    pub fn running(&self) -> usize {
+        self.members.iter().filter(|m| m.child.is_some()).count()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            if let Some(mut c) = m.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// Writes a file under `dir` and returns its path.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write file");
+    path
+}
