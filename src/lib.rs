@@ -4,9 +4,15 @@
 //! the plan file ([`planfile`]), key encoding ([`keys`]) and the command line
 //! ([`cli`]).
 
+pub mod check;
 pub mod cli;
+pub mod diff;
+pub mod etcd;
 pub mod keys;
+pub mod plan;
 pub mod planfile;
+pub mod render;
+pub mod saved;
 pub mod schema;
 
 pub use cli::run;

@@ -516,3 +516,106 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&path, text).expect("write file");
     path
 }
+
+/// The YAML of one side for `cluster`: its endpoints and, for a TLS cluster,
+/// its CA and client certificate (absolute paths). `auth` is (user, env var).
+pub fn side_yaml(cluster: &Cluster, auth: Option<(&str, &str)>) -> String {
+    let mut out = format!("  endpoints: [{}]\n", cluster.endpoints().join(", "));
+    if let Some(tls) = &cluster.tls {
+        out.push_str(&format!(
+            "  tls:\n    ca: {}\n    cert: {}\n    key: {}\n",
+            tls.ca.display(),
+            tls.client_cert.display(),
+            tls.client_key.display()
+        ));
+    }
+    if let Some((user, env)) = auth {
+        out.push_str(&format!(
+            "  auth:\n    username: {user}\n    password_env: {env}\n"
+        ));
+    }
+    out
+}
+
+/// Writes `plan.yaml` in `dir` moving keys from `source` to `destination`;
+/// `rest` holds the YAML after the two sides (prefixes, prune, …).
+pub fn write_plan(dir: &Path, source: &Cluster, destination: &Cluster, rest: &str) -> PathBuf {
+    let text = format!(
+        "version: 1\nname: test-plan\nsource:\n{}destination:\n{}{rest}",
+        side_yaml(source, None),
+        side_yaml(destination, None)
+    );
+    write_file(dir, "plan.yaml", &text)
+}
+
+/// The etcdplan binary, with colour off, run in `dir`.
+pub fn etcdplan(dir: &Path) -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("etcdplan").expect("etcdplan binary");
+    cmd.current_dir(dir)
+        .env("NO_COLOR", "1")
+        .timeout(Duration::from_secs(120));
+    cmd
+}
+
+/// What a finished command printed, and how it exited.
+pub struct Ran {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn run(cmd: &mut assert_cmd::Command) -> Ran {
+    let out = cmd.output().expect("run etcdplan");
+    Ran {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A realistic Trident state: backends (with credentials in their JSON),
+/// storage classes, volumes, nodes, snapshots and transactions.
+pub fn trident_keys(volumes: usize) -> Vec<(String, String)> {
+    let mut kvs = vec![
+        (
+            "/trident/v1/backend/ontapnas_10.0.0.1".to_string(),
+            r#"{"name":"ontapnas_10.0.0.1","config":{"version":1,"storageDriverName":"ontap-nas","managementLIF":"10.0.0.1","username":"admin","password":"backend-secret-1"}}"#.to_string(),
+        ),
+        (
+            "/trident/v1/backend/solidfire_10.250.118.144".to_string(),
+            r#"{"name":"solidfire_10.250.118.144","config":{"version":1,"storageDriverName":"solidfire-san","Endpoint":"https://admin:backend-secret-2@10.250.118.144/json-rpc/7.0"}}"#.to_string(),
+        ),
+        (
+            "/trident/v1/storageclass/gold".to_string(),
+            r#"{"version":"1","attributes":{"media":"ssd","provisioningType":"thin","snapshots":"true"},"name":"gold"}"#.to_string(),
+        ),
+        (
+            "/trident/v1/storageclass/bronze".to_string(),
+            r#"{"version":"1","attributes":{"media":"hdd"},"name":"bronze"}"#.to_string(),
+        ),
+        (
+            "/trident/v1/node/worker-1".to_string(),
+            r#"{"name":"worker-1","iqn":"iqn.1993-08.org.debian:01:abc","ips":["10.0.1.1"]}"#.to_string(),
+        ),
+        (
+            "/trident/v1/txn/pvc-0000".to_string(),
+            r#"{"op":"addVolume","volume":"pvc-0000"}"#.to_string(),
+        ),
+    ];
+    for i in 0..volumes {
+        kvs.push((
+            format!("/trident/v1/volume/pvc-{i:04}"),
+            format!(
+                r#"{{"config":{{"name":"pvc-{i:04}","size":"{}Gi","storageClass":"gold","protocol":"file"}},"backend":"ontapnas_10.0.0.1","pool":"aggr1","orphaned":false}}"#,
+                i % 7 + 1
+            ),
+        ));
+        if i % 3 == 0 {
+            kvs.push((
+                format!("/trident/v1/snapshot/pvc-{i:04}/snap-1"),
+                format!(r#"{{"name":"snap-1","volumeName":"pvc-{i:04}","created":"2026-11-0{}T10:00:00Z"}}"#, i % 9 + 1),
+            ));
+        }
+    }
+    kvs
+}

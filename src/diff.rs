@@ -1,0 +1,401 @@
+//! The diff, as plain data: a pure function from the source and destination
+//! key streams of one mapping (each in key order) to the changes that make the
+//! destination match. No I/O happens here; one merge pass, so memory holds
+//! only the changes, never the unchanged keys.
+
+use std::cmp::Ordering;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::etcd::Entry;
+use crate::planfile::{Mapping, OnConflict};
+
+/// What a change does to a destination key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Only in the source: written.
+    Create,
+    /// In both with different values: overwritten (`on_conflict: overwrite`).
+    Update,
+    /// Only in the destination, and `prune: true`: deleted.
+    Delete,
+    /// In both with different values and `on_conflict` keep or fail: not written.
+    Conflict,
+}
+
+impl Action {
+    /// Whether applying the change writes to the destination.
+    pub fn writes(self) -> bool {
+        !matches!(self, Action::Conflict)
+    }
+
+    pub fn symbol(self) -> char {
+        match self {
+            Action::Create => '+',
+            Action::Update => '~',
+            Action::Delete => '-',
+            Action::Conflict => '!',
+        }
+    }
+}
+
+/// One side's value of a changed key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Value {
+    pub sha256: [u8; 32],
+    pub size: usize,
+    pub mod_revision: i64,
+    pub lease: i64,
+    /// The bytes, kept only for displaying a value diff and never for
+    /// sensitive keys.
+    pub shown: Option<Vec<u8>>,
+}
+
+impl Value {
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(self.sha256)
+    }
+}
+
+/// One change to one destination key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub action: Action,
+    /// Index of the plan's mapping this change belongs to.
+    pub mapping: usize,
+    /// The destination key.
+    pub key: Vec<u8>,
+    /// The source key it comes from (for a delete: the key it would come from).
+    pub source_key: Vec<u8>,
+    /// Under a `sensitive` prefix: its values are never shown.
+    pub sensitive: bool,
+    /// The source's value (create, update, conflict).
+    pub source: Option<Value>,
+    /// The destination's current value (update, delete, conflict).
+    pub destination: Option<Value>,
+    /// The bytes to write, kept only when the caller applies the changes.
+    pub payload: Option<Vec<u8>>,
+}
+
+/// Counts of one diff.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Summary {
+    pub create: u64,
+    pub update: u64,
+    pub delete: u64,
+    pub conflict: u64,
+    pub unchanged: u64,
+}
+
+impl Summary {
+    pub fn add(&mut self, other: &Summary) {
+        self.create += other.create;
+        self.update += other.update;
+        self.delete += other.delete;
+        self.conflict += other.conflict;
+        self.unchanged += other.unchanged;
+    }
+
+    /// Changes that write to the destination.
+    pub fn writes(&self) -> u64 {
+        self.create + self.update + self.delete
+    }
+
+    fn count(&mut self, action: Action) {
+        match action {
+            Action::Create => self.create += 1,
+            Action::Update => self.update += 1,
+            Action::Delete => self.delete += 1,
+            Action::Conflict => self.conflict += 1,
+        }
+    }
+}
+
+/// What the diff needs besides the two streams.
+#[derive(Debug, Clone)]
+pub struct DiffOptions<'a> {
+    pub prune: bool,
+    pub on_conflict: OnConflict,
+    /// Source prefixes whose values are never kept for display.
+    pub sensitive: &'a [Vec<u8>],
+    /// Keep values up to this size for displaying value diffs (0: none).
+    pub shown_limit: usize,
+    /// Keep the bytes to write (for apply).
+    pub keep_payload: bool,
+}
+
+/// The changes of one mapping, and its counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diff {
+    pub changes: Vec<Change>,
+    pub summary: Summary,
+}
+
+/// Diffs one mapping: `source` holds keys under `from`, `destination` keys
+/// under `to`, each in key order. Excluded keys are dropped on both sides.
+pub fn diff(
+    index: usize,
+    mapping: &Mapping,
+    source: impl IntoIterator<Item = Entry>,
+    destination: impl IntoIterator<Item = Entry>,
+    options: &DiffOptions<'_>,
+) -> Diff {
+    let mut out = Diff::default();
+    out.summary = diff_into(index, mapping, source, destination, options, |c| {
+        out.changes.push(c)
+    });
+    out
+}
+
+/// Like [`diff`], handing each change to `sink` as it is found.
+pub fn diff_into(
+    index: usize,
+    mapping: &Mapping,
+    source: impl IntoIterator<Item = Entry>,
+    destination: impl IntoIterator<Item = Entry>,
+    options: &DiffOptions<'_>,
+    mut sink: impl FnMut(Change),
+) -> Summary {
+    // Replacing a common prefix keeps key order, so the mapped stream is sorted.
+    let mut src = source
+        .into_iter()
+        .filter(|e| e.key.starts_with(&mapping.from) && !mapping.excludes_source(&e.key))
+        .map(|mut e| {
+            let source_key = std::mem::take(&mut e.key);
+            e.key = mapping.to_destination(&source_key).unwrap_or_default();
+            (source_key, e)
+        })
+        .peekable();
+    let mut dst = destination
+        .into_iter()
+        .filter(|e| e.key.starts_with(&mapping.to) && !mapping.excludes_destination(&e.key))
+        .peekable();
+    let mut summary = Summary::default();
+    let sensitive = |source_key: &[u8]| options.sensitive.iter().any(|p| source_key.starts_with(p));
+    let value = |e: &Entry, is_sensitive: bool| Value {
+        sha256: Sha256::digest(&e.value).into(),
+        size: e.value.len(),
+        mod_revision: e.mod_revision,
+        lease: e.lease,
+        shown: (!is_sensitive && options.shown_limit > 0 && e.value.len() <= options.shown_limit)
+            .then(|| e.value.clone()),
+    };
+    loop {
+        let order = match (src.peek(), dst.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((_, s)), Some(d)) => s.key.cmp(&d.key),
+        };
+        match order {
+            Ordering::Less => {
+                let Some((source_key, s)) = src.next() else {
+                    break;
+                };
+                let is_sensitive = sensitive(&source_key);
+                summary.count(Action::Create);
+                sink(Change {
+                    action: Action::Create,
+                    mapping: index,
+                    source: Some(value(&s, is_sensitive)),
+                    destination: None,
+                    payload: options.keep_payload.then(|| s.value.clone()),
+                    key: s.key,
+                    source_key,
+                    sensitive: is_sensitive,
+                });
+            }
+            Ordering::Greater => {
+                let Some(d) = dst.next() else { break };
+                if !options.prune {
+                    // Not ours to touch: neither counted as a change nor as unchanged.
+                    continue;
+                }
+                let source_key = mapping.to_source(&d.key).unwrap_or_default();
+                let is_sensitive = sensitive(&source_key);
+                summary.count(Action::Delete);
+                sink(Change {
+                    action: Action::Delete,
+                    mapping: index,
+                    source: None,
+                    destination: Some(value(&d, is_sensitive)),
+                    payload: None,
+                    key: d.key,
+                    source_key,
+                    sensitive: is_sensitive,
+                });
+            }
+            Ordering::Equal => {
+                let (Some((source_key, s)), Some(d)) = (src.next(), dst.next()) else {
+                    break;
+                };
+                if s.value == d.value {
+                    summary.unchanged += 1;
+                    continue;
+                }
+                let action = match options.on_conflict {
+                    OnConflict::Overwrite => Action::Update,
+                    OnConflict::Keep | OnConflict::Fail => Action::Conflict,
+                };
+                let is_sensitive = sensitive(&source_key);
+                summary.count(action);
+                sink(Change {
+                    action,
+                    mapping: index,
+                    source: Some(value(&s, is_sensitive)),
+                    destination: Some(value(&d, is_sensitive)),
+                    payload: (options.keep_payload && action.writes()).then(|| s.value.clone()),
+                    key: s.key,
+                    source_key,
+                    sensitive: is_sensitive,
+                });
+            }
+        }
+    }
+    summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn entries(map: &BTreeMap<Vec<u8>, Vec<u8>>) -> Vec<Entry> {
+        map.iter()
+            .enumerate()
+            .map(|(i, (k, v))| Entry {
+                key: k.clone(),
+                value: v.clone(),
+                mod_revision: i as i64 + 1,
+                create_revision: 1,
+                lease: 0,
+            })
+            .collect()
+    }
+
+    fn options(prune: bool, on_conflict: OnConflict) -> DiffOptions<'static> {
+        DiffOptions {
+            prune,
+            on_conflict,
+            sensitive: &[],
+            shown_limit: 1024,
+            keep_payload: true,
+        }
+    }
+
+    fn key_strategy() -> impl Strategy<Value = Vec<u8>> {
+        // Few distinct bytes, so source and destination keys collide often.
+        (
+            prop_oneof![
+                Just(b"/s/".to_vec()),
+                Just(b"/d/".to_vec()),
+                Just(b"/s/x/".to_vec())
+            ],
+            proptest::collection::vec(prop_oneof![Just(b'a'), Just(b'b'), Just(0xff)], 0..3),
+        )
+            .prop_map(|(mut p, s)| {
+                p.extend(s);
+                p
+            })
+    }
+
+    fn map_strategy() -> impl Strategy<Value = BTreeMap<Vec<u8>, Vec<u8>>> {
+        proptest::collection::btree_map(
+            key_strategy(),
+            proptest::collection::vec(prop_oneof![Just(b'1'), Just(b'2')], 0..2),
+            0..12,
+        )
+    }
+
+    proptest! {
+        /// Applying the changes to an in-memory destination makes the mapped
+        /// range equal to the mapped source, and touches nothing else.
+        #[test]
+        fn applying_the_diff_converges(src in map_strategy(), dst in map_strategy(), prune: bool, exclude: bool) {
+            let mapping = Mapping {
+                from: b"/s/".to_vec(),
+                to: b"/d/".to_vec(),
+                exclude: if exclude { vec![b"/s/x/".to_vec()] } else { vec![] },
+            };
+            let d = diff(0, &mapping, entries(&src), entries(&dst), &options(prune, OnConflict::Overwrite));
+            let mut after = dst.clone();
+            let mut seen = std::collections::HashSet::new();
+            for c in &d.changes {
+                prop_assert!(seen.insert(c.key.clone()), "no key twice");
+                prop_assert_eq!(mapping.to_source(&c.key), Some(c.source_key.clone()));
+                match c.action {
+                    Action::Create | Action::Update => { after.insert(c.key.clone(), c.payload.clone().unwrap()); }
+                    Action::Delete => { after.remove(&c.key); }
+                    Action::Conflict => prop_assert!(false, "overwrite never conflicts"),
+                }
+            }
+            let in_scope = |k: &Vec<u8>| k.starts_with(b"/d/") && !(exclude && k.starts_with(b"/d/x/"));
+            let expected: BTreeMap<_, _> = src.iter()
+                .filter(|(k, _)| k.starts_with(b"/s/") && !(exclude && k.starts_with(b"/s/x/")))
+                .map(|(k, v)| (mapping.to_destination(k).unwrap(), v.clone()))
+                .collect();
+            let got: BTreeMap<_, _> = after.iter().filter(|(k, _)| in_scope(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+            if prune {
+                prop_assert_eq!(&got, &expected);
+            } else {
+                for (k, v) in &expected { prop_assert_eq!(got.get(k), Some(v)); }
+            }
+            // Out of scope keys are untouched.
+            for (k, v) in &dst {
+                if !in_scope(k) { prop_assert_eq!(after.get(k), Some(v)); }
+            }
+            // A second diff after applying finds nothing to write.
+            let again = diff(0, &mapping, entries(&src), entries(&after), &options(prune, OnConflict::Overwrite));
+            prop_assert_eq!(again.summary.writes(), 0);
+            prop_assert_eq!(again.summary.unchanged, expected.len() as u64);
+        }
+
+        /// keep and fail never write over a differing value.
+        #[test]
+        fn conflicts_are_never_writes(src in map_strategy(), dst in map_strategy()) {
+            let mapping = Mapping { from: b"/s/".to_vec(), to: b"/d/".to_vec(), exclude: vec![] };
+            let d = diff(0, &mapping, entries(&src), entries(&dst), &options(false, OnConflict::Keep));
+            for c in &d.changes {
+                if let Some(existing) = dst.get(&c.key) {
+                    prop_assert_eq!(c.action, Action::Conflict);
+                    prop_assert!(c.payload.is_none());
+                    prop_assert_ne!(Some(existing), src.get(&c.source_key));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sensitive_values_are_never_kept_for_display() {
+        let mapping = Mapping {
+            from: b"/s/".to_vec(),
+            to: b"/s/".to_vec(),
+            exclude: vec![],
+        };
+        let sensitive = vec![b"/s/secret/".to_vec()];
+        let src = [(b"/s/secret/a".to_vec(), b"new".to_vec())]
+            .into_iter()
+            .collect();
+        let dst = [(b"/s/secret/a".to_vec(), b"old".to_vec())]
+            .into_iter()
+            .collect();
+        let d = diff(
+            0,
+            &mapping,
+            entries(&src),
+            entries(&dst),
+            &DiffOptions {
+                sensitive: &sensitive,
+                ..options(false, OnConflict::Overwrite)
+            },
+        );
+        let c = &d.changes[0];
+        assert!(c.sensitive);
+        assert_eq!(c.source.as_ref().and_then(|v| v.shown.clone()), None);
+        assert_eq!(c.destination.as_ref().and_then(|v| v.shown.clone()), None);
+        assert_eq!(c.payload.as_deref(), Some(&b"new"[..]));
+    }
+}

@@ -1,0 +1,142 @@
+//! Diagnostics of the etcd layer: which side, which endpoint, what happened,
+//! and what to do about it.
+
+use miette::Diagnostic;
+
+use crate::planfile::SideRole;
+
+/// What went wrong talking to a cluster.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+pub enum EtcdError {
+    #[error("{side} endpoint {endpoint}: unreachable ({detail})")]
+    #[diagnostic(
+        code(etcdplan::etcd::unreachable),
+        help(
+            "check that etcd listens on that host and port and that no firewall is in the way; etcdplan tried every endpoint of the {side}"
+        )
+    )]
+    Unreachable {
+        side: SideRole,
+        endpoint: String,
+        detail: String,
+    },
+
+    #[error("{side} endpoint {endpoint}: the server's certificate is not trusted ({detail})")]
+    #[diagnostic(
+        code(etcdplan::etcd::untrusted_server),
+        help(
+            "`tls.ca` must hold the CA that signed the server certificate, and the certificate must name the endpoint's host (or set `tls.server_name`)"
+        )
+    )]
+    UntrustedServer {
+        side: SideRole,
+        endpoint: String,
+        detail: String,
+    },
+
+    #[error("{side} endpoint {endpoint}: the server rejected the client certificate ({detail})")]
+    #[diagnostic(
+        code(etcdplan::etcd::client_certificate_rejected),
+        help(
+            "the server requires a client certificate signed by a CA it trusts: set `tls.cert` and `tls.key` to such a pair"
+        )
+    )]
+    ClientCertificateRejected {
+        side: SideRole,
+        endpoint: String,
+        detail: String,
+    },
+
+    #[error(
+        "{side} endpoint {endpoint}: the server speaks TLS but the endpoint says http:// ({detail})"
+    )]
+    #[diagnostic(
+        code(etcdplan::etcd::plaintext_to_tls),
+        help(
+            "change the endpoint to https:// and add a `tls` section; etcdplan never falls back between plaintext and TLS"
+        )
+    )]
+    PlaintextToTls {
+        side: SideRole,
+        endpoint: String,
+        detail: String,
+    },
+
+    #[error(
+        "{side} endpoint {endpoint}: the server speaks plaintext but the endpoint says https:// ({detail})"
+    )]
+    #[diagnostic(
+        code(etcdplan::etcd::tls_to_plaintext),
+        help(
+            "the server does not use TLS: if that is intended, use http://; otherwise fix the server. etcdplan never falls back to plaintext on its own"
+        )
+    )]
+    TlsToPlaintext {
+        side: SideRole,
+        endpoint: String,
+        detail: String,
+    },
+
+    #[error("{side}: authentication failed for user `{user}`")]
+    #[diagnostic(
+        code(etcdplan::etcd::authentication_failed),
+        help("check the user name and the password in the variable named by `auth.password_env`")
+    )]
+    AuthenticationFailed { side: SideRole, user: String },
+
+    #[error("{side}: the cluster requires authentication, and the plan gives none")]
+    #[diagnostic(
+        code(etcdplan::etcd::authentication_required),
+        help("add an `auth` section with `username` and `password_env` for the {side}")
+    )]
+    AuthenticationRequired { side: SideRole },
+
+    #[error("{side}: permission denied for {user} to {what} `{prefix}`")]
+    #[diagnostic(
+        code(etcdplan::etcd::permission_denied),
+        help(
+            "grant the user's role {what} permission on the prefix, e.g. `etcdctl role grant-permission ROLE --prefix=true readwrite {prefix}`"
+        )
+    )]
+    PermissionDenied {
+        side: SideRole,
+        user: String,
+        what: &'static str,
+        prefix: String,
+    },
+
+    #[error("{side}: revision {revision} has been compacted")]
+    #[diagnostic(
+        code(etcdplan::etcd::compacted),
+        help(
+            "the cluster discarded that history; run `etcdplan plan` again to read at a current revision"
+        )
+    )]
+    Compacted { side: SideRole, revision: i64 },
+
+    #[error("{side}: {operation} failed: {detail}")]
+    #[diagnostic(
+        code(etcdplan::etcd::request_failed),
+        help(
+            "this is an error etcdplan does not retry; the message above comes from the server or the client library"
+        )
+    )]
+    Request {
+        side: SideRole,
+        operation: String,
+        detail: String,
+    },
+
+    #[error("{side}: gave up after {attempts} attempts over all endpoints; last error: {last}")]
+    #[diagnostic(
+        code(etcdplan::etcd::retries_exhausted),
+        help(
+            "every endpoint kept failing with transient errors (unavailable, timeouts, leader changes); check the cluster's health with `etcdplan check`"
+        )
+    )]
+    RetriesExhausted {
+        side: SideRole,
+        attempts: u32,
+        last: String,
+    },
+}

@@ -1,0 +1,278 @@
+//! Planning: read both sides at pinned revisions and diff them, mapping by
+//! mapping. Scans stream through bounded channels into the diff, so memory
+//! holds a few pages and the changes, never the whole keyspace.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use miette::Diagnostic;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::diff::{self, Change, DiffOptions, Summary};
+use crate::etcd::{Entry, EtcdError, KeyRange, Op, PageLimits, Pin, Side};
+use crate::keys::{display_key, prefixes_overlap};
+use crate::planfile::{OnConflict, Plan};
+
+/// One cluster as the plan saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ClusterInfo {
+    /// The cluster id from the response headers, as 16 hex digits.
+    pub cluster_id: String,
+    /// The revision the side was read at.
+    pub revision: i64,
+    pub endpoints: Vec<String>,
+}
+
+/// Counts of one mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappingReport {
+    pub from: Vec<u8>,
+    pub to: Vec<u8>,
+    pub summary: Summary,
+}
+
+/// Everything a plan found: what renderers show and what apply writes.
+#[derive(Debug, Clone)]
+pub struct PlanReport {
+    pub name: Option<String>,
+    pub plan_path: String,
+    pub file_sha256: String,
+    pub source: ClusterInfo,
+    pub destination: ClusterInfo,
+    pub mappings: Vec<MappingReport>,
+    pub changes: Vec<Change>,
+    pub summary: Summary,
+}
+
+impl PlanReport {
+    pub fn has_writes(&self) -> bool {
+        self.summary.writes() > 0
+    }
+}
+
+/// Why a plan could not be made.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+pub enum PlanError {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Etcd(#[from] EtcdError),
+
+    #[error(
+        "source and destination are the same cluster ({cluster_id}), and `{to}` overlaps the range `{from}` being read"
+    )]
+    #[diagnostic(
+        code(etcdplan::plan::same_cluster),
+        help(
+            "within one cluster, `to` must not overlap any `from`: choose a destination prefix outside the ranges being read"
+        )
+    )]
+    SameCluster {
+        cluster_id: String,
+        from: String,
+        to: String,
+    },
+
+    #[error(
+        "{count} destination key(s) exist with other values, and `on_conflict: fail`:\n{listed}"
+    )]
+    #[diagnostic(
+        code(etcdplan::plan::conflicts),
+        help(
+            "decide per plan: `on_conflict: overwrite` writes the source values, `on_conflict: keep` leaves these keys as they are"
+        )
+    )]
+    Conflicts { count: u64, listed: String },
+
+    #[error("internal error while planning: {0}")]
+    #[diagnostic(
+        code(etcdplan::plan::internal),
+        help("this is a bug in etcdplan; please report it with the command you ran")
+    )]
+    Internal(String),
+}
+
+/// Knobs of one planning run.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    pub limits: PageLimits,
+    /// Keep values up to this size to display value diffs.
+    pub shown_limit: usize,
+    /// Keep the bytes to write (apply needs them).
+    pub keep_payload: bool,
+    /// Source revision to read at; 0 pins the latest.
+    pub source_revision: i64,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        Self {
+            limits: PageLimits::default(),
+            shown_limit: 64 << 10,
+            keep_payload: false,
+            source_revision: 0,
+        }
+    }
+}
+
+/// Keys read so far on each side, for progress displays.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub source_keys: AtomicU64,
+    pub destination_keys: AtomicU64,
+}
+
+/// The cluster id of a side, from a status request (which also proves the
+/// side is reachable before a long scan starts).
+pub async fn cluster_id(side: &Side) -> Result<u64, EtcdError> {
+    let status = side
+        .call(Op::REACH, |mut c| async move { c.status().await })
+        .await?;
+    Ok(status.header().map_or(0, |h| h.cluster_id()))
+}
+
+/// Reads both sides and diffs every mapping.
+pub async fn make_plan(
+    plan: &Plan,
+    source: Arc<Side>,
+    destination: Arc<Side>,
+    options: &PlanOptions,
+    progress: Arc<Progress>,
+) -> Result<PlanReport, PlanError> {
+    let (source_id, destination_id) =
+        tokio::try_join!(cluster_id(&source), cluster_id(&destination))?;
+    if source_id == destination_id {
+        for m in &plan.mappings {
+            if let Some(f) = plan
+                .mappings
+                .iter()
+                .find(|f| prefixes_overlap(&f.from, &m.to))
+            {
+                return Err(PlanError::SameCluster {
+                    cluster_id: format!("{source_id:016x}"),
+                    from: display_key(&f.from),
+                    to: display_key(&m.to),
+                });
+            }
+        }
+    }
+    let source_pin = Pin::at(options.source_revision);
+    let destination_pin = Pin::latest();
+    let mut mappings = Vec::new();
+    let mut changes = Vec::new();
+    let mut summary = Summary::default();
+    for (index, mapping) in plan.mappings.iter().enumerate() {
+        let (src_rx, src_task) = spawn_scan(
+            source.clone(),
+            KeyRange::prefix(&mapping.from),
+            source_pin.clone(),
+            options.limits,
+            progress.clone(),
+            true,
+        );
+        let (dst_rx, dst_task) = spawn_scan(
+            destination.clone(),
+            KeyRange::prefix(&mapping.to),
+            destination_pin.clone(),
+            options.limits,
+            progress.clone(),
+            false,
+        );
+        let mapping_clone = mapping.clone();
+        let sensitive = plan.sensitive.clone();
+        let diff_options = (
+            plan.prune,
+            plan.on_conflict,
+            options.shown_limit,
+            options.keep_payload,
+        );
+        let diffed = tokio::task::spawn_blocking(move || {
+            let opts = DiffOptions {
+                prune: diff_options.0,
+                on_conflict: diff_options.1,
+                sensitive: &sensitive,
+                shown_limit: diff_options.2,
+                keep_payload: diff_options.3,
+            };
+            diff::diff(index, &mapping_clone, drain(src_rx), drain(dst_rx), &opts)
+        })
+        .await
+        .map_err(|e| PlanError::Internal(e.to_string()))?;
+        // A failed scan ends its stream early: its error wins over the diff.
+        for task in [src_task, dst_task] {
+            task.await
+                .map_err(|e| PlanError::Internal(e.to_string()))??;
+        }
+        summary.add(&diffed.summary);
+        mappings.push(MappingReport {
+            from: mapping.from.clone(),
+            to: mapping.to.clone(),
+            summary: diffed.summary,
+        });
+        changes.extend(diffed.changes);
+    }
+    if plan.on_conflict == OnConflict::Fail && summary.conflict > 0 {
+        let conflicts: Vec<&Change> = changes
+            .iter()
+            .filter(|c| c.action == diff::Action::Conflict)
+            .collect();
+        let mut listed: Vec<String> = conflicts
+            .iter()
+            .take(20)
+            .map(|c| format!("  ! {}", display_key(&c.key)))
+            .collect();
+        if conflicts.len() > 20 {
+            listed.push(format!("  … and {} more", conflicts.len() - 20));
+        }
+        return Err(PlanError::Conflicts {
+            count: summary.conflict,
+            listed: listed.join("\n"),
+        });
+    }
+    Ok(PlanReport {
+        name: plan.name.clone(),
+        plan_path: plan.path.display().to_string(),
+        file_sha256: plan.file_sha256.clone(),
+        source: ClusterInfo {
+            cluster_id: format!("{source_id:016x}"),
+            revision: source_pin.get(),
+            endpoints: source.endpoints().map(String::from).collect(),
+        },
+        destination: ClusterInfo {
+            cluster_id: format!("{destination_id:016x}"),
+            revision: destination_pin.get(),
+            endpoints: destination.endpoints().map(String::from).collect(),
+        },
+        mappings,
+        changes,
+        summary,
+    })
+}
+
+type ScanTask = tokio::task::JoinHandle<Result<(), EtcdError>>;
+
+/// Starts a scan that feeds pages into a small bounded channel.
+fn spawn_scan(
+    side: Arc<Side>,
+    range: KeyRange,
+    pin: Pin,
+    limits: PageLimits,
+    progress: Arc<Progress>,
+    is_source: bool,
+) -> (mpsc::Receiver<Vec<Entry>>, ScanTask) {
+    let (tx, rx) = mpsc::channel(2);
+    let task = tokio::spawn(async move {
+        let counter = if is_source {
+            &progress.source_keys
+        } else {
+            &progress.destination_keys
+        };
+        crate::etcd::scan::scan(&side, &range, &pin, limits, counter, &tx).await
+    });
+    (rx, task)
+}
+
+/// Turns a channel of pages into an iterator of entries, for the blocking diff.
+fn drain(mut rx: mpsc::Receiver<Vec<Entry>>) -> impl Iterator<Item = Entry> {
+    std::iter::from_fn(move || rx.blocking_recv()).flatten()
+}

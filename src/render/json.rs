@@ -1,0 +1,276 @@
+//! The machine rendering. The same structs are the body of a saved plan, so
+//! `--format json` and `plan --out` can never disagree. Keys that are not
+//! UTF-8 appear as `key_base64` (and `source_key_base64`) instead.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+
+use crate::diff::{Action, Change, Summary, Value};
+use crate::plan::{ClusterInfo, MappingReport, PlanReport};
+
+/// The JSON document, format version "1".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JsonPlan {
+    pub format_version: String,
+    pub plan: JsonPlanFile,
+    pub source: ClusterInfo,
+    pub destination: ClusterInfo,
+    pub summary: Summary,
+    pub mappings: Vec<JsonMapping>,
+    pub changes: Vec<JsonChange>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JsonPlanFile {
+    pub name: Option<String>,
+    pub path: String,
+    pub file_sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JsonMapping {
+    #[serde(flatten)]
+    pub from: JsonKey<FromTag>,
+    #[serde(flatten)]
+    pub to: JsonKey<ToTag>,
+    pub summary: Summary,
+}
+
+/// One change. Values are never included, only their sha256 and size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JsonChange {
+    pub action: Action,
+    #[serde(flatten)]
+    pub key: JsonKey<KeyTag>,
+    #[serde(flatten)]
+    pub source_key: JsonKey<SourceKeyTag>,
+    /// Index into `mappings`.
+    pub mapping: usize,
+    pub sensitive: bool,
+    /// The source value to write (create, update) or that differs (conflict).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub value_sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub value_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub source_mod_revision: Option<i64>,
+    /// The destination state planned against: `null` means absent.
+    pub destination_mod_revision: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub destination_value_sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub destination_value_size: Option<u64>,
+}
+
+/// Names the JSON fields of a key: `<name>` when UTF-8, `<name>_base64` otherwise.
+pub trait KeyName {
+    const TEXT: &'static str;
+    const BASE64: &'static str;
+}
+
+macro_rules! key_tag {
+    ($tag:ident, $text:literal, $b64:literal) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+        pub struct $tag;
+        impl KeyName for $tag {
+            const TEXT: &'static str = $text;
+            const BASE64: &'static str = $b64;
+        }
+    };
+}
+key_tag!(KeyTag, "key", "key_base64");
+key_tag!(SourceKeyTag, "source_key", "source_key_base64");
+key_tag!(FromTag, "from", "from_base64");
+key_tag!(ToTag, "to", "to_base64");
+
+/// Key bytes that serialise as text when they are UTF-8, base64 otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonKey<T> {
+    pub bytes: Vec<u8>,
+    tag: std::marker::PhantomData<T>,
+}
+
+impl<T> JsonKey<T> {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self {
+            bytes,
+            tag: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T: KeyName> Serialize for JsonKey<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(1))?;
+        match std::str::from_utf8(&self.bytes) {
+            Ok(text) => map.serialize_entry(T::TEXT, text)?,
+            Err(_) => map.serialize_entry(T::BASE64, &B64.encode(&self.bytes))?,
+        }
+        map.end()
+    }
+}
+
+impl<'de, T: KeyName> Deserialize<'de> for JsonKey<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let map = std::collections::BTreeMap::<String, serde_json::Value>::deserialize(d)?;
+        if let Some(v) = map.get(T::TEXT).and_then(|v| v.as_str()) {
+            return Ok(JsonKey::new(v.as_bytes().to_vec()));
+        }
+        if let Some(v) = map.get(T::BASE64).and_then(|v| v.as_str()) {
+            return B64
+                .decode(v)
+                .map(JsonKey::new)
+                .map_err(|e| D::Error::custom(format!("{}: {e}", T::BASE64)));
+        }
+        Err(D::Error::custom(format!(
+            "missing `{}` or `{}`",
+            T::TEXT,
+            T::BASE64
+        )))
+    }
+}
+
+fn sha(v: Option<&Value>) -> Option<String> {
+    v.map(Value::sha256_hex)
+}
+
+impl JsonChange {
+    pub fn from_change(c: &Change) -> JsonChange {
+        let (src, dst) = (c.source.as_ref(), c.destination.as_ref());
+        JsonChange {
+            action: c.action,
+            key: JsonKey::new(c.key.clone()),
+            source_key: JsonKey::new(c.source_key.clone()),
+            mapping: c.mapping,
+            sensitive: c.sensitive,
+            value_sha256: sha(src),
+            value_size: src.map(|v| v.size as u64),
+            source_mod_revision: src.map(|v| v.mod_revision),
+            destination_mod_revision: dst.map(|v| v.mod_revision),
+            destination_value_sha256: sha(dst),
+            destination_value_size: dst.map(|v| v.size as u64),
+        }
+    }
+
+    /// Back to a change, without any value bytes (saved plans hold none).
+    pub fn to_change(&self) -> Result<Change, String> {
+        let value = |sha: &Option<String>,
+                     size: Option<u64>,
+                     rev: Option<i64>|
+         -> Result<Option<Value>, String> {
+            let Some(sha) = sha else { return Ok(None) };
+            let bytes = hex::decode(sha).map_err(|e| format!("bad sha256 `{sha}`: {e}"))?;
+            let sha256: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| format!("sha256 `{sha}` is not 32 bytes"))?;
+            Ok(Some(Value {
+                sha256,
+                size: size.unwrap_or(0) as usize,
+                mod_revision: rev.unwrap_or(0),
+                lease: 0,
+                shown: None,
+            }))
+        };
+        let destination = match self.destination_mod_revision {
+            Some(rev) => value(
+                &self.destination_value_sha256,
+                self.destination_value_size,
+                Some(rev),
+            )?,
+            None => None,
+        };
+        if matches!(
+            self.action,
+            Action::Update | Action::Delete | Action::Conflict
+        ) && destination.is_none()
+        {
+            return Err(format!(
+                "a {:?} change needs the destination's planned state",
+                self.action
+            ));
+        }
+        let source = value(
+            &self.value_sha256,
+            self.value_size,
+            self.source_mod_revision,
+        )?;
+        if matches!(self.action, Action::Create | Action::Update) && source.is_none() {
+            return Err(format!(
+                "a {:?} change needs the value's sha256",
+                self.action
+            ));
+        }
+        Ok(Change {
+            action: self.action,
+            mapping: self.mapping,
+            key: self.key.bytes.clone(),
+            source_key: self.source_key.bytes.clone(),
+            sensitive: self.sensitive,
+            source,
+            destination,
+            payload: None,
+        })
+    }
+}
+
+impl JsonPlan {
+    pub fn from_report(r: &PlanReport) -> JsonPlan {
+        JsonPlan {
+            format_version: "1".into(),
+            plan: JsonPlanFile {
+                name: r.name.clone(),
+                path: r.plan_path.clone(),
+                file_sha256: r.file_sha256.clone(),
+            },
+            source: r.source.clone(),
+            destination: r.destination.clone(),
+            summary: r.summary,
+            mappings: r
+                .mappings
+                .iter()
+                .map(|m| JsonMapping {
+                    from: JsonKey::new(m.from.clone()),
+                    to: JsonKey::new(m.to.clone()),
+                    summary: m.summary,
+                })
+                .collect(),
+            changes: r.changes.iter().map(JsonChange::from_change).collect(),
+        }
+    }
+
+    pub fn to_report(&self) -> Result<PlanReport, String> {
+        Ok(PlanReport {
+            name: self.plan.name.clone(),
+            plan_path: self.plan.path.clone(),
+            file_sha256: self.plan.file_sha256.clone(),
+            source: self.source.clone(),
+            destination: self.destination.clone(),
+            mappings: self
+                .mappings
+                .iter()
+                .map(|m| MappingReport {
+                    from: m.from.bytes.clone(),
+                    to: m.to.bytes.clone(),
+                    summary: m.summary,
+                })
+                .collect(),
+            changes: self
+                .changes
+                .iter()
+                .map(JsonChange::to_change)
+                .collect::<Result<_, _>>()?,
+            summary: self.summary,
+        })
+    }
+}
+
+/// Renders a plan as one pretty JSON object with a trailing newline.
+pub fn render_json(report: &PlanReport) -> String {
+    let mut text = serde_json::to_string_pretty(&JsonPlan::from_report(report))
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    text.push('\n');
+    text
+}

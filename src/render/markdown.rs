@@ -1,0 +1,191 @@
+//! The pull-request rendering: a per-prefix summary table, then the changes
+//! in collapsible `<details>` blocks. The comment stays under GitHub's limit
+//! by leaving whole changes out and saying how many, never by cutting text.
+
+use std::fmt::Write as _;
+
+use super::{DiffLine, RenderOptions, change_note, summary_line, thousands, value_diff};
+use crate::diff::{Action, Change};
+use crate::keys::display_key;
+use crate::plan::PlanReport;
+
+/// The most characters a rendered comment may have (GitHub allows 65,536).
+pub const MARKDOWN_LIMIT: usize = 65_000;
+
+/// Room kept for closing tags and the "not listed" note.
+const RESERVE: usize = 600;
+
+/// Inline code that survives backticks and pipes inside it.
+fn code(text: &str) -> String {
+    let longest = longest_run(text, '`');
+    let ticks = "`".repeat(longest + 1);
+    let pad = if text.starts_with('`') || text.ends_with('`') {
+        " "
+    } else {
+        ""
+    };
+    format!("{ticks}{pad}{}{pad}{ticks}", text.replace('|', "\\|"))
+}
+
+fn longest_run(text: &str, c: char) -> usize {
+    let (mut best, mut run) = (0, 0);
+    for ch in text.chars() {
+        run = if ch == c { run + 1 } else { 0 };
+        best = best.max(run);
+    }
+    best
+}
+
+/// A fenced block whose fence is longer than any backtick run inside.
+fn fenced(lang: &str, body: &str) -> String {
+    let fence = "`".repeat(longest_run(body, '`').max(2) + 1);
+    format!("{fence}{lang}\n{body}{fence}\n")
+}
+
+fn entry(change: &Change) -> String {
+    let mut body = format!("{} {}", change.action.symbol(), display_key(&change.key));
+    if let Some(note) = change_note(change) {
+        let _ = write!(body, "  {note}");
+    }
+    body.push('\n');
+    if let Some(lines) = value_diff(change) {
+        for l in lines {
+            let _ = match l {
+                DiffLine::Context(t) => writeln!(body, "  {t}"),
+                DiffLine::Removed(t) => writeln!(body, "- {t}"),
+                DiffLine::Added(t) => writeln!(body, "+ {t}"),
+                DiffLine::Note(t) => writeln!(body, "  {t}"),
+            };
+        }
+    }
+    body
+}
+
+/// Renders a plan as a Markdown comment of at most [`MARKDOWN_LIMIT`] characters.
+pub fn render_markdown(report: &PlanReport, options: RenderOptions) -> String {
+    let mut out = String::new();
+    let title = report
+        .name
+        .as_deref()
+        .map_or("etcdplan plan".to_string(), |n| {
+            format!("etcdplan plan: {n}")
+        });
+    let _ = writeln!(out, "### {title}\n");
+    let _ = writeln!(
+        out,
+        "Source cluster {} at revision {} ({}) → destination cluster {} at revision {} ({}). Plan file {} (sha256 {}).\n",
+        code(&report.source.cluster_id),
+        report.source.revision,
+        report
+            .source
+            .endpoints
+            .iter()
+            .map(|e| code(e))
+            .collect::<Vec<_>>()
+            .join(", "),
+        code(&report.destination.cluster_id),
+        report.destination.revision,
+        report
+            .destination
+            .endpoints
+            .iter()
+            .map(|e| code(e))
+            .collect::<Vec<_>>()
+            .join(", "),
+        code(&report.plan_path),
+        code(&report.file_sha256[..report.file_sha256.len().min(12)]),
+    );
+    let _ = writeln!(
+        out,
+        "| from | to | create | update | delete | conflict | unchanged |\n| --- | --- | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for m in &report.mappings {
+        let s = &m.summary;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            code(&display_key(&m.from)),
+            code(&display_key(&m.to)),
+            thousands(s.create),
+            thousands(s.update),
+            thousands(s.delete),
+            thousands(s.conflict),
+            thousands(s.unchanged)
+        );
+    }
+    let _ = writeln!(out, "\n**{}**\n", summary_line(&report.summary));
+
+    let limit = options.max_listed.unwrap_or(usize::MAX);
+    let mut listed = 0usize;
+    let mut full = false;
+    for (action, label) in [
+        (Action::Create, "to create"),
+        (Action::Update, "to update"),
+        (Action::Delete, "to delete"),
+        (Action::Conflict, "conflicting, left as is"),
+    ] {
+        let count = report.changes.iter().filter(|c| c.action == action).count();
+        if count == 0 || full || listed >= limit {
+            continue;
+        }
+        let mut section = format!(
+            "<details><summary>{} {label}</summary>\n\n",
+            thousands(count as u64)
+        );
+        let mut body = String::new();
+        for change in report.changes.iter().filter(|c| c.action == action) {
+            if listed >= limit {
+                break;
+            }
+            let e = entry(change);
+            let projected = out.len() + section.len() + body.len() + e.len() + 20 + RESERVE;
+            if projected > MARKDOWN_LIMIT {
+                full = true;
+                break;
+            }
+            body.push_str(&e);
+            listed += 1;
+        }
+        if !body.is_empty() {
+            section.push_str(&fenced("diff", &body));
+            section.push_str("\n</details>\n\n");
+            out.push_str(&section);
+        }
+    }
+    let total = report.changes.len();
+    if listed < total {
+        let why = if full {
+            format!(
+                "to keep this comment under {} characters",
+                thousands(MARKDOWN_LIMIT as u64)
+            )
+        } else {
+            format!("by --max-listed {limit}")
+        };
+        let _ = writeln!(
+            out,
+            "_{} of {} changes are not listed here ({why}); the summary above counts them all, and `etcdplan show` on the saved plan lists every one._",
+            thousands((total - listed) as u64),
+            thousands(total as u64)
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_spans_survive_backticks_and_pipes() {
+        assert_eq!(code("/a/b"), "`/a/b`");
+        assert_eq!(code("a`b"), "``a`b``");
+        assert_eq!(code("a|b"), "`a\\|b`");
+        assert_eq!(code("`x"), "`` `x ``");
+    }
+
+    #[test]
+    fn fences_outgrow_the_body() {
+        assert!(fenced("diff", "```\n").starts_with("````diff\n"));
+    }
+}

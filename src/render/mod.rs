@@ -1,0 +1,210 @@
+//! Rendering a plan for people (text), pull requests (Markdown) and machines
+//! (JSON). Renderers take the plan as plain data and never touch the
+//! network. Sensitive values never reach them: the diff keeps no bytes for
+//! display under a `sensitive` prefix, and every renderer shows a hash instead.
+
+mod json;
+mod markdown;
+mod text;
+
+pub use json::{JsonChange, JsonPlan, render_json};
+pub use markdown::{MARKDOWN_LIMIT, render_markdown};
+pub use text::render_text;
+
+use similar::{ChangeTag, TextDiff};
+
+use crate::diff::{Action, Change, Summary, Value};
+
+/// Output format of `plan`, `show` and `apply`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// For terminals: a header, each change, a summary line.
+    Text,
+    /// For pull-request comments: tables and collapsible details.
+    Markdown,
+    /// For machines: one JSON object (see the README).
+    Json,
+}
+
+/// Options shared by the renderers.
+#[derive(Debug, Clone, Copy)]
+pub struct RenderOptions {
+    pub color: bool,
+    /// List at most this many changes (the summary always counts all).
+    pub max_listed: Option<usize>,
+}
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The summary line: `Plan: 3 to create, 1 to update, 0 to delete, 4,211 unchanged.`
+pub fn summary_line(s: &Summary) -> String {
+    if s.writes() == 0 && s.conflict == 0 {
+        return "No changes. The destination matches the source.".to_string();
+    }
+    let conflicts = if s.conflict > 0 {
+        format!(", {} conflicting left as is", thousands(s.conflict))
+    } else {
+        String::new()
+    };
+    format!(
+        "Plan: {} to create, {} to update, {} to delete{conflicts}, {} unchanged.",
+        thousands(s.create),
+        thousands(s.update),
+        thousands(s.delete),
+        thousands(s.unchanged)
+    )
+}
+
+/// A short hash for people: the first 12 hex digits.
+pub fn short_sha(v: &Value) -> String {
+    let hex = v.sha256_hex();
+    format!("{}…", &hex[..12])
+}
+
+/// How a value is described when its bytes are not shown.
+pub fn opaque(v: &Value, sensitive: bool) -> String {
+    if sensitive {
+        format!("(sensitive value, sha256 {})", short_sha(v))
+    } else {
+        format!(
+            "({} bytes, sha256 {})",
+            thousands(v.size as u64),
+            short_sha(v)
+        )
+    }
+}
+
+/// One line of a value diff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiffLine {
+    Context(String),
+    Removed(String),
+    Added(String),
+    /// A hunk header or an elision note.
+    Note(String),
+}
+
+/// Most lines of one value diff before the rest is elided.
+const MAX_DIFF_LINES: usize = 200;
+
+/// The value diff of an update or conflict, or `None` when there are no
+/// shown bytes (a create, a delete, a sensitive or too large value).
+pub fn value_diff(change: &Change) -> Option<Vec<DiffLine>> {
+    if change.sensitive || !matches!(change.action, Action::Update | Action::Conflict) {
+        return None;
+    }
+    let old = change.destination.as_ref()?.shown.as_ref()?;
+    let new = change.source.as_ref()?.shown.as_ref()?;
+    let (old, new) = (as_lines(old), as_lines(new));
+    let diff = TextDiff::from_lines(&old, &new);
+    let mut lines = Vec::new();
+    for group in diff.grouped_ops(3) {
+        let (first, last) = (group.first()?, group.last()?);
+        lines.push(DiffLine::Note(format!(
+            "@@ -{},{} +{},{} @@",
+            first.old_range().start + 1,
+            last.old_range().end - first.old_range().start,
+            first.new_range().start + 1,
+            last.new_range().end - first.new_range().start
+        )));
+        for op in &group {
+            for change in diff.iter_changes(op) {
+                let text = change.value().trim_end_matches('\n').to_string();
+                lines.push(match change.tag() {
+                    ChangeTag::Equal => DiffLine::Context(text),
+                    ChangeTag::Delete => DiffLine::Removed(text),
+                    ChangeTag::Insert => DiffLine::Added(text),
+                });
+            }
+        }
+    }
+    if lines.len() > MAX_DIFF_LINES {
+        let more = lines.len() - MAX_DIFF_LINES;
+        lines.truncate(MAX_DIFF_LINES);
+        lines.push(DiffLine::Note(format!("… {more} more diff lines elided")));
+    }
+    Some(lines)
+}
+
+/// A value as diffable lines: JSON pretty-printed, other UTF-8 text as is,
+/// binary as a hex dump.
+fn as_lines(bytes: &[u8]) -> String {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        if let Ok(json) = serde_json::from_str::<serde_json::Value>(text)
+            && (json.is_object() || json.is_array())
+            && let Ok(pretty) = serde_json::to_string_pretty(&json)
+        {
+            return pretty + "\n";
+        }
+        if !text
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
+            let mut t = text.to_string();
+            if !t.ends_with('\n') {
+                t.push('\n');
+            }
+            return t;
+        }
+    }
+    let mut out = String::new();
+    for (i, chunk) in bytes.chunks(16).enumerate() {
+        let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
+        out.push_str(&format!("{:08x}  {}\n", i * 16, hex.join(" ")));
+    }
+    out
+}
+
+/// What to say after a change's key, besides its value diff.
+pub fn change_note(change: &Change) -> Option<String> {
+    let (old, new) = (change.destination.as_ref(), change.source.as_ref());
+    match change.action {
+        Action::Create => None,
+        Action::Delete => change.sensitive.then(|| "(sensitive value)".to_string()),
+        Action::Update | Action::Conflict => {
+            let (old, new) = (old?, new?);
+            let prefix = if change.action == Action::Conflict {
+                "differs, left as is (on_conflict: keep) "
+            } else {
+                ""
+            };
+            if value_diff(change).is_some() {
+                return (change.action == Action::Conflict).then(|| prefix.trim_end().to_string());
+            }
+            Some(format!(
+                "{prefix}{} → {}",
+                opaque(old, change.sensitive),
+                opaque(new, change.sensitive)
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(4211), "4,211");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn binary_values_are_hex() {
+        assert_eq!(as_lines(&[0, 1, 0xff]), "00000000  00 01 ff\n");
+    }
+}

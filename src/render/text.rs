@@ -1,0 +1,111 @@
+//! The terminal rendering: a header, each change with its symbol, value
+//! diffs for updates, and the summary line.
+
+use std::fmt::Write as _;
+
+use owo_colors::OwoColorize;
+
+use super::{DiffLine, RenderOptions, change_note, summary_line, thousands, value_diff};
+use crate::diff::Action;
+use crate::keys::display_key;
+use crate::plan::{ClusterInfo, PlanReport};
+
+fn paint(color: bool, text: &str, f: impl Fn(&str) -> String) -> String {
+    if color { f(text) } else { text.to_string() }
+}
+
+fn side_line(label: &str, c: &ClusterInfo) -> String {
+    format!(
+        "  {label:<12} cluster {}  revision {}  {}",
+        c.cluster_id,
+        c.revision,
+        c.endpoints.join(", ")
+    )
+}
+
+/// Renders a plan for a terminal (or a log, with colour off).
+pub fn render_text(report: &PlanReport, options: RenderOptions) -> String {
+    let color = options.color;
+    let mut out = String::new();
+    let title = match &report.name {
+        Some(name) => format!("etcdplan plan: {name}"),
+        None => "etcdplan plan".to_string(),
+    };
+    let _ = writeln!(out, "{}", paint(color, &title, |t| t.bold().to_string()));
+    let _ = writeln!(
+        out,
+        "  {:<12} {} (sha256 {}…)",
+        "plan file",
+        report.plan_path,
+        &report.file_sha256[..report.file_sha256.len().min(12)]
+    );
+    let _ = writeln!(out, "{}", side_line("source", &report.source));
+    let _ = writeln!(out, "{}", side_line("destination", &report.destination));
+    let limit = options.max_listed.unwrap_or(usize::MAX);
+    let mut listed = 0;
+    let mut current_mapping = None;
+    for change in &report.changes {
+        if listed >= limit {
+            break;
+        }
+        if current_mapping != Some(change.mapping) {
+            current_mapping = Some(change.mapping);
+            if let Some(m) = report.mappings.get(change.mapping) {
+                let _ = writeln!(out);
+                let _ = writeln!(out, "{} → {}", display_key(&m.from), display_key(&m.to));
+            }
+        }
+        listed += 1;
+        let symbol = change.action.symbol().to_string();
+        let line = format!("  {symbol} {}", display_key(&change.key));
+        let painted = paint(color, &line, |t| match change.action {
+            Action::Create => t.green().to_string(),
+            Action::Update => t.yellow().to_string(),
+            Action::Delete => t.red().to_string(),
+            Action::Conflict => t.magenta().to_string(),
+        });
+        match change_note(change) {
+            Some(note) => {
+                let _ = writeln!(out, "{painted}  {note}");
+            }
+            None => {
+                let _ = writeln!(out, "{painted}");
+            }
+        }
+        if let Some(lines) = value_diff(change) {
+            for l in lines {
+                let text = match l {
+                    DiffLine::Context(t) => format!("        {t}"),
+                    DiffLine::Removed(t) => {
+                        paint(color, &format!("      - {t}"), |s| s.red().to_string())
+                    }
+                    DiffLine::Added(t) => {
+                        paint(color, &format!("      + {t}"), |s| s.green().to_string())
+                    }
+                    DiffLine::Note(t) => {
+                        paint(color, &format!("      {t}"), |s| s.cyan().to_string())
+                    }
+                };
+                let _ = writeln!(out, "{text}");
+            }
+        }
+    }
+    let total = report.changes.len();
+    if listed < total {
+        let _ = writeln!(
+            out,
+            "\n  … {} more change(s) not listed (--max-listed {})",
+            thousands((total - listed) as u64),
+            limit
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{}",
+        paint(color, &summary_line(&report.summary), |t| t
+            .bold()
+            .to_string())
+    );
+    out
+}
