@@ -11,6 +11,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use miette::{IntoDiagnostic, WrapErr};
 
+use crate::apply::{self, ApplyError, ApplyOptions, ApplyProgress, ApplyStats};
 use crate::check;
 use crate::etcd::{RetryPolicy, Side};
 use crate::plan::{PlanError, PlanOptions, PlanReport, Progress, make_plan};
@@ -24,6 +25,8 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_ERROR: u8 = 1;
 /// Exit code with `--detailed-exitcode`: the plan has changes to apply.
 pub const EXIT_CHANGES: u8 = 2;
+/// Exit code of `apply`: the plan is stale or someone else wrote meanwhile.
+pub const EXIT_STALE: u8 = 3;
 
 static NO_COLOR_FLAG: AtomicBool = AtomicBool::new(false);
 
@@ -86,6 +89,16 @@ pub enum Command {
         detailed_exitcode: bool,
     },
 
+    /// Apply a plan: a plan file (plans now, shows the plan, asks for `yes`)
+    /// or a saved plan from `plan --out` (applies exactly the reviewed
+    /// changes, no question). Guarded, batched, resumable: rerun the same
+    /// command after a crash to finish. Exit 0 done, 1 error, 3 stale plan or
+    /// concurrent writer.
+    #[command(
+        after_help = "Examples:\n  etcdplan apply plans/trident-external-etcd.yaml            # asks before writing\n  etcdplan apply plan.yaml --auto-approve --rate 2000       # CI, at most 2000 keys/s\n  etcdplan apply plan.saved.json                            # exactly what was reviewed"
+    )]
+    Apply(ApplyArgs),
+
     /// Render a saved plan (from `plan --out`) without any network access.
     #[command(after_help = "Example:\n  etcdplan show plan.saved.json --format markdown")]
     Show {
@@ -107,6 +120,34 @@ pub enum Command {
     /// Print the plan file's JSON Schema (the one in schemas/plan.schema.json).
     #[command(after_help = "Example:\n  etcdplan schema > schemas/plan.schema.json")]
     Schema,
+}
+
+/// Options of `apply`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApplyArgs {
+    /// A plan file (YAML) or a saved plan (from `plan --out`), recognised by
+    /// its content.
+    pub target: PathBuf,
+    /// Apply a plan file without asking (needed without a terminal, e.g. in CI).
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Most keys per transaction; etcd refuses more than its --max-txn-ops
+    /// (128 by default), e.g. --max-txn-ops 64.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_txn_ops: u64,
+    /// Most request bytes per transaction; etcd refuses requests over its
+    /// --max-request-bytes (1.5 MiB by default), e.g. --max-txn-bytes 524288.
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_txn_bytes: u64,
+    /// Transactions in flight at once, e.g. --concurrency 4.
+    #[arg(long, default_value_t = crate::apply::DEFAULT_CONCURRENCY as u64, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub concurrency: u64,
+    /// Write at most this many keys per second, so a busy production cluster
+    /// is not overrun, e.g. --rate 2000.
+    #[arg(long, value_name = "KEYS_PER_SECOND")]
+    pub rate: Option<f64>,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// How a plan is printed.
@@ -225,6 +266,7 @@ fn execute(command: Command, verbose: u8) -> miette::Result<u8> {
                 EXIT_OK
             })
         }
+        Command::Apply(args) => runtime()?.block_on(apply_command(args, verbose)),
         Command::Show { saved, output } => {
             let plan = SavedPlan::read(&saved)?;
             let report = plan.to_report(&saved)?;
@@ -315,6 +357,295 @@ impl Drop for ClearOnDrop {
     fn drop(&mut self) {
         self.0.finish_and_clear();
     }
+}
+
+async fn apply_command(args: ApplyArgs, verbose: u8) -> miette::Result<u8> {
+    let json = args.output.format == Format::Json;
+    // Ctrl-C or SIGTERM from here on stops cleanly: before writing, nothing is
+    // written; while writing, the transactions in flight finish first.
+    let stop = Arc::new(AtomicBool::new(false));
+    let signals = spawn_signal_watch(stop.clone());
+    let result = apply_guarded(args, verbose, json, stop).await;
+    signals.abort();
+    result
+}
+
+async fn apply_guarded(
+    args: ApplyArgs,
+    verbose: u8,
+    json: bool,
+    stop: Arc<AtomicBool>,
+) -> miette::Result<u8> {
+    let options = ApplyOptions {
+        max_txn_ops: args.max_txn_ops as usize,
+        max_txn_bytes: args.max_txn_bytes as usize,
+        concurrency: args.concurrency as usize,
+        rate: args.rate,
+    };
+    let saved = SavedPlan::is_saved_plan(&args.target);
+    let (plan, mut report) = if saved {
+        let saved_plan = SavedPlan::read(&args.target)?;
+        let plan = planfile::parse(
+            &saved_plan.plan_file_text,
+            std::path::Path::new(&saved_plan.report.plan.path),
+            &planfile::ProcessEnv,
+        )?;
+        let report = saved_plan.to_report(&args.target)?;
+        (plan, report)
+    } else {
+        let plan = planfile::load(&args.target)?;
+        let options = PlanOptions {
+            keep_payload: true,
+            ..PlanOptions::default()
+        };
+        let report = plan_with_progress(&plan, options, verbose).await?;
+        (plan, report)
+    };
+    let source = Arc::new(Side::new(&plan.source, RetryPolicy::default()));
+    let destination = Arc::new(Side::new(&plan.destination, RetryPolicy::default()));
+    if !json {
+        print!("{}", args.output.render(&report));
+    }
+    if !report.has_writes() {
+        if json {
+            print_apply_json(&report, &ApplyStats::default(), "no_changes", None);
+        } else {
+            println!("\nNothing to apply.");
+        }
+        return Ok(EXIT_OK);
+    }
+    if saved {
+        // The saved plan names its clusters: refuse to write anywhere else.
+        let (src_id, dst_id) = tokio::try_join!(
+            crate::plan::cluster_id(&source),
+            crate::plan::cluster_id(&destination)
+        )
+        .map_err(PlanError::from)?;
+        for (side, expected, found) in [
+            ("source", &report.source.cluster_id, src_id),
+            ("destination", &report.destination.cluster_id, dst_id),
+        ] {
+            let found = format!("{found:016x}");
+            if *expected != found {
+                return Err(ApplyError::ClusterMismatch {
+                    side,
+                    expected: expected.clone(),
+                    found,
+                }
+                .into());
+            }
+        }
+        apply::check_sizes_saved(&report, &options)?;
+        if let Err(e) = apply::fetch_payloads(&source, &mut report).await {
+            return Ok(report_error(e));
+        }
+    } else if !args.auto_approve {
+        if !std::io::stdin().is_terminal() {
+            return Err(miette::miette!(
+                code = "etcdplan::apply::needs_approval",
+                help = "review the plan above, then rerun with --auto-approve; or save it with `etcdplan plan --out FILE` and apply that file",
+                "refusing to apply without a terminal to confirm on"
+            ));
+        }
+        print!("\nApply these changes? Only 'yes' will be accepted: ");
+        let _ = std::io::stdout().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if answer.trim() != "yes" {
+            println!("Apply cancelled; nothing was written.");
+            return Ok(EXIT_ERROR);
+        }
+    }
+    // Refuse before any write when a range to write is not writable.
+    for (i, m) in plan.mappings.iter().enumerate() {
+        let writes_here = report
+            .changes
+            .iter()
+            .any(|c| c.mapping == i && c.action.writes());
+        if writes_here && let Err(why) = check::probe_write(&destination, &m.to).await {
+            return Err(miette::miette!(
+                code = "etcdplan::apply::not_writable",
+                help = "grant write permission on that prefix to the destination user (see `etcdplan check`); nothing was written",
+                "cannot write to `{}` on the destination: {why}",
+                crate::keys::display_key(&m.to)
+            ));
+        }
+    }
+    if stop.load(Ordering::SeqCst) {
+        eprintln!("Interrupted before writing anything.");
+        return Ok(EXIT_ERROR);
+    }
+    let progress = Arc::new(ApplyProgress::default());
+    let ticker = spawn_apply_progress(progress.clone());
+    let result = apply::apply_changes(
+        destination.clone(),
+        &report.changes,
+        &options,
+        stop.clone(),
+        progress.clone(),
+    )
+    .await;
+    ticker.abort();
+    let _ = ticker.await;
+    let stats = match result {
+        Ok(stats) => stats,
+        Err(e) => return Ok(report_error(e)),
+    };
+    let resume = if saved {
+        format!("etcdplan apply {}", args.target.display())
+    } else {
+        format!("etcdplan apply {} --auto-approve", args.target.display())
+    };
+    if !stats.foreign.is_empty() {
+        if json {
+            print_apply_json(&report, &stats, "stale", None);
+        }
+        eprintln!(
+            "\n{} key(s) were written by someone else since the plan and were left alone:\n{}",
+            stats.foreign.len(),
+            apply::list(&stats.foreign)
+        );
+        eprintln!("{}", progress_line(&stats));
+        eprintln!("Error: stale plan or concurrent writer: run plan again.");
+        return Ok(EXIT_STALE);
+    }
+    if stats.not_attempted > 0 {
+        if json {
+            print_apply_json(&report, &stats, "interrupted", None);
+        }
+        eprintln!(
+            "\nInterrupted after the transactions in flight: {} of {} changes done, {} not attempted.\n{}\nResume with: {resume}",
+            render::thousands(progress.done.load(Ordering::Relaxed)),
+            render::thousands(progress.total.load(Ordering::Relaxed)),
+            render::thousands(stats.not_attempted),
+            progress_line(&stats)
+        );
+        return Ok(EXIT_ERROR);
+    }
+    let verified = match apply::verify(&destination, &report.changes).await {
+        Ok(n) => n,
+        Err(e) => return Ok(report_error(e)),
+    };
+    if json {
+        print_apply_json(&report, &stats, "complete", Some(verified));
+    } else {
+        println!("\n{}", complete_line(&stats));
+        println!(
+            "Verified: {} planned key(s) hold what was planned.",
+            render::thousands(verified)
+        );
+    }
+    Ok(EXIT_OK)
+}
+
+/// Prints an apply error and returns its exit code (3 for a stale plan).
+fn report_error(e: ApplyError) -> u8 {
+    let code = match &e {
+        ApplyError::SourceChanged { .. } => EXIT_STALE,
+        _ => EXIT_ERROR,
+    };
+    eprintln!("{:?}", miette::Report::new(e));
+    code
+}
+
+fn complete_line(s: &ApplyStats) -> String {
+    format!(
+        "Apply complete: {} created, {} updated, {} deleted, {} already in place.",
+        render::thousands(s.created),
+        render::thousands(s.updated),
+        render::thousands(s.deleted),
+        render::thousands(s.already_in_place)
+    )
+}
+
+fn progress_line(s: &ApplyStats) -> String {
+    format!(
+        "So far: {} created, {} updated, {} deleted, {} already in place.",
+        render::thousands(s.created),
+        render::thousands(s.updated),
+        render::thousands(s.deleted),
+        render::thousands(s.already_in_place)
+    )
+}
+
+fn print_apply_json(report: &PlanReport, stats: &ApplyStats, result: &str, verified: Option<u64>) {
+    let value = serde_json::json!({
+        "format_version": "1",
+        "result": result,
+        "plan": render::JsonPlan::from_report(report),
+        "apply": {
+            "created": stats.created,
+            "updated": stats.updated,
+            "deleted": stats.deleted,
+            "already_in_place": stats.already_in_place,
+            "not_attempted": stats.not_attempted,
+            "foreign_keys": stats.foreign,
+            "verified": verified,
+        }
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&value).unwrap_or_default()
+    );
+}
+
+/// Ctrl-C or SIGTERM: finish the transactions in flight, then stop.
+fn spawn_signal_watch(stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        eprintln!(
+            "\nStopping: finishing the transactions in flight (press Ctrl-C again to wait; nothing is lost either way)…"
+        );
+        stop.store(true, Ordering::SeqCst);
+    })
+}
+
+/// A progress bar on a terminal; on a pipe, a line every 5 seconds.
+fn spawn_apply_progress(progress: Arc<ApplyProgress>) -> tokio::task::JoinHandle<()> {
+    let terminal = std::io::stderr().is_terminal();
+    tokio::spawn(async move {
+        let start = std::time::Instant::now();
+        if terminal {
+            let bar = indicatif::ProgressBar::new(progress.total.load(Ordering::Relaxed));
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} keys  {per_sec}  ETA {eta}",
+            ) {
+                bar.set_style(style);
+            }
+            let _guard = ClearOnDrop(bar.clone());
+            loop {
+                bar.set_length(progress.total.load(Ordering::Relaxed));
+                bar.set_position(progress.done.load(Ordering::Relaxed));
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        } else {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                let done = progress.done.load(Ordering::Relaxed);
+                let secs = start.elapsed().as_secs_f64().max(0.001);
+                eprintln!(
+                    "apply: {} of {} keys ({} keys/s)",
+                    render::thousands(done),
+                    render::thousands(progress.total.load(Ordering::Relaxed)),
+                    render::thousands((done as f64 / secs) as u64)
+                );
+            }
+        }
+    })
 }
 
 /// One line that says what a valid plan will do.

@@ -4,6 +4,7 @@
 //! the plan file ([`planfile`]), key encoding ([`keys`]) and the command line
 //! ([`cli`]).
 
+pub mod apply;
 pub mod check;
 pub mod cli;
 pub mod diff;

@@ -4,6 +4,7 @@
 mod error;
 pub mod scan;
 pub mod side;
+pub mod write;
 
 pub use error::EtcdError;
 pub use scan::{Entry, KeyRange, PageLimits, Pin};

@@ -493,6 +493,22 @@ impl Cluster {
         }
     }
 
+    /// Index of the current leader among the members.
+    pub async fn leader(&self) -> usize {
+        for i in 0..self.members.len() {
+            if self.members[i].child.is_none() {
+                continue;
+            }
+            if let Ok(mut c) = self.member_client(i).await
+                && let Ok(st) = c.status().await
+                && st.header().map(|h| h.member_id()) == Some(st.leader())
+            {
+                return i;
+            }
+        }
+        panic!("no member says it is the leader");
+    }
+
     /// How many members are running.
     pub fn running(&self) -> usize {
         self.members.iter().filter(|m| m.child.is_some()).count()

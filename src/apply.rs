@@ -1,0 +1,372 @@
+//! Apply: the reviewed changes go out in guarded, batched, pipelined
+//! transactions. A rerun after a crash finds what is already in place and
+//! writes only the rest; a key someone else changed since the plan is never
+//! overwritten.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use miette::Diagnostic;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::task::JoinSet;
+
+use crate::diff::{Action, Change};
+use crate::etcd::write::{Guard, Outcome, WriteOp, read_keys, write_batch};
+use crate::etcd::{EtcdError, Side};
+use crate::keys::display_key;
+use crate::plan::PlanReport;
+
+/// How writes are batched and paced.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Keys per transaction (each key is one compare and one op per branch).
+    pub max_txn_ops: usize,
+    /// Request bytes per transaction.
+    pub max_txn_bytes: usize,
+    /// Transactions in flight at once.
+    pub concurrency: usize,
+    /// Keys per second, when limited.
+    pub rate: Option<f64>,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        Self {
+            max_txn_ops: 128,
+            max_txn_bytes: 1 << 20,
+            concurrency: DEFAULT_CONCURRENCY,
+            rate: None,
+        }
+    }
+}
+
+/// Transactions in flight by default. Measured with examples/bench.sh on two
+/// local servers: throughput stops growing past about 8.
+pub const DEFAULT_CONCURRENCY: usize = 8;
+
+#[derive(Debug, thiserror::Error, Diagnostic)]
+pub enum ApplyError {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Etcd(#[from] EtcdError),
+
+    #[error(
+        "the value of `{key}` ({size} bytes) does not fit in a transaction of at most {limit} bytes; nothing was written"
+    )]
+    #[diagnostic(
+        code(etcdplan::apply::value_too_large),
+        help(
+            "raise --max-txn-bytes (etcd refuses requests over its --max-request-bytes, 1.5 MiB by default)"
+        )
+    )]
+    TooLarge {
+        key: String,
+        size: usize,
+        limit: usize,
+    },
+
+    #[error("the {side} cluster is {found}, but the saved plan was made against {expected}")]
+    #[diagnostic(
+        code(etcdplan::apply::cluster_mismatch),
+        help(
+            "a saved plan applies only to the clusters it was made for; run `etcdplan plan` against these clusters"
+        )
+    )]
+    ClusterMismatch {
+        side: &'static str,
+        expected: String,
+        found: String,
+    },
+
+    #[error("{count} source value(s) differ from what the saved plan reviewed:\n{listed}")]
+    #[diagnostic(
+        code(etcdplan::apply::source_changed),
+        help(
+            "the source changed (or its history was compacted) since the plan: run `etcdplan plan` again"
+        )
+    )]
+    SourceChanged { count: usize, listed: String },
+
+    #[error("after apply, {count} planned key(s) do not hold what was planned:\n{listed}")]
+    #[diagnostic(
+        code(etcdplan::apply::verify_failed),
+        help(
+            "someone wrote to the destination during the apply; run `etcdplan plan` to see the current difference"
+        )
+    )]
+    VerifyFailed { count: usize, listed: String },
+
+    #[error("internal error while applying: {0}")]
+    #[diagnostic(
+        code(etcdplan::apply::internal),
+        help("this is a bug in etcdplan; please report it with the command you ran")
+    )]
+    Internal(String),
+}
+
+/// Counts of an apply run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ApplyStats {
+    pub created: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    pub already_in_place: u64,
+    /// Keys someone else wrote since the plan, left alone.
+    pub foreign: Vec<String>,
+    /// Keys never attempted because the run stopped early.
+    pub not_attempted: u64,
+}
+
+/// Live counters for progress displays.
+#[derive(Debug, Default)]
+pub struct ApplyProgress {
+    pub done: AtomicU64,
+    pub total: AtomicU64,
+}
+
+/// The guarded write for a change, or `None` for a change that writes nothing.
+fn write_op(change: &Change) -> Option<WriteOp> {
+    let guard = match &change.destination {
+        None => Guard::Absent,
+        Some(v) => Guard::ModRevision(v.mod_revision),
+    };
+    match change.action {
+        Action::Create | Action::Update => Some(WriteOp {
+            key: change.key.clone(),
+            value: Some(change.payload.clone().unwrap_or_default()),
+            guard,
+        }),
+        Action::Delete => Some(WriteOp {
+            key: change.key.clone(),
+            value: None,
+            guard,
+        }),
+        Action::Conflict => None,
+    }
+}
+
+/// Refuses, before anything is written, a value no transaction can carry.
+pub fn check_sizes(changes: &[Change], options: &ApplyOptions) -> Result<(), ApplyError> {
+    for c in changes.iter().filter(|c| c.action.writes()) {
+        let size = c.payload.as_ref().map_or(0, Vec::len);
+        let bytes = c.key.len() * 3 + size + 48;
+        if bytes > options.max_txn_bytes {
+            return Err(ApplyError::TooLarge {
+                key: display_key(&c.key),
+                size,
+                limit: options.max_txn_bytes,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The same check for a saved plan, from the sizes it recorded.
+pub fn check_sizes_saved(report: &PlanReport, options: &ApplyOptions) -> Result<(), ApplyError> {
+    for c in report.changes.iter().filter(|c| c.action.writes()) {
+        let size = c.source.as_ref().map_or(0, |v| v.size);
+        if c.key.len() * 3 + size + 48 > options.max_txn_bytes {
+            return Err(ApplyError::TooLarge {
+                key: display_key(&c.key),
+                size,
+                limit: options.max_txn_bytes,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Cuts the writes into transactions of at most `max_txn_ops` keys and
+/// `max_txn_bytes` bytes. Changes hold each key once, so no batch repeats one.
+fn batches<'a>(
+    changes: &'a [Change],
+    options: &'a ApplyOptions,
+) -> impl Iterator<Item = Vec<(usize, WriteOp)>> + 'a {
+    let mut ops = changes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| write_op(c).map(|o| (i, o)))
+        .peekable();
+    let max_ops = options.max_txn_ops.max(1);
+    std::iter::from_fn(move || {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while let Some((_, next)) = ops.peek() {
+            let b = next.request_bytes();
+            if !batch.is_empty() && (batch.len() >= max_ops || bytes + b > options.max_txn_bytes) {
+                break;
+            }
+            bytes += b;
+            batch.extend(ops.next());
+        }
+        (!batch.is_empty()).then_some(batch)
+    })
+}
+
+/// The change indices of one transaction and what happened to each.
+type BatchResult = (Vec<usize>, Result<Vec<Outcome>, EtcdError>);
+
+/// Writes every change that writes, `concurrency` transactions at a time.
+/// Stops dispatching when `stop` is set or a foreign write is found, and
+/// always waits for the transactions in flight.
+pub async fn apply_changes(
+    destination: Arc<Side>,
+    changes: &[Change],
+    options: &ApplyOptions,
+    stop: Arc<AtomicBool>,
+    progress: Arc<ApplyProgress>,
+) -> Result<ApplyStats, ApplyError> {
+    check_sizes(changes, options)?;
+    let total = changes.iter().filter(|c| c.action.writes()).count() as u64;
+    progress.total.store(total, Ordering::Relaxed);
+    let mut stats = ApplyStats::default();
+    let mut first_error: Option<ApplyError> = None;
+    let mut in_flight: JoinSet<BatchResult> = JoinSet::new();
+    let mut next_slot = Instant::now();
+    let mut attempted = 0u64;
+    let settle = |stats: &mut ApplyStats,
+                  joined: Result<BatchResult, tokio::task::JoinError>,
+                  first_error: &mut Option<ApplyError>| {
+        match joined {
+            Ok((indices, Ok(outcomes))) => {
+                for (i, outcome) in indices.into_iter().zip(outcomes) {
+                    let c = &changes[i];
+                    match outcome {
+                        Outcome::Written => match c.action {
+                            Action::Create => stats.created += 1,
+                            Action::Update => stats.updated += 1,
+                            Action::Delete => stats.deleted += 1,
+                            Action::Conflict => {}
+                        },
+                        Outcome::InPlace => stats.already_in_place += 1,
+                        Outcome::Foreign { .. } => stats.foreign.push(display_key(&c.key)),
+                    }
+                    progress.done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok((_, Err(e))) => {
+                first_error.get_or_insert(ApplyError::Etcd(e));
+            }
+            Err(e) => {
+                first_error.get_or_insert(ApplyError::Internal(e.to_string()));
+            }
+        }
+    };
+    for batch in batches(changes, options) {
+        if stop.load(Ordering::SeqCst) || first_error.is_some() || !stats.foreign.is_empty() {
+            break;
+        }
+        while in_flight.len() >= options.concurrency.max(1) {
+            if let Some(joined) = in_flight.join_next().await {
+                settle(&mut stats, joined, &mut first_error);
+            }
+        }
+        if stop.load(Ordering::SeqCst) || first_error.is_some() || !stats.foreign.is_empty() {
+            break;
+        }
+        if let Some(rate) = options.rate.filter(|r| *r > 0.0) {
+            tokio::time::sleep_until(next_slot.into()).await;
+            next_slot =
+                next_slot.max(Instant::now()) + Duration::from_secs_f64(batch.len() as f64 / rate);
+        }
+        attempted += batch.len() as u64;
+        let side = destination.clone();
+        in_flight.spawn(async move {
+            let (indices, ops): (Vec<usize>, Vec<WriteOp>) = batch.into_iter().unzip();
+            let result = write_batch(&side, &ops).await;
+            (indices, result)
+        });
+    }
+    while let Some(joined) = in_flight.join_next().await {
+        settle(&mut stats, joined, &mut first_error);
+    }
+    stats.not_attempted = total - attempted;
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(stats),
+    }
+}
+
+/// Fills each write's payload from the source for a saved plan: read at the
+/// saved revision and checked against the saved sha256; if that revision is
+/// compacted, the current value is accepted only if its hash still matches.
+pub async fn fetch_payloads(source: &Side, report: &mut PlanReport) -> Result<(), ApplyError> {
+    let wanted: Vec<usize> = report
+        .changes
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| matches!(c.action, Action::Create | Action::Update))
+        .map(|(i, _)| i)
+        .collect();
+    let keys: Vec<Vec<u8>> = wanted
+        .iter()
+        .map(|&i| report.changes[i].source_key.clone())
+        .collect();
+    let values = match read_keys(source, &keys, report.source.revision).await {
+        Ok(v) => v,
+        Err(EtcdError::Compacted { .. }) => {
+            tracing::warn!(
+                revision = report.source.revision,
+                "the saved source revision is compacted; reading current values and accepting only unchanged ones"
+            );
+            read_keys(source, &keys, 0).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut changed = Vec::new();
+    for (&i, value) in wanted.iter().zip(values) {
+        let change = &mut report.changes[i];
+        let expected = change.source.as_ref().map(|v| v.sha256);
+        match value {
+            Some((bytes, _)) if Some(<[u8; 32]>::from(Sha256::digest(&bytes))) == expected => {
+                change.payload = Some(bytes);
+            }
+            _ => changed.push(display_key(&change.source_key)),
+        }
+    }
+    if !changed.is_empty() {
+        return Err(ApplyError::SourceChanged {
+            count: changed.len(),
+            listed: list(&changed),
+        });
+    }
+    Ok(())
+}
+
+/// Re-reads every planned key and checks it holds what was planned.
+pub async fn verify(destination: &Side, changes: &[Change]) -> Result<u64, ApplyError> {
+    let planned: Vec<&Change> = changes.iter().filter(|c| c.action.writes()).collect();
+    let keys: Vec<Vec<u8>> = planned.iter().map(|c| c.key.clone()).collect();
+    let current = read_keys(destination, &keys, 0).await?;
+    let mut wrong = Vec::new();
+    for (c, now) in planned.iter().zip(current) {
+        let ok = match (c.action, now) {
+            (Action::Delete, None) => true,
+            (Action::Create | Action::Update, Some((v, _))) => {
+                Some(<[u8; 32]>::from(Sha256::digest(&v))) == c.source.as_ref().map(|s| s.sha256)
+            }
+            _ => false,
+        };
+        if !ok {
+            wrong.push(display_key(&c.key));
+        }
+    }
+    if !wrong.is_empty() {
+        return Err(ApplyError::VerifyFailed {
+            count: wrong.len(),
+            listed: list(&wrong),
+        });
+    }
+    Ok(planned.len() as u64)
+}
+
+/// Lists keys for a message: the first 20, then a count.
+pub fn list(keys: &[String]) -> String {
+    let mut lines: Vec<String> = keys.iter().take(20).map(|k| format!("  {k}")).collect();
+    if keys.len() > 20 {
+        lines.push(format!("  … and {} more", keys.len() - 20));
+    }
+    lines.join("\n")
+}

@@ -1,0 +1,266 @@
+//! Guarded batch writes. Every op in a transaction carries a compare: a
+//! create only if the key is still absent, an update or delete only if the
+//! key's mod revision is still the planned one. The failure branch reads
+//! every key back, so one round trip tells which keys are already in place,
+//! which still need writing, and which someone else changed.
+
+use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
+
+use super::side::{MAX_DECODE_BYTES, Op};
+use super::{EtcdError, Side};
+
+/// The destination state a write was planned against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// The key must not exist.
+    Absent,
+    /// The key must still have this mod revision.
+    ModRevision(i64),
+}
+
+/// One guarded write.
+#[derive(Debug, Clone)]
+pub struct WriteOp {
+    pub key: Vec<u8>,
+    /// `Some(value)` puts it; `None` deletes the key.
+    pub value: Option<Vec<u8>>,
+    pub guard: Guard,
+}
+
+impl WriteOp {
+    /// Bytes this op adds to a transaction request: the key three times
+    /// (compare, op, read-back), the value, and framing.
+    pub fn request_bytes(&self) -> usize {
+        self.key.len() * 3 + self.value.as_ref().map_or(0, Vec::len) + 48
+    }
+}
+
+/// What happened to one key of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// This run wrote it.
+    Written,
+    /// It already held the target (or was already gone): nothing written.
+    InPlace,
+    /// Someone else wrote it since the plan: left alone.
+    Foreign {
+        /// The key's current mod revision, `None` when absent.
+        mod_revision: Option<i64>,
+    },
+}
+
+/// Applies a batch (no key twice) and returns one outcome per op, in order.
+/// A batch whose guards fail is never half-applied: keys whose guards still
+/// hold are retried in a smaller transaction, the others are classified.
+pub async fn write_batch(side: &Side, ops: &[WriteOp]) -> Result<Vec<Outcome>, EtcdError> {
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; ops.len()];
+    let mut pending: Vec<usize> = (0..ops.len()).collect();
+    let first_key = ops.first().map(|o| o.key.clone()).unwrap_or_default();
+    let op = Op {
+        action: "write",
+        prefix: &first_key,
+    };
+    while !pending.is_empty() {
+        let mut compares = Vec::with_capacity(pending.len());
+        let mut writes = Vec::with_capacity(pending.len());
+        let mut reads = Vec::with_capacity(pending.len());
+        for &i in &pending {
+            let o = &ops[i];
+            compares.push(match o.guard {
+                Guard::Absent => Compare::create_revision(o.key.clone(), CompareOp::Equal, 0),
+                Guard::ModRevision(r) => Compare::mod_revision(o.key.clone(), CompareOp::Equal, r),
+            });
+            writes.push(match &o.value {
+                Some(v) => TxnOp::put(o.key.clone(), v.clone(), None),
+                None => TxnOp::delete(o.key.clone(), None),
+            });
+            reads.push(TxnOp::get(o.key.clone(), None));
+        }
+        let txn = Txn::new().when(compares).and_then(writes).or_else(reads);
+        let resp = side
+            .call(op, |c| {
+                let txn = txn.clone();
+                async move {
+                    c.kv_client()
+                        .max_decoding_message_size(MAX_DECODE_BYTES)
+                        .txn(txn)
+                        .await
+                }
+            })
+            .await?;
+        if resp.succeeded() {
+            for &i in &pending {
+                outcomes[i] = Some(Outcome::Written);
+            }
+            break;
+        }
+        let responses = resp.op_responses();
+        let mut retry = Vec::new();
+        for (n, &i) in pending.iter().enumerate() {
+            let current = match responses.get(n) {
+                Some(TxnOpResponse::Get(g)) => g
+                    .kvs()
+                    .first()
+                    .map(|kv| (kv.value().to_vec(), kv.mod_revision())),
+                _ => {
+                    return Err(EtcdError::Request {
+                        side: side.role,
+                        operation: "guarded write".into(),
+                        detail: "the server's transaction response has fewer reads than keys"
+                            .into(),
+                    });
+                }
+            };
+            match classify(&ops[i], current.as_ref().map(|(v, r)| (v.as_slice(), *r))) {
+                Some(outcome) => outcomes[i] = Some(outcome),
+                None => retry.push(i),
+            }
+        }
+        // Each failed round settles at least one key, so this ends.
+        if retry.len() == pending.len() {
+            return Err(EtcdError::Request {
+                side: side.role,
+                operation: "guarded write".into(),
+                detail: "a transaction failed although every guard holds; refusing to loop".into(),
+            });
+        }
+        pending = retry;
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(Outcome::InPlace))
+        .collect())
+}
+
+/// Settles one key after its transaction's guards failed. `None` means its
+/// guard still holds: write it again.
+fn classify(op: &WriteOp, current: Option<(&[u8], i64)>) -> Option<Outcome> {
+    match (&op.value, current, op.guard) {
+        (None, None, _) => Some(Outcome::InPlace),
+        (Some(_), None, Guard::Absent) => None,
+        (_, Some((_, rev)), Guard::ModRevision(planned)) if rev == planned => None,
+        (Some(target), Some((value, _)), _) if value == target.as_slice() => Some(Outcome::InPlace),
+        (_, current, _) => Some(Outcome::Foreign {
+            mod_revision: current.map(|(_, r)| r),
+        }),
+    }
+}
+
+/// Reads keys in batches, at `revision` (0: the latest). Returns, in order,
+/// each key's value and mod revision, `None` when absent.
+pub async fn read_keys(
+    side: &Side,
+    keys: &[Vec<u8>],
+    revision: i64,
+) -> Result<Vec<Option<(Vec<u8>, i64)>>, EtcdError> {
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(128) {
+        let reads: Vec<TxnOp> = chunk
+            .iter()
+            .map(|k| TxnOp::get(k.clone(), Some(GetOptions::new().with_revision(revision))))
+            .collect();
+        let op = Op {
+            action: "read",
+            prefix: chunk.first().map_or(&[][..], |k| k.as_slice()),
+        };
+        let resp = side
+            .call(op, |c| {
+                let txn = Txn::new().and_then(reads.clone());
+                async move {
+                    c.kv_client()
+                        .max_decoding_message_size(MAX_DECODE_BYTES)
+                        .txn(txn)
+                        .await
+                }
+            })
+            .await;
+        let resp = match resp {
+            Err(EtcdError::Compacted { side, .. }) => {
+                return Err(EtcdError::Compacted { side, revision });
+            }
+            other => other?,
+        };
+        for r in resp.op_responses() {
+            if let TxnOpResponse::Get(g) = r {
+                out.push(
+                    g.kvs()
+                        .first()
+                        .map(|kv| (kv.value().to_vec(), kv.mod_revision())),
+                );
+            }
+        }
+    }
+    if out.len() != keys.len() {
+        return Err(EtcdError::Request {
+            side: side.role,
+            operation: "read keys".into(),
+            detail: format!(
+                "asked for {} keys, the server answered {}",
+                keys.len(),
+                out.len()
+            ),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(guard: Guard) -> WriteOp {
+        WriteOp {
+            key: b"/k".to_vec(),
+            value: Some(b"target".to_vec()),
+            guard,
+        }
+    }
+
+    #[test]
+    fn settles_keys_after_a_failed_guard() {
+        // Still absent: retry the create.
+        assert_eq!(classify(&put(Guard::Absent), None), None);
+        // Already holds the target: in place.
+        assert_eq!(
+            classify(&put(Guard::Absent), Some((b"target", 9))),
+            Some(Outcome::InPlace)
+        );
+        // Holds something else: foreign, never overwritten.
+        assert_eq!(
+            classify(&put(Guard::Absent), Some((b"other", 9))),
+            Some(Outcome::Foreign {
+                mod_revision: Some(9)
+            })
+        );
+        // Update whose planned revision still holds: retry.
+        assert_eq!(
+            classify(&put(Guard::ModRevision(5)), Some((b"old", 5))),
+            None
+        );
+        assert_eq!(
+            classify(&put(Guard::ModRevision(5)), Some((b"old", 7))),
+            Some(Outcome::Foreign {
+                mod_revision: Some(7)
+            })
+        );
+        // Update target deleted by someone: foreign.
+        assert_eq!(
+            classify(&put(Guard::ModRevision(5)), None),
+            Some(Outcome::Foreign { mod_revision: None })
+        );
+        // Delete: already gone is in place.
+        let del = WriteOp {
+            key: b"/k".to_vec(),
+            value: None,
+            guard: Guard::ModRevision(5),
+        };
+        assert_eq!(classify(&del, None), Some(Outcome::InPlace));
+        assert_eq!(classify(&del, Some((b"x", 5))), None);
+        assert_eq!(
+            classify(&del, Some((b"x", 6))),
+            Some(Outcome::Foreign {
+                mod_revision: Some(6)
+            })
+        );
+    }
+}
