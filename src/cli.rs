@@ -383,6 +383,7 @@ async fn apply_guarded(
         rate: args.rate,
     };
     let saved = SavedPlan::is_saved_plan(&args.target);
+    let started = std::time::Instant::now();
     let (plan, mut report) = if saved {
         let saved_plan = SavedPlan::read(&args.target)?;
         let plan = planfile::parse(
@@ -401,11 +402,13 @@ async fn apply_guarded(
         let report = plan_with_progress(&plan, options, verbose).await?;
         (plan, report)
     };
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), "planned");
     let source = Arc::new(Side::new(&plan.source, RetryPolicy::default()));
     let destination = Arc::new(Side::new(&plan.destination, RetryPolicy::default()));
     if !json {
         print!("{}", args.output.render(&report));
     }
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), "rendered");
     if !report.has_writes() {
         if json {
             print_apply_json(&report, &ApplyStats::default(), "no_changes", None);
@@ -487,6 +490,7 @@ async fn apply_guarded(
     .await;
     ticker.abort();
     let _ = ticker.await;
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), "written");
     let stats = match result {
         Ok(stats) => stats,
         Err(e) => return Ok(report_error(e)),
@@ -522,10 +526,11 @@ async fn apply_guarded(
         );
         return Ok(EXIT_ERROR);
     }
-    let verified = match apply::verify(&destination, &report.changes).await {
+    let verified = match apply::verify(&destination, &report).await {
         Ok(n) => n,
         Err(e) => return Ok(report_error(e)),
     };
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), "verified");
     if json {
         print_apply_json(&report, &stats, "complete", Some(verified));
     } else {

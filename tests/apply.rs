@@ -140,6 +140,22 @@ async fn a_rerun_after_success_writes_nothing() {
     );
     assert_eq!(dst.revision().await, after_first);
 
+    // One new key among 500 unchanged: verified key by key (the sparse path).
+    let mut c = src.client().await;
+    c.put("/r/zzzz", "late", None).await.expect("put");
+    let ran = run(etcdplan(dir.path()).args(["apply", "plan.yaml", "--auto-approve"]));
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(
+        ran.stdout.contains("Apply complete: 1 created"),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        ran.stdout.contains("Verified: 1 planned key(s)"),
+        "{}",
+        ran.stdout
+    );
+
     // JSON result of a no-op.
     let ran = run(etcdplan(dir.path()).args([
         "apply",

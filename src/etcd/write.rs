@@ -4,6 +4,8 @@
 //! every key back, so one round trip tells which keys are already in place,
 //! which still need writing, and which someone else changed.
 
+use std::sync::Arc;
+
 use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
 
 use super::side::{MAX_DECODE_BYTES, Op};
@@ -146,50 +148,39 @@ fn classify(op: &WriteOp, current: Option<(&[u8], i64)>) -> Option<Outcome> {
     }
 }
 
-/// Reads keys in batches, at `revision` (0: the latest). Returns, in order,
-/// each key's value and mod revision, `None` when absent.
+/// A key's value and mod revision, `None` when the key is absent.
+pub type Current = Option<(Vec<u8>, i64)>;
+
+/// Reads keys in batches of 128, at `revision` (0: the latest), with up to
+/// `READ_CONCURRENCY` batches in flight. Returns, in order, each key's value
+/// and mod revision, `None` when absent.
 pub async fn read_keys(
-    side: &Side,
+    side: &Arc<Side>,
     keys: &[Vec<u8>],
     revision: i64,
-) -> Result<Vec<Option<(Vec<u8>, i64)>>, EtcdError> {
-    let mut out = Vec::with_capacity(keys.len());
-    for chunk in keys.chunks(128) {
-        let reads: Vec<TxnOp> = chunk
-            .iter()
-            .map(|k| TxnOp::get(k.clone(), Some(GetOptions::new().with_revision(revision))))
-            .collect();
-        let op = Op {
-            action: "read",
-            prefix: chunk.first().map_or(&[][..], |k| k.as_slice()),
-        };
-        let resp = side
-            .call(op, |c| {
-                let txn = Txn::new().and_then(reads.clone());
-                async move {
-                    c.kv_client()
-                        .max_decoding_message_size(MAX_DECODE_BYTES)
-                        .txn(txn)
-                        .await
-                }
-            })
-            .await;
-        let resp = match resp {
-            Err(EtcdError::Compacted { side, .. }) => {
-                return Err(EtcdError::Compacted { side, revision });
-            }
-            other => other?,
-        };
-        for r in resp.op_responses() {
-            if let TxnOpResponse::Get(g) = r {
-                out.push(
-                    g.kvs()
-                        .first()
-                        .map(|kv| (kv.value().to_vec(), kv.mod_revision())),
-                );
-            }
+) -> Result<Vec<Current>, EtcdError> {
+    let mut chunks: Vec<Option<Vec<Current>>> = vec![None; keys.len().div_ceil(128)];
+    let mut set = tokio::task::JoinSet::new();
+    let mut pending = keys.chunks(128).map(<[Vec<u8>]>::to_vec).enumerate();
+    loop {
+        while set.len() < READ_CONCURRENCY {
+            let Some((i, chunk)) = pending.next() else {
+                break;
+            };
+            let side = side.clone();
+            set.spawn(async move { (i, read_chunk(&side, chunk, revision).await) });
         }
+        let Some(joined) = set.join_next().await else {
+            break;
+        };
+        let (i, result) = joined.map_err(|e| EtcdError::Request {
+            side: side.role,
+            operation: "read keys".into(),
+            detail: e.to_string(),
+        })?;
+        chunks[i] = Some(result?);
     }
+    let out: Vec<_> = chunks.into_iter().flatten().flatten().collect();
     if out.len() != keys.len() {
         return Err(EtcdError::Request {
             side: side.role,
@@ -202,6 +193,53 @@ pub async fn read_keys(
         });
     }
     Ok(out)
+}
+
+/// Batches of reads in flight at once in [`read_keys`].
+const READ_CONCURRENCY: usize = 8;
+
+async fn read_chunk(
+    side: &Side,
+    chunk: Vec<Vec<u8>>,
+    revision: i64,
+) -> Result<Vec<Current>, EtcdError> {
+    let reads: Vec<TxnOp> = chunk
+        .iter()
+        .map(|k| TxnOp::get(k.clone(), Some(GetOptions::new().with_revision(revision))))
+        .collect();
+    let op = Op {
+        action: "read",
+        prefix: chunk.first().map_or(&[][..], |k| k.as_slice()),
+    };
+    let resp = side
+        .call(op, |c| {
+            let txn = Txn::new().and_then(reads.clone());
+            async move {
+                c.kv_client()
+                    .max_decoding_message_size(MAX_DECODE_BYTES)
+                    .txn(txn)
+                    .await
+            }
+        })
+        .await;
+    let resp = match resp {
+        Err(EtcdError::Compacted { side, .. }) => {
+            return Err(EtcdError::Compacted { side, revision });
+        }
+        other => other?,
+    };
+    Ok(resp
+        .op_responses()
+        .into_iter()
+        .filter_map(|r| match r {
+            TxnOpResponse::Get(g) => Some(
+                g.kvs()
+                    .first()
+                    .map(|kv| (kv.value().to_vec(), kv.mod_revision())),
+            ),
+            _ => None,
+        })
+        .collect())
 }
 
 #[cfg(test)]
