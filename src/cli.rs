@@ -117,6 +117,15 @@ pub enum Command {
         plan: PathBuf,
     },
 
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  etcdplan completions bash > /etc/bash_completion.d/etcdplan\n  etcdplan completions zsh > \"${fpath[1]}/_etcdplan\"\n  etcdplan completions fish > ~/.config/fish/completions/etcdplan.fish"
+    )]
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+
     /// Print the plan file's JSON Schema (the one in schemas/plan.schema.json).
     #[command(after_help = "Example:\n  etcdplan schema > schemas/plan.schema.json")]
     Schema,
@@ -297,6 +306,11 @@ fn execute(command: Command, verbose: u8) -> miette::Result<u8> {
             let plan = planfile::load(&plan)?;
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{}", describe(&plan));
+            Ok(EXIT_OK)
+        }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "etcdplan", &mut std::io::stdout());
             Ok(EXIT_OK)
         }
         Command::Schema => {

@@ -90,8 +90,15 @@ async fn three_members_survive_one_stopped() {
     cluster.stop_member(0);
     assert_eq!(cluster.running(), 2);
     let mut c = cluster.client().await;
-    c.put("/m/b", "2", None)
-        .await
-        .expect("write with two of three");
+    // If the stopped member led, writes time out until a new leader is elected.
+    let mut result = c.put("/m/b", "2", None).await;
+    for _ in 0..30 {
+        if result.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        result = c.put("/m/b", "2", None).await;
+    }
+    result.expect("write with two of three");
     assert_eq!(cluster.dump(b"/m/").await.len(), 2);
 }

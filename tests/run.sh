@@ -23,4 +23,7 @@ fi
 etcd --version | head -1
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
+# The README's first command must keep working too.
+bash examples/demo.sh >/dev/null
+echo "demo: ok"
 cargo test --locked
