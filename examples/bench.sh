@@ -21,52 +21,18 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-need=()
-command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
-command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
-command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler libprotobuf-dev)
-[ -x /usr/bin/time ] || need+=(time)
-if [ ${#need[@]} -gt 0 ]; then
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
-fi
+work=$(mktemp -d)
+. examples/lib.sh
+install_missing "etcd:etcd-server" "etcdctl:etcd-client" "protoc:protobuf-compiler libprotobuf-dev" "/usr/bin/time:time"
 
 cargo build --release --locked --quiet --bin etcdplan --example benchtool
 BIN=$PWD/target/release/etcdplan
 TOOL=$PWD/target/release/examples/benchtool
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-next_port=$((20000 + RANDOM % 20000))
-free_port() { # sets $port (no subshell: the counter must advance)
-  while ! port_free "$next_port"; do next_port=$((next_port + 1)); done
-  port=$next_port; next_port=$((next_port + 1))
-}
-
-start_etcd() { # name -> sets $url to the client URL
-  local name=$1 cp pp
-  free_port; cp=$port; free_port; pp=$port
-  etcd --name "$name" --data-dir "$work/$name.etcd" \
-    --listen-client-urls "http://127.0.0.1:$cp" --advertise-client-urls "http://127.0.0.1:$cp" \
-    --listen-peer-urls "http://127.0.0.1:$pp" --initial-advertise-peer-urls "http://127.0.0.1:$pp" \
-    --initial-cluster "$name=http://127.0.0.1:$pp" --initial-cluster-token "bench-$name-$cp" \
-    --quota-backend-bytes $((8 * 1024 * 1024 * 1024)) \
-    >"$work/$name.log" 2>&1 &
-  pids+=($!)
-  url="http://127.0.0.1:$cp"
-}
-
-start_etcd source; SRC=$url
-start_etcd destination; DST=$url
+# A roomy quota: 1,000,000 keys and their history exceed the 2 GiB default.
+quota=(--quota-backend-bytes $((8 * 1024 * 1024 * 1024)))
+start_etcd source http "${quota[@]}"; SRC=$url
+start_etcd destination http "${quota[@]}"; DST=$url
 for ep in "$SRC" "$DST"; do
   for _ in $(seq 100); do "$TOOL" rev "$ep" >/dev/null 2>&1 && break; sleep 0.1; done
 done

@@ -8,40 +8,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
-command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
-command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler libprotobuf-dev)
-command -v openssl >/dev/null 2>&1 || need+=(openssl)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "demo: installing ${need[*]}"
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
-fi
+work=$(mktemp -d)
+. examples/lib.sh
+install_missing "etcd:etcd-server" "etcdctl:etcd-client" "protoc:protobuf-compiler libprotobuf-dev" "openssl:openssl"
 
 cargo build --quiet --locked --bin etcdplan
 BIN=$PWD/target/debug/etcdplan
 etcdplan() { "$BIN" "$@"; }
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold="" plain=""; fi
 step() { printf '\n%s$ %s%s\n' "$bold" "$*" "$plain"; }
-
-# Free loopback ports, never a server this demo did not start.
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-next_port=$((30000 + RANDOM % 20000))
-free_port() {
-  while ! port_free "$next_port"; do next_port=$((next_port + 1)); done
-  port=$next_port; next_port=$((next_port + 1))
-}
 
 # Certificates for the destination, as in Trident's etcd-client-tls Secret.
 mkdir -p "$work/certs"
@@ -58,18 +34,6 @@ mkdir -p "$work/certs"
   done
 )
 
-start_etcd() { # name scheme [tls flags...] -> sets $url
-  local name=$1 scheme=$2 cp pp
-  shift 2
-  free_port; cp=$port; free_port; pp=$port
-  etcd --name "$name" --data-dir "$work/$name.etcd" \
-    --listen-client-urls "$scheme://127.0.0.1:$cp" --advertise-client-urls "$scheme://127.0.0.1:$cp" \
-    --listen-peer-urls "http://127.0.0.1:$pp" --initial-advertise-peer-urls "http://127.0.0.1:$pp" \
-    --initial-cluster "$name=http://127.0.0.1:$pp" --initial-cluster-token "demo-$name-$cp" \
-    "$@" >"$work/$name.log" 2>&1 &
-  pids+=($!)
-  url="$scheme://127.0.0.1:$cp"
-}
 start_etcd trident-local http; SRC=$url
 start_etcd external https --cert-file "$work/certs/server.pem" --key-file "$work/certs/server-key.pem" \
   --trusted-ca-file "$work/certs/ca.pem" --client-cert-auth; DST=$url

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 
 use crate::diff::{Action, Change};
 use crate::etcd::scan::scan;
-use crate::etcd::write::{Guard, Outcome, WriteOp, read_keys, write_batch};
+use crate::etcd::write::{Guard, Outcome, WriteOp, read_keys, request_bytes, write_batch};
 use crate::etcd::{Entry, EtcdError, KeyRange, PageLimits, Pin, Side};
 use crate::keys::display_key;
 use crate::plan::PlanReport;
@@ -149,26 +149,15 @@ fn write_op(change: &Change) -> Option<WriteOp> {
 }
 
 /// Refuses, before anything is written, a value no transaction can carry.
+/// Sizes come from the payloads when present (a live plan), else from the
+/// sizes a saved plan recorded.
 pub fn check_sizes(changes: &[Change], options: &ApplyOptions) -> Result<(), ApplyError> {
     for c in changes.iter().filter(|c| c.action.writes()) {
-        let size = c.payload.as_ref().map_or(0, Vec::len);
-        let bytes = c.key.len() * 3 + size + 48;
-        if bytes > options.max_txn_bytes {
-            return Err(ApplyError::TooLarge {
-                key: display_key(&c.key),
-                size,
-                limit: options.max_txn_bytes,
-            });
-        }
-    }
-    Ok(())
-}
-
-/// The same check for a saved plan, from the sizes it recorded.
-pub fn check_sizes_saved(report: &PlanReport, options: &ApplyOptions) -> Result<(), ApplyError> {
-    for c in report.changes.iter().filter(|c| c.action.writes()) {
-        let size = c.source.as_ref().map_or(0, |v| v.size);
-        if c.key.len() * 3 + size + 48 > options.max_txn_bytes {
+        let size = match &c.payload {
+            Some(p) => p.len(),
+            None => c.source.as_ref().map_or(0, |v| v.size),
+        };
+        if request_bytes(c.key.len(), size) > options.max_txn_bytes {
             return Err(ApplyError::TooLarge {
                 key: display_key(&c.key),
                 size,

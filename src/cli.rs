@@ -452,7 +452,7 @@ async fn apply_guarded(
                 .into());
             }
         }
-        apply::check_sizes_saved(&report, &options)?;
+        apply::check_sizes(&report.changes, &options)?;
         if let Err(e) = apply::fetch_payloads(&source, &mut report).await {
             return Ok(report_error(e));
         }
@@ -523,7 +523,7 @@ async fn apply_guarded(
             stats.foreign.len(),
             apply::list(&stats.foreign)
         );
-        eprintln!("{}", progress_line(&stats));
+        eprintln!("{}", stats_line("So far", &stats));
         eprintln!("Error: stale plan or concurrent writer: run plan again.");
         return Ok(EXIT_STALE);
     }
@@ -536,7 +536,7 @@ async fn apply_guarded(
             render::thousands(progress.done.load(Ordering::Relaxed)),
             render::thousands(progress.total.load(Ordering::Relaxed)),
             render::thousands(stats.not_attempted),
-            progress_line(&stats)
+            stats_line("So far", &stats)
         );
         return Ok(EXIT_ERROR);
     }
@@ -548,7 +548,7 @@ async fn apply_guarded(
     if json {
         print_apply_json(&report, &stats, "complete", Some(verified));
     } else {
-        println!("\n{}", complete_line(&stats));
+        println!("\n{}", stats_line("Apply complete", &stats));
         println!(
             "Verified: {} planned key(s) hold what was planned.",
             render::thousands(verified)
@@ -567,19 +567,10 @@ fn report_error(e: ApplyError) -> u8 {
     code
 }
 
-fn complete_line(s: &ApplyStats) -> String {
+/// `Apply complete: 120 created, …` and the like, after `lead`.
+fn stats_line(lead: &str, s: &ApplyStats) -> String {
     format!(
-        "Apply complete: {} created, {} updated, {} deleted, {} already in place.",
-        render::thousands(s.created),
-        render::thousands(s.updated),
-        render::thousands(s.deleted),
-        render::thousands(s.already_in_place)
-    )
-}
-
-fn progress_line(s: &ApplyStats) -> String {
-    format!(
-        "So far: {} created, {} updated, {} deleted, {} already in place.",
+        "{lead}: {} created, {} updated, {} deleted, {} already in place.",
         render::thousands(s.created),
         render::thousands(s.updated),
         render::thousands(s.deleted),

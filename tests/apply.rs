@@ -9,8 +9,18 @@ use std::time::Duration;
 use common::{Cluster, ClusterSpec, UserSpec, etcdplan, run, write_file, write_plan};
 use etcd_client::Permission;
 
-fn bin() -> std::path::PathBuf {
-    assert_cmd::cargo::cargo_bin("etcdplan")
+/// Starts `etcdplan apply plan.yaml --auto-approve` in `dir` as a child
+/// process (to kill or interrupt), listing few changes so that its output
+/// never fills a pipe nobody reads yet.
+fn spawn_apply(dir: &std::path::Path, extra: &[&str]) -> std::process::Child {
+    StdCommand::new(assert_cmd::cargo::cargo_bin("etcdplan"))
+        .current_dir(dir)
+        .args(["apply", "plan.yaml", "--auto-approve", "--max-listed", "5"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn apply")
 }
 
 /// Everything under `prefix` on a cluster, as (key, value) pairs.
@@ -185,13 +195,7 @@ async fn sigkill_at_several_points_then_rerun_converges() {
     let mut progressed = Vec::new();
     // Kill as soon as the destination holds at least this many keys.
     for at_least in [1u64, 6_000, 12_000] {
-        let mut child = StdCommand::new(bin())
-            .current_dir(dir.path())
-            .args(["apply", "plan.yaml", "--auto-approve", "--concurrency", "2"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn apply");
+        let mut child = spawn_apply(dir.path(), &["--concurrency", "2"]);
         wait_for_keys(&dst, "/big/", at_least).await;
         child.kill().expect("SIGKILL");
         let _ = child.wait();
@@ -218,21 +222,7 @@ async fn sigint_finishes_in_flight_and_says_how_to_resume() {
         .await;
     let dir = tempfile::tempdir().expect("tempdir");
     write_plan(dir.path(), &src, &dst, "prefixes:\n  - from: /s/\n");
-    let child = StdCommand::new(bin())
-        .current_dir(dir.path())
-        .args([
-            "apply",
-            "plan.yaml",
-            "--auto-approve",
-            "--rate",
-            "4000",
-            "--max-listed",
-            "5",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn apply");
+    let child = spawn_apply(dir.path(), &["--rate", "4000"]);
     wait_for_keys(&dst, "/s/", 2_000).await;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -365,21 +355,7 @@ async fn apply_survives_a_member_stopping_mid_run() {
         .await;
     let dir = tempfile::tempdir().expect("tempdir");
     write_plan(dir.path(), &src, &dst, "prefixes:\n  - from: /m/\n");
-    let child = StdCommand::new(bin())
-        .current_dir(dir.path())
-        .args([
-            "apply",
-            "plan.yaml",
-            "--auto-approve",
-            "--rate",
-            "5000",
-            "--max-listed",
-            "5",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn apply");
+    let child = spawn_apply(dir.path(), &["--rate", "5000"]);
     wait_for_keys(&dst, "/m/", 1_000).await;
     let before = dump(&dst, "/m/").await.len();
     // Stop the leader: the hardest case, an election mid-run.

@@ -29,11 +29,15 @@ pub struct WriteOp {
     pub guard: Guard,
 }
 
+/// Bytes one guarded write adds to a transaction request: the key three
+/// times (compare, op, read-back), the value, and framing.
+pub fn request_bytes(key_len: usize, value_len: usize) -> usize {
+    key_len * 3 + value_len + 48
+}
+
 impl WriteOp {
-    /// Bytes this op adds to a transaction request: the key three times
-    /// (compare, op, read-back), the value, and framing.
     pub fn request_bytes(&self) -> usize {
-        self.key.len() * 3 + self.value.as_ref().map_or(0, Vec::len) + 48
+        request_bytes(self.key.len(), self.value.as_ref().map_or(0, Vec::len))
     }
 }
 
