@@ -203,6 +203,75 @@ mod tests {
         assert_eq!(thousands(1_234_567), "1,234,567");
     }
 
+    fn update(old: Option<Vec<u8>>, new: Option<Vec<u8>>, sensitive: bool) -> Change {
+        let value = |shown: Option<Vec<u8>>, size: usize, byte: u8| Value {
+            sha256: [byte; 32],
+            size,
+            mod_revision: 1,
+            lease: 0,
+            shown,
+        };
+        Change {
+            action: Action::Update,
+            mapping: 0,
+            key: b"/k".to_vec(),
+            source_key: b"/k".to_vec(),
+            sensitive,
+            source: Some(value(new, 100_000, 0xbb)),
+            destination: Some(value(old, 99_000, 0xaa)),
+            payload: None,
+        }
+    }
+
+    #[test]
+    fn long_values_are_elided_with_their_sizes() {
+        // Values over the display limit are not kept, so only sizes show.
+        let c = update(None, None, false);
+        assert_eq!(value_diff(&c), None);
+        assert_eq!(
+            change_note(&c).as_deref(),
+            Some("(99,000 bytes, sha256 aaaaaaaaaaaa…) → (100,000 bytes, sha256 bbbbbbbbbbbb…)")
+        );
+    }
+
+    #[test]
+    fn sensitive_updates_show_hashes_only() {
+        let c = update(
+            Some(b"old-secret".to_vec()),
+            Some(b"new-secret".to_vec()),
+            true,
+        );
+        assert_eq!(value_diff(&c), None);
+        let note = change_note(&c).unwrap_or_default();
+        assert!(
+            note.starts_with("(sensitive value, sha256 aaaaaaaaaaaa…)"),
+            "{note}"
+        );
+        assert!(!note.contains("secret"));
+    }
+
+    #[test]
+    fn json_values_diff_line_by_line() {
+        let c = update(
+            Some(br#"{"a":1,"b":[1,2],"c":"x"}"#.to_vec()),
+            Some(br#"{"a":1,"b":[1,3],"c":"x"}"#.to_vec()),
+            false,
+        );
+        let lines = value_diff(&c).unwrap_or_default();
+        assert!(
+            lines.contains(&DiffLine::Removed("    2".into())),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(&DiffLine::Added("    3".into())),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(&DiffLine::Context("  \"a\": 1,".into())),
+            "{lines:?}"
+        );
+    }
+
     #[test]
     fn binary_values_are_hex() {
         assert_eq!(as_lines(&[0, 1, 0xff]), "00000000  00 01 ff\n");
