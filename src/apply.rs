@@ -265,7 +265,7 @@ pub async fn apply_changes(
         let side = destination.clone();
         in_flight.spawn(async move {
             let (indices, ops): (Vec<usize>, Vec<WriteOp>) = batch.into_iter().unzip();
-            let result = write_batch(&side, &ops).await;
+            let result = write_batch(&side, &ops, &[]).await;
             (indices, result)
         });
     }

@@ -14,6 +14,7 @@ use miette::{IntoDiagnostic, WrapErr};
 use crate::apply::{self, ApplyError, ApplyOptions, ApplyProgress, ApplyStats};
 use crate::check;
 use crate::etcd::{RetryPolicy, Side};
+use crate::follow::{self, FollowEnd, FollowError, FollowOptions};
 use crate::plan::{PlanError, PlanOptions, PlanReport, Progress, make_plan};
 use crate::planfile;
 use crate::render::{self, Format, RenderOptions};
@@ -157,6 +158,32 @@ pub struct ApplyArgs {
     pub rate: Option<f64>,
     #[command(flatten)]
     pub output: OutputArgs,
+    /// After the apply, keep following the source: apply every later put and
+    /// delete in source-revision order until Ctrl-C, --until-revision or
+    /// --cutover-file. Resumes from its checkpoint when restarted.
+    #[arg(long)]
+    pub follow: bool,
+    /// With --follow: stop once this source revision is applied, e.g.
+    /// --until-revision 123456.
+    #[arg(long, value_name = "REVISION", requires = "follow")]
+    pub until_revision: Option<i64>,
+    /// With --follow: stop as soon as this file exists and the lag is zero,
+    /// e.g. --cutover-file /tmp/cutover.
+    #[arg(long, value_name = "PATH", requires = "follow")]
+    pub cutover_file: Option<PathBuf>,
+    /// With --follow: the destination key holding the last applied source
+    /// revision (default /etcdplan/checkpoint/<plan name>), e.g.
+    /// --checkpoint-key /ops/etcdplan/trident.
+    #[arg(long, value_name = "KEY", requires = "follow")]
+    pub checkpoint_key: Option<String>,
+    /// With --follow: seconds between lag reports, e.g. --progress-every 10.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 5.0,
+        requires = "follow"
+    )]
+    pub progress_every: f64,
 }
 
 /// How a plan is printed.
@@ -379,17 +406,201 @@ async fn apply_command(args: ApplyArgs, verbose: u8) -> miette::Result<u8> {
     // written; while writing, the transactions in flight finish first.
     let stop = Arc::new(AtomicBool::new(false));
     let signals = spawn_signal_watch(stop.clone());
-    let result = apply_guarded(args, verbose, json, stop).await;
+    let result = if args.follow {
+        follow_command(args, verbose, json, stop).await
+    } else {
+        apply_guarded(args, verbose, json, stop)
+            .await
+            .map(|(code, _)| code)
+    };
     signals.abort();
     result
 }
 
-async fn apply_guarded(
+/// `apply --follow`: the initial apply (skipped when a checkpoint of this
+/// plan exists), then following; after a compaction past the checkpoint, a
+/// fresh plan-and-apply and following again.
+async fn follow_command(
     args: ApplyArgs,
     verbose: u8,
     json: bool,
     stop: Arc<AtomicBool>,
 ) -> miette::Result<u8> {
+    if SavedPlan::is_saved_plan(&args.target) {
+        return Err(miette::miette!(
+            code = "etcdplan::follow::needs_plan_file",
+            help = "follow mode plans from the plan file: `etcdplan apply PLAN.yaml --follow`",
+            "--follow needs a plan file, not a saved plan"
+        ));
+    }
+    let plan = planfile::load(&args.target)?;
+    let source = Arc::new(Side::new(&plan.source, RetryPolicy::default()));
+    let destination = Arc::new(Side::new(&plan.destination, RetryPolicy::default()));
+    let (src_id, dst_id) = tokio::try_join!(
+        crate::plan::cluster_id(&source),
+        crate::plan::cluster_id(&destination)
+    )
+    .map_err(PlanError::from)?;
+    let key = match &args.checkpoint_key {
+        Some(k) => {
+            crate::keys::parse_key(k).map_err(|e| miette::miette!("--checkpoint-key: {e}"))?
+        }
+        None => follow::default_checkpoint_key(&plan),
+    };
+    follow::check_checkpoint_key(&plan, &key, src_id == dst_id)?;
+    let source_cluster_id = format!("{src_id:016x}");
+    let options = FollowOptions {
+        until_revision: args.until_revision,
+        cutover_file: args.cutover_file.clone(),
+        checkpoint_key: key.clone(),
+        json,
+        max_txn_ops: args.max_txn_ops as usize,
+        max_txn_bytes: args.max_txn_bytes as usize,
+        report_every: std::time::Duration::from_secs_f64(args.progress_every.max(0.1)),
+    };
+    let resume = follow::read_checkpoint(&destination, &key)
+        .await?
+        .filter(|c| {
+            c.source_cluster_id == source_cluster_id && c.plan_file_sha256 == plan.file_sha256
+        });
+    let mut applied = match resume {
+        Some(c) => {
+            eprintln!(
+                "Resuming: the checkpoint `{}` says source revision {} is applied; following from {}.",
+                crate::keys::display_key(&key),
+                c.revision,
+                c.revision + 1
+            );
+            c.revision
+        }
+        None => {
+            match initial_apply(
+                &args,
+                verbose,
+                json,
+                &stop,
+                &destination,
+                &key,
+                &source_cluster_id,
+                &plan,
+            )
+            .await?
+            {
+                Ok(revision) => revision,
+                Err(code) => return Ok(code),
+            }
+        }
+    };
+    loop {
+        let end = follow::follow(
+            &plan,
+            source.clone(),
+            destination.clone(),
+            &source_cluster_id,
+            applied,
+            &options,
+            stop.clone(),
+        )
+        .await;
+        match end {
+            Ok(FollowEnd::Compacted {
+                last_applied,
+                compact_revision,
+            }) => {
+                eprintln!(
+                    "The source compacted its history up to revision {compact_revision}, past revision {} this follow needs: running a fresh plan and apply, then following again.",
+                    last_applied + 1
+                );
+                let mut again = args.clone();
+                again.auto_approve = true;
+                applied = match initial_apply(
+                    &again,
+                    verbose,
+                    json,
+                    &stop,
+                    &destination,
+                    &key,
+                    &source_cluster_id,
+                    &plan,
+                )
+                .await?
+                {
+                    Ok(revision) => revision,
+                    Err(code) => return Ok(code),
+                };
+            }
+            Ok(FollowEnd::Interrupted { last_applied })
+            | Ok(FollowEnd::UntilReached { last_applied })
+            | Ok(FollowEnd::Cutover { last_applied }) => {
+                let why = match end {
+                    Ok(FollowEnd::UntilReached { .. }) => "reached --until-revision",
+                    Ok(FollowEnd::Cutover { .. }) => "cutover file found and the lag is zero",
+                    _ => "interrupted",
+                };
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"follow_stopped": {"reason": why, "last_applied_revision": last_applied}})
+                    );
+                }
+                eprintln!(
+                    "Follow stopped ({why}): source revision {last_applied} is applied. Resume with: etcdplan apply {} --follow",
+                    args.target.display()
+                );
+                return Ok(EXIT_OK);
+            }
+            Err(e @ FollowError::Conflict { .. }) => {
+                eprintln!("{:?}", miette::Report::new(e));
+                eprintln!("Error: stale plan or concurrent writer: run plan again.");
+                return Ok(EXIT_STALE);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The apply that starts (or restarts) following; on success writes the
+/// checkpoint at the pinned source revision. `Ok(Err(code))` is an apply
+/// that did not complete.
+#[allow(clippy::too_many_arguments)]
+async fn initial_apply(
+    args: &ApplyArgs,
+    verbose: u8,
+    json: bool,
+    stop: &Arc<AtomicBool>,
+    destination: &Side,
+    key: &[u8],
+    source_cluster_id: &str,
+    plan: &planfile::Plan,
+) -> miette::Result<Result<i64, u8>> {
+    let (code, revision) = apply_guarded(args.clone(), verbose, json, stop.clone()).await?;
+    if code != EXIT_OK {
+        return Ok(Err(code));
+    }
+    let checkpoint = follow::Checkpoint {
+        source_cluster_id: source_cluster_id.to_string(),
+        revision,
+        plan_file_sha256: plan.file_sha256.clone(),
+    };
+    follow::write_checkpoint(destination, key, &checkpoint)
+        .await
+        .map_err(FollowError::from)?;
+    eprintln!(
+        "Following the source from revision {} (checkpoint `{}`).",
+        revision + 1,
+        crate::keys::display_key(key)
+    );
+    Ok(Ok(revision))
+}
+
+/// Plans (or loads a saved plan) and applies it. Returns the exit code and
+/// the source revision the plan was pinned at.
+async fn apply_guarded(
+    args: ApplyArgs,
+    verbose: u8,
+    json: bool,
+    stop: Arc<AtomicBool>,
+) -> miette::Result<(u8, i64)> {
     let options = ApplyOptions {
         max_txn_ops: args.max_txn_ops as usize,
         max_txn_bytes: args.max_txn_bytes as usize,
@@ -417,6 +628,7 @@ async fn apply_guarded(
         (plan, report)
     };
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "planned");
+    let revision = report.source.revision;
     let source = Arc::new(Side::new(&plan.source, RetryPolicy::default()));
     let destination = Arc::new(Side::new(&plan.destination, RetryPolicy::default()));
     if !json {
@@ -429,7 +641,7 @@ async fn apply_guarded(
         } else {
             println!("\nNothing to apply.");
         }
-        return Ok(EXIT_OK);
+        return Ok((EXIT_OK, revision));
     }
     if saved {
         // The saved plan names its clusters: refuse to write anywhere else.
@@ -454,7 +666,7 @@ async fn apply_guarded(
         }
         apply::check_sizes(&report.changes, &options)?;
         if let Err(e) = apply::fetch_payloads(&source, &mut report).await {
-            return Ok(report_error(e));
+            return Ok((report_error(e), revision));
         }
     } else if !args.auto_approve {
         if !std::io::stdin().is_terminal() {
@@ -470,7 +682,7 @@ async fn apply_guarded(
         let _ = std::io::stdin().read_line(&mut answer);
         if answer.trim() != "yes" {
             println!("Apply cancelled; nothing was written.");
-            return Ok(EXIT_ERROR);
+            return Ok((EXIT_ERROR, revision));
         }
     }
     // Refuse before any write when a range to write is not writable.
@@ -490,7 +702,7 @@ async fn apply_guarded(
     }
     if stop.load(Ordering::SeqCst) {
         eprintln!("Interrupted before writing anything.");
-        return Ok(EXIT_ERROR);
+        return Ok((EXIT_ERROR, revision));
     }
     let progress = Arc::new(ApplyProgress::default());
     let ticker = spawn_apply_progress(progress.clone());
@@ -507,7 +719,7 @@ async fn apply_guarded(
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "written");
     let stats = match result {
         Ok(stats) => stats,
-        Err(e) => return Ok(report_error(e)),
+        Err(e) => return Ok((report_error(e), revision)),
     };
     let resume = if saved {
         format!("etcdplan apply {}", args.target.display())
@@ -525,7 +737,7 @@ async fn apply_guarded(
         );
         eprintln!("{}", stats_line("So far", &stats));
         eprintln!("Error: stale plan or concurrent writer: run plan again.");
-        return Ok(EXIT_STALE);
+        return Ok((EXIT_STALE, revision));
     }
     if stats.not_attempted > 0 {
         if json {
@@ -538,11 +750,11 @@ async fn apply_guarded(
             render::thousands(stats.not_attempted),
             stats_line("So far", &stats)
         );
-        return Ok(EXIT_ERROR);
+        return Ok((EXIT_ERROR, revision));
     }
     let verified = match apply::verify(&destination, &report).await {
         Ok(n) => n,
-        Err(e) => return Ok(report_error(e)),
+        Err(e) => return Ok((report_error(e), revision)),
     };
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "verified");
     if json {
@@ -554,7 +766,7 @@ async fn apply_guarded(
             render::thousands(verified)
         );
     }
-    Ok(EXIT_OK)
+    Ok((EXIT_OK, revision))
 }
 
 /// Prints an apply error and returns its exit code (3 for a stale plan).

@@ -9,6 +9,7 @@ pub mod check;
 pub mod cli;
 pub mod diff;
 pub mod etcd;
+pub mod follow;
 pub mod keys;
 pub mod plan;
 pub mod planfile;

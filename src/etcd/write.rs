@@ -12,12 +12,15 @@ use super::side::{MAX_DECODE_BYTES, Op};
 use super::{EtcdError, Side};
 
 /// The destination state a write was planned against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Guard {
     /// The key must not exist.
     Absent,
     /// The key must still have this mod revision.
     ModRevision(i64),
+    /// The key must still hold this value (follow mode: the destination
+    /// mirrors the source, so it holds the source's previous value).
+    Value(Vec<u8>),
 }
 
 /// One guarded write.
@@ -58,7 +61,12 @@ pub enum Outcome {
 /// Applies a batch (no key twice) and returns one outcome per op, in order.
 /// A batch whose guards fail is never half-applied: keys whose guards still
 /// hold are retried in a smaller transaction, the others are classified.
-pub async fn write_batch(side: &Side, ops: &[WriteOp]) -> Result<Vec<Outcome>, EtcdError> {
+/// `extra` ops (a checkpoint) ride along in every transaction that writes.
+pub async fn write_batch(
+    side: &Side,
+    ops: &[WriteOp],
+    extra: &[TxnOp],
+) -> Result<Vec<Outcome>, EtcdError> {
     let mut outcomes: Vec<Option<Outcome>> = vec![None; ops.len()];
     let mut pending: Vec<usize> = (0..ops.len()).collect();
     let first_key = ops.first().map(|o| o.key.clone()).unwrap_or_default();
@@ -72,9 +80,10 @@ pub async fn write_batch(side: &Side, ops: &[WriteOp]) -> Result<Vec<Outcome>, E
         let mut reads = Vec::with_capacity(pending.len());
         for &i in &pending {
             let o = &ops[i];
-            compares.push(match o.guard {
+            compares.push(match &o.guard {
                 Guard::Absent => Compare::create_revision(o.key.clone(), CompareOp::Equal, 0),
-                Guard::ModRevision(r) => Compare::mod_revision(o.key.clone(), CompareOp::Equal, r),
+                Guard::ModRevision(r) => Compare::mod_revision(o.key.clone(), CompareOp::Equal, *r),
+                Guard::Value(v) => Compare::value(o.key.clone(), CompareOp::Equal, v.clone()),
             });
             writes.push(match &o.value {
                 Some(v) => TxnOp::put(o.key.clone(), v.clone(), None),
@@ -82,6 +91,7 @@ pub async fn write_batch(side: &Side, ops: &[WriteOp]) -> Result<Vec<Outcome>, E
             });
             reads.push(TxnOp::get(o.key.clone(), None));
         }
+        writes.extend(extra.iter().cloned());
         let txn = Txn::new().when(compares).and_then(writes).or_else(reads);
         let resp = side
             .call(op, |c| {
@@ -141,10 +151,11 @@ pub async fn write_batch(side: &Side, ops: &[WriteOp]) -> Result<Vec<Outcome>, E
 /// Settles one key after its transaction's guards failed. `None` means its
 /// guard still holds: write it again.
 fn classify(op: &WriteOp, current: Option<(&[u8], i64)>) -> Option<Outcome> {
-    match (&op.value, current, op.guard) {
+    match (&op.value, current, &op.guard) {
         (None, None, _) => Some(Outcome::InPlace),
         (Some(_), None, Guard::Absent) => None,
-        (_, Some((_, rev)), Guard::ModRevision(planned)) if rev == planned => None,
+        (_, Some((_, rev)), Guard::ModRevision(planned)) if rev == *planned => None,
+        (_, Some((value, _)), Guard::Value(prev)) if value == prev.as_slice() => None,
         (Some(target), Some((value, _)), _) if value == target.as_slice() => Some(Outcome::InPlace),
         (_, current, _) => Some(Outcome::Foreign {
             mod_revision: current.map(|(_, r)| r),

@@ -1,0 +1,574 @@
+//! Follow mode: after the initial apply, watch the source and apply every
+//! later put and delete to the destination in source-revision order, one
+//! source transaction as one destination transaction where it fits.
+//!
+//! Each destination transaction also writes a checkpoint key holding the last
+//! applied source revision, so the checkpoint and the data can never
+//! disagree: a restart resumes from the checkpoint without losing or
+//! duplicating an event. Writes are guarded by the source's previous value
+//! (the destination mirrors the source), so a key someone else wrote on the
+//! destination is a conflict, reported and never overwritten.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use etcd_client::{EventType, GetOptions, TxnOp, WatchOptions, WatchResponse};
+use miette::Diagnostic;
+use serde::{Deserialize, Serialize};
+
+use crate::etcd::side::Op;
+use crate::etcd::write::{Guard, Outcome, WriteOp, request_bytes, write_batch};
+use crate::etcd::{EtcdError, Side};
+use crate::keys::{display_key, prefix_end};
+use crate::planfile::Plan;
+
+/// What the checkpoint key holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub source_cluster_id: String,
+    /// The last source revision whose events are on the destination.
+    pub revision: i64,
+    /// The plan file it belongs to: a changed plan starts over.
+    pub plan_file_sha256: String,
+}
+
+/// How follow mode stops and writes.
+#[derive(Debug, Clone)]
+pub struct FollowOptions {
+    pub until_revision: Option<i64>,
+    pub cutover_file: Option<PathBuf>,
+    pub checkpoint_key: Vec<u8>,
+    /// One JSON line per progress report on stdout instead of text on stderr.
+    pub json: bool,
+    pub max_txn_ops: usize,
+    pub max_txn_bytes: usize,
+    /// How often lag is reported.
+    pub report_every: Duration,
+}
+
+/// Why following ended without an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FollowEnd {
+    /// Ctrl-C or SIGTERM.
+    Interrupted { last_applied: i64 },
+    /// `--until-revision` was reached.
+    UntilReached { last_applied: i64 },
+    /// The cutover file exists and the lag is zero.
+    Cutover { last_applied: i64 },
+    /// The source compacted past the revision to resume from.
+    Compacted {
+        last_applied: i64,
+        compact_revision: i64,
+    },
+}
+
+#[derive(Debug, thiserror::Error, Diagnostic)]
+pub enum FollowError {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Etcd(#[from] EtcdError),
+
+    #[error(
+        "source revision {revision}: {count} destination key(s) were written by someone else while following and were left alone:\n{listed}"
+    )]
+    #[diagnostic(
+        code(etcdplan::follow::conflict),
+        help(
+            "stale plan or concurrent writer: find out who writes to the destination, then run `etcdplan plan` again"
+        )
+    )]
+    Conflict {
+        revision: i64,
+        count: usize,
+        listed: String,
+    },
+
+    #[error("the checkpoint key `{key}` lies inside a range the plan reads or writes")]
+    #[diagnostic(
+        code(etcdplan::follow::bad_checkpoint_key),
+        help(
+            "choose a --checkpoint-key outside every `to` range (and every `from` range when both sides are one cluster)"
+        )
+    )]
+    CheckpointKeyOverlaps { key: String },
+
+    #[error("the checkpoint at `{key}` is not etcdplan's: {why}")]
+    #[diagnostic(
+        code(etcdplan::follow::bad_checkpoint),
+        help("delete that key on the destination, or choose another --checkpoint-key")
+    )]
+    BadCheckpoint { key: String, why: String },
+
+    #[error("the source watch was cancelled: {0}")]
+    #[diagnostic(
+        code(etcdplan::follow::watch_cancelled),
+        help("rerun the same command: it resumes from the checkpoint")
+    )]
+    WatchCancelled(String),
+}
+
+/// The default checkpoint key for a plan.
+pub fn default_checkpoint_key(plan: &Plan) -> Vec<u8> {
+    let name = plan
+        .name
+        .clone()
+        .unwrap_or_else(|| plan.file_sha256[..16].to_string());
+    format!("/etcdplan/checkpoint/{name}").into_bytes()
+}
+
+/// Refuses a checkpoint key that a mapping would read or write.
+pub fn check_checkpoint_key(
+    plan: &Plan,
+    key: &[u8],
+    same_cluster: bool,
+) -> Result<(), FollowError> {
+    let clash = plan
+        .mappings
+        .iter()
+        .any(|m| key.starts_with(&m.to) || (same_cluster && key.starts_with(&m.from)));
+    if clash {
+        return Err(FollowError::CheckpointKeyOverlaps {
+            key: display_key(key),
+        });
+    }
+    Ok(())
+}
+
+/// Reads the checkpoint, if there is one.
+pub async fn read_checkpoint(
+    destination: &Side,
+    key: &[u8],
+) -> Result<Option<Checkpoint>, FollowError> {
+    let op = Op {
+        action: "read",
+        prefix: key,
+    };
+    let resp = destination
+        .call(op, |mut c| {
+            let key = key.to_vec();
+            async move { c.get(key, None).await }
+        })
+        .await?;
+    let Some(kv) = resp.kvs().first() else {
+        return Ok(None);
+    };
+    serde_json::from_slice(kv.value())
+        .map(Some)
+        .map_err(|e| FollowError::BadCheckpoint {
+            key: display_key(key),
+            why: e.to_string(),
+        })
+}
+
+fn checkpoint_op(key: &[u8], checkpoint: &Checkpoint) -> TxnOp {
+    let value = serde_json::to_vec(checkpoint).unwrap_or_default();
+    TxnOp::put(key.to_vec(), value, None)
+}
+
+/// Writes the checkpoint on its own (after the initial apply, or when
+/// revisions without destination writes moved it).
+pub async fn write_checkpoint(
+    destination: &Side,
+    key: &[u8],
+    checkpoint: &Checkpoint,
+) -> Result<(), EtcdError> {
+    let op = Op {
+        action: "write",
+        prefix: key,
+    };
+    let value = serde_json::to_vec(checkpoint).unwrap_or_default();
+    destination
+        .call(op, |mut c| {
+            let (key, value) = (key.to_vec(), value.clone());
+            async move { c.put(key, value, None).await }
+        })
+        .await
+        .map(|_| ())
+}
+
+/// The smallest key range covering every `from` prefix: one watch, so
+/// events arrive in source-revision order across all mappings.
+fn covering_range(plan: &Plan) -> (Vec<u8>, Vec<u8>) {
+    if plan.mappings.iter().any(|m| m.from.is_empty()) {
+        return (vec![0], vec![0]);
+    }
+    let start = plan
+        .mappings
+        .iter()
+        .map(|m| m.from.clone())
+        .min()
+        .unwrap_or_default();
+    let ends: Vec<Option<Vec<u8>>> = plan.mappings.iter().map(|m| prefix_end(&m.from)).collect();
+    let end = if ends.iter().any(Option::is_none) {
+        vec![0]
+    } else {
+        ends.into_iter().flatten().max().unwrap_or_else(|| vec![0])
+    };
+    (start, end)
+}
+
+/// One event of the source, reduced to what follow needs.
+#[derive(Debug, Clone)]
+struct SourceEvent {
+    revision: i64,
+    key: Vec<u8>,
+    /// `None` for a delete.
+    value: Option<Vec<u8>>,
+    prev: Option<Vec<u8>>,
+}
+
+fn events_of(resp: &WatchResponse) -> Vec<SourceEvent> {
+    resp.events()
+        .iter()
+        .filter_map(|e| {
+            let kv = e.kv()?;
+            Some(SourceEvent {
+                revision: kv.mod_revision(),
+                key: kv.key().to_vec(),
+                value: (e.event_type() == EventType::Put).then(|| kv.value().to_vec()),
+                prev: e.prev_kv().map(|p| p.value().to_vec()),
+            })
+        })
+        .collect()
+}
+
+/// The guarded destination writes of one source revision.
+fn writes_for(plan: &Plan, events: &[SourceEvent]) -> Vec<WriteOp> {
+    let mut ops = Vec::new();
+    for e in events {
+        for m in &plan.mappings {
+            if !e.key.starts_with(&m.from) || m.excludes_source(&e.key) {
+                continue;
+            }
+            let Some(key) = m.to_destination(&e.key) else {
+                continue;
+            };
+            ops.push(WriteOp {
+                key,
+                value: e.value.clone(),
+                guard: match &e.prev {
+                    Some(prev) => Guard::Value(prev.clone()),
+                    None => Guard::Absent,
+                },
+            });
+        }
+    }
+    ops
+}
+
+/// Follows the source from `last_applied + 1` until told to stop.
+pub async fn follow(
+    plan: &Plan,
+    source: Arc<Side>,
+    destination: Arc<Side>,
+    source_cluster_id: &str,
+    mut last_applied: i64,
+    options: &FollowOptions,
+    stop: Arc<AtomicBool>,
+) -> Result<FollowEnd, FollowError> {
+    let (start, end) = covering_range(plan);
+    let mut head = last_applied;
+    let mut dirty = false;
+    let mut events_applied = 0u64;
+    let mut window_start = Instant::now();
+    let mut window_events = 0u64;
+    let mut behind_since: Option<Instant> = None;
+    let checkpoint = |revision: i64| Checkpoint {
+        source_cluster_id: source_cluster_id.to_string(),
+        revision,
+        plan_file_sha256: plan.file_sha256.clone(),
+    };
+    let mut ticker = tokio::time::interval(options.report_every.min(Duration::from_secs(1)));
+    let mut last_report = Instant::now();
+    let mut idle_ticks = 0u32;
+    'watch: loop {
+        // (Re)open the watch from the first revision not yet applied.
+        let watch_options = WatchOptions::new()
+            .with_range(end.clone())
+            .with_start_revision(last_applied + 1)
+            .with_prev_key();
+        let op = Op {
+            action: "read",
+            prefix: &start,
+        };
+        let stream = source
+            .call(op, |c| {
+                let (start, watch_options) = (start.clone(), watch_options.clone());
+                async move { c.watch_client().watch(start, Some(watch_options)).await }
+            })
+            .await?;
+        // Keep the request half alive: dropping it would end the watch.
+        let (_requests, mut responses) = stream.split();
+        loop {
+            // Cutover is judged only right after the head was read afresh.
+            let mut fresh_head = false;
+            let finished = |last_applied: i64, head: i64, fresh_head: bool| -> Option<FollowEnd> {
+                if stop.load(Ordering::SeqCst) {
+                    return Some(FollowEnd::Interrupted { last_applied });
+                }
+                if options.until_revision.is_some_and(|r| last_applied >= r) {
+                    return Some(FollowEnd::UntilReached { last_applied });
+                }
+                if let Some(file) = &options.cutover_file
+                    && fresh_head
+                    && file.exists()
+                    && last_applied >= head
+                {
+                    return Some(FollowEnd::Cutover { last_applied });
+                }
+                None
+            };
+            tokio::select! {
+                message = responses.message() => {
+                    let resp = match message {
+                        Ok(Some(resp)) => resp,
+                        Ok(None) | Err(_) => {
+                            // The endpoint went away: reopen from the checkpoint of memory.
+                            tracing::warn!(last_applied, "source watch broke; reopening");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue 'watch;
+                        }
+                    };
+                    if resp.canceled() {
+                        if resp.compact_revision() > 0 {
+                            if dirty {
+                                write_checkpoint(&destination, &options.checkpoint_key, &checkpoint(last_applied)).await?;
+                            }
+                            return Ok(FollowEnd::Compacted { last_applied, compact_revision: resp.compact_revision() });
+                        }
+                        return Err(FollowError::WatchCancelled(resp.cancel_reason().to_string()));
+                    }
+                    let header_revision = resp.header().map_or(0, |h| h.revision());
+                    head = head.max(header_revision);
+                    // Events at or below a position proven by `settled` are
+                    // state-neutral (see there) and already accounted for.
+                    let events: Vec<SourceEvent> = events_of(&resp)
+                        .into_iter()
+                        .filter(|e| e.revision > last_applied)
+                        .collect();
+                    if !events.is_empty() {
+                        idle_ticks = 0;
+                    }
+                    // Revisions come whole and in order; apply them one by one.
+                    let mut i = 0;
+                    while i < events.len() {
+                        let revision = events[i].revision;
+                        let mut j = i;
+                        while j < events.len() && events[j].revision == revision {
+                            j += 1;
+                        }
+                        let ops = writes_for(plan, &events[i..j]);
+                        apply_revision(&destination, revision, &ops, options, &checkpoint(revision), &mut dirty).await?;
+                        events_applied += ops.len() as u64;
+                        window_events += ops.len() as u64;
+                        last_applied = revision;
+                        i = j;
+                    }
+                    if last_applied >= head {
+                        behind_since = None;
+                    } else if behind_since.is_none() {
+                        behind_since = Some(Instant::now());
+                    }
+                }
+                _ = ticker.tick() => {
+                    idle_ticks += 1;
+                    head = head.max(source_head(&source, &start).await?);
+                    fresh_head = true;
+                    // Idle and behind: prove the revisions in between did not
+                    // touch the watched range, then move past them.
+                    if idle_ticks >= 2
+                        && last_applied < head
+                        && settled(&source, &start, &end, last_applied, head).await?
+                    {
+                        last_applied = head;
+                        dirty = true;
+                    }
+                    if last_applied >= head {
+                        behind_since = None;
+                    } else if behind_since.is_none() {
+                        behind_since = Some(Instant::now());
+                    }
+                    if dirty {
+                        write_checkpoint(&destination, &options.checkpoint_key, &checkpoint(last_applied)).await?;
+                        dirty = false;
+                    }
+                    if last_report.elapsed() >= options.report_every {
+                        let secs = window_start.elapsed().as_secs_f64().max(0.001);
+                        report(options.json, head, last_applied, window_events as f64 / secs, behind_since.map_or(0.0, |t| t.elapsed().as_secs_f64()), events_applied);
+                        window_start = Instant::now();
+                        window_events = 0;
+                        last_report = Instant::now();
+                    }
+                }
+            }
+            if let Some(end) = finished(last_applied, head, fresh_head) {
+                if dirty {
+                    write_checkpoint(
+                        &destination,
+                        &options.checkpoint_key,
+                        &checkpoint(last_applied),
+                    )
+                    .await?;
+                }
+                return Ok(end);
+            }
+        }
+    }
+}
+
+/// The source's current revision.
+async fn source_head(source: &Side, start: &[u8]) -> Result<i64, FollowError> {
+    let op = Op {
+        action: "read",
+        prefix: start,
+    };
+    let resp = source
+        .call(op, |mut c| {
+            let key = start.to_vec();
+            async move { c.get(key, Some(GetOptions::new().with_count_only())).await }
+        })
+        .await?;
+    Ok(resp.header().map_or(0, |h| h.revision()))
+}
+
+/// Whether the watched range is in the same state at `head` as at `applied`,
+/// so that following may move past the revisions in between without
+/// waiting for events. True when no key of the range has a mod revision in
+/// `(applied, head]` and the range holds as many keys at both revisions:
+/// then every change in between was undone within it (a key created and
+/// deleted again), and skipping it leaves the same destination.
+///
+/// Watch progress reports cannot be used for this: etcd 3.4 answers a
+/// progress request with its current revision at once, even while older
+/// events of the watch are still queued, and trusting it loses events.
+async fn settled(
+    source: &Side,
+    start: &[u8],
+    end: &[u8],
+    applied: i64,
+    head: i64,
+) -> Result<bool, FollowError> {
+    let op = Op {
+        action: "read",
+        prefix: start,
+    };
+    let get = |options: GetOptions| {
+        source.call(op, move |mut c| {
+            let (key, options) = (start.to_vec(), options.clone());
+            async move { c.get(key, Some(options)).await }
+        })
+    };
+    let range = || GetOptions::new().with_range(end.to_vec());
+    let changed = get(range()
+        .with_revision(head)
+        .with_min_mod_revision(applied + 1)
+        .with_keys_only()
+        .with_limit(1))
+    .await?;
+    if !changed.kvs().is_empty() {
+        return Ok(false);
+    }
+    let before = match get(range().with_revision(applied).with_count_only()).await {
+        Ok(r) => r.count(),
+        // History gone: the watch itself reports the compaction.
+        Err(EtcdError::Compacted { .. }) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    let after = get(range().with_revision(head).with_count_only())
+        .await?
+        .count();
+    Ok(before == after)
+}
+
+/// Applies one source revision: one destination transaction when it fits
+/// (the checkpoint rides in it), several when it does not (the checkpoint
+/// only in the last, so it never claims a half-applied revision).
+async fn apply_revision(
+    destination: &Side,
+    revision: i64,
+    ops: &[WriteOp],
+    options: &FollowOptions,
+    checkpoint: &Checkpoint,
+    dirty: &mut bool,
+) -> Result<(), FollowError> {
+    if ops.is_empty() {
+        *dirty = true;
+        return Ok(());
+    }
+    let mut batches: Vec<&[WriteOp]> = Vec::new();
+    let (mut from, mut bytes) = (0, 0);
+    for (i, op) in ops.iter().enumerate() {
+        let b = request_bytes(op.key.len(), op.value.as_ref().map_or(0, Vec::len));
+        if i > from
+            && (i - from >= options.max_txn_ops.saturating_sub(1).max(1)
+                || bytes + b > options.max_txn_bytes)
+        {
+            batches.push(&ops[from..i]);
+            from = i;
+            bytes = 0;
+        }
+        bytes += b;
+    }
+    batches.push(&ops[from..]);
+    if batches.len() > 1 {
+        tracing::warn!(
+            revision,
+            ops = ops.len(),
+            transactions = batches.len(),
+            "a source transaction does not fit one destination transaction; applying it in several (atomic per part, not as a whole)"
+        );
+    }
+    let cp = [checkpoint_op(&options.checkpoint_key, checkpoint)];
+    let last = batches.len() - 1;
+    let mut foreign = Vec::new();
+    let mut wrote_last = false;
+    for (n, batch) in batches.into_iter().enumerate() {
+        let extra: &[TxnOp] = if n == last { &cp } else { &[] };
+        let outcomes = write_batch(destination, batch, extra).await?;
+        for (op, outcome) in batch.iter().zip(&outcomes) {
+            if let Outcome::Foreign { .. } = outcome {
+                foreign.push(display_key(&op.key));
+            }
+        }
+        if n == last {
+            wrote_last = outcomes.contains(&Outcome::Written);
+        }
+    }
+    if !foreign.is_empty() {
+        return Err(FollowError::Conflict {
+            revision,
+            count: foreign.len(),
+            listed: crate::apply::list(&foreign),
+        });
+    }
+    // Every key already in place: the checkpoint did not ride along.
+    *dirty = !wrote_last;
+    Ok(())
+}
+
+fn report(json: bool, head: i64, applied: i64, events_per_second: f64, behind: f64, total: u64) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "follow": {
+                    "source_revision": head,
+                    "applied_revision": applied,
+                    "lag_revisions": (head - applied).max(0),
+                    "events_per_second": (events_per_second * 10.0).round() / 10.0,
+                    "seconds_behind": (behind * 10.0).round() / 10.0,
+                    "events_applied": total,
+                }
+            })
+        );
+    } else {
+        eprintln!(
+            "follow: source revision {head}, applied {applied} ({} behind), {:.0} events/s, {:.1} s behind",
+            (head - applied).max(0),
+            events_per_second,
+            behind
+        );
+    }
+}
