@@ -324,19 +324,17 @@ impl Side {
             {
                 return Err(self.error(*kind, err, url, op));
             }
-            if attempt >= self.policy.max_attempts {
-                let (kind, err, url) = specific.expect("set above");
-                if kind == Failure::Transient {
-                    if n == 1 || attempt < 2 {
-                        return Err(self.error(kind, &err, &url, op));
-                    }
+            if attempt >= self.policy.max_attempts
+                && let Some((kind, err, url)) = &specific
+            {
+                if *kind == Failure::Transient && n > 1 {
                     return Err(EtcdError::RetriesExhausted {
                         side: self.role,
                         attempts: attempt,
-                        last: format!("{url}: {}", error_text(&err)),
+                        last: format!("{url}: {}", error_text(err)),
                     });
                 }
-                return Err(self.error(kind, &err, &url, op));
+                return Err(self.error(*kind, err, url, op));
             }
             // Move on from the failing endpoint, unless another task did already.
             let _ = self
