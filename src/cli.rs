@@ -154,7 +154,7 @@ pub struct ApplyArgs {
     pub concurrency: u64,
     /// Write at most this many keys per second, so a busy production cluster
     /// is not overrun, e.g. --rate 2000.
-    #[arg(long, value_name = "KEYS_PER_SECOND")]
+    #[arg(long, value_name = "KEYS_PER_SECOND", value_parser = positive_number)]
     pub rate: Option<f64>,
     #[command(flatten)]
     pub output: OutputArgs,
@@ -184,6 +184,14 @@ pub struct ApplyArgs {
         requires = "follow"
     )]
     pub progress_every: f64,
+}
+
+/// A finite number above zero, for rates and intervals.
+fn positive_number(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("`{text}` is not a number above zero")),
+    }
 }
 
 /// How a plan is printed.

@@ -73,4 +73,7 @@ fn usage_errors_exit_1_not_2() {
     assert_eq!(code, Some(1));
     let (code, _, _) = etcdplan(&["apply", "x.yaml", "--concurrency", "0"]);
     assert_eq!(code, Some(1));
+    let (code, _, err) = etcdplan(&["apply", "x.yaml", "--rate", "0"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not a number above zero"), "{err}");
 }
