@@ -12,7 +12,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
-use crate::diff::{Action, Change};
+use crate::diff::{Action, Change, SourceDelete};
 use crate::etcd::scan::scan;
 use crate::etcd::write::{Guard, Outcome, WriteOp, read_keys, request_bytes, write_batch};
 use crate::etcd::{Entry, EtcdError, KeyRange, PageLimits, Pin, Side};
@@ -168,17 +168,13 @@ pub fn check_sizes(changes: &[Change], options: &ApplyOptions) -> Result<(), App
     Ok(())
 }
 
-/// Cuts the writes into transactions of at most `max_txn_ops` keys and
-/// `max_txn_bytes` bytes. Changes hold each key once, so no batch repeats one.
-fn batches<'a>(
-    changes: &'a [Change],
-    options: &'a ApplyOptions,
-) -> impl Iterator<Item = Vec<(usize, WriteOp)>> + 'a {
-    let mut ops = changes
-        .iter()
-        .enumerate()
-        .filter_map(|(i, c)| write_op(c).map(|o| (i, o)))
-        .peekable();
+/// Cuts guarded writes into transactions of at most `max_txn_ops` keys and
+/// `max_txn_bytes` bytes. Callers hold each key once, so no batch repeats one.
+fn batches(
+    ops: Vec<(usize, WriteOp)>,
+    options: &ApplyOptions,
+) -> impl Iterator<Item = Vec<(usize, WriteOp)>> + '_ {
+    let mut ops = ops.into_iter().peekable();
     let max_ops = options.max_txn_ops.max(1);
     std::iter::from_fn(move || {
         let mut batch = Vec::new();
@@ -195,12 +191,76 @@ fn batches<'a>(
     })
 }
 
-/// The change indices of one transaction and what happened to each.
+/// The indices of one transaction and what happened to each key.
 type BatchResult = (Vec<usize>, Result<Vec<Outcome>, EtcdError>);
 
-/// Writes every change that writes, `concurrency` transactions at a time.
-/// Stops dispatching when `stop` is set or a foreign write is found, and
-/// always waits for the transactions in flight.
+/// Runs guarded writes on `side`, `concurrency` transactions at a time and
+/// at most `rate` keys per second. Stops dispatching when `stop` is set, a
+/// foreign write is found or a transaction fails, and always waits for the
+/// transactions in flight. Returns one outcome per op, `None` for an op
+/// never attempted.
+async fn run_guarded(
+    side: Arc<Side>,
+    ops: Vec<WriteOp>,
+    options: &ApplyOptions,
+    stop: &AtomicBool,
+    progress: &ApplyProgress,
+) -> Result<Vec<Option<Outcome>>, ApplyError> {
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; ops.len()];
+    let mut first_error: Option<ApplyError> = None;
+    let mut foreign = false;
+    let mut in_flight: JoinSet<BatchResult> = JoinSet::new();
+    let mut next_slot = Instant::now();
+    let settle = |joined: Result<BatchResult, tokio::task::JoinError>,
+                  outcomes: &mut Vec<Option<Outcome>>,
+                  first_error: &mut Option<ApplyError>,
+                  foreign: &mut bool| match joined {
+        Ok((indices, Ok(results))) => {
+            for (i, outcome) in indices.into_iter().zip(results) {
+                *foreign |= matches!(outcome, Outcome::Foreign { .. });
+                outcomes[i] = Some(outcome);
+                progress.done.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok((_, Err(e))) => {
+            first_error.get_or_insert(ApplyError::Etcd(e));
+        }
+        Err(e) => {
+            first_error.get_or_insert(ApplyError::Internal(e.to_string()));
+        }
+    };
+    let indexed: Vec<(usize, WriteOp)> = ops.into_iter().enumerate().collect();
+    for batch in batches(indexed, options) {
+        while in_flight.len() >= options.concurrency.max(1) {
+            if let Some(joined) = in_flight.join_next().await {
+                settle(joined, &mut outcomes, &mut first_error, &mut foreign);
+            }
+        }
+        if stop.load(Ordering::SeqCst) || first_error.is_some() || foreign {
+            break;
+        }
+        if let Some(rate) = options.rate.filter(|r| *r > 0.0) {
+            tokio::time::sleep_until(next_slot.into()).await;
+            next_slot =
+                next_slot.max(Instant::now()) + Duration::from_secs_f64(batch.len() as f64 / rate);
+        }
+        let side = side.clone();
+        in_flight.spawn(async move {
+            let (indices, ops): (Vec<usize>, Vec<WriteOp>) = batch.into_iter().unzip();
+            let result = write_batch(&side, &ops, &[]).await;
+            (indices, result)
+        });
+    }
+    while let Some(joined) = in_flight.join_next().await {
+        settle(joined, &mut outcomes, &mut first_error, &mut foreign);
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(outcomes),
+    }
+}
+
+/// Writes every change that writes, through [`run_guarded`].
 pub async fn apply_changes(
     destination: Arc<Side>,
     changes: &[Change],
@@ -209,74 +269,91 @@ pub async fn apply_changes(
     progress: Arc<ApplyProgress>,
 ) -> Result<ApplyStats, ApplyError> {
     check_sizes(changes, options)?;
-    let total = changes.iter().filter(|c| c.action.writes()).count() as u64;
-    progress.total.store(total, Ordering::Relaxed);
+    let (indices, ops): (Vec<usize>, Vec<WriteOp>) = changes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| write_op(c).map(|o| (i, o)))
+        .unzip();
+    progress.total.store(ops.len() as u64, Ordering::Relaxed);
+    let outcomes = run_guarded(destination, ops, options, &stop, &progress).await?;
     let mut stats = ApplyStats::default();
-    let mut first_error: Option<ApplyError> = None;
-    let mut in_flight: JoinSet<BatchResult> = JoinSet::new();
-    let mut next_slot = Instant::now();
-    let mut attempted = 0u64;
-    let settle = |stats: &mut ApplyStats,
-                  joined: Result<BatchResult, tokio::task::JoinError>,
-                  first_error: &mut Option<ApplyError>| {
-        match joined {
-            Ok((indices, Ok(outcomes))) => {
-                for (i, outcome) in indices.into_iter().zip(outcomes) {
-                    let c = &changes[i];
-                    match outcome {
-                        Outcome::Written => match c.action {
-                            Action::Create => stats.created += 1,
-                            Action::Update => stats.updated += 1,
-                            Action::Delete => stats.deleted += 1,
-                            Action::Conflict => {}
-                        },
-                        Outcome::InPlace => stats.already_in_place += 1,
-                        Outcome::Foreign { .. } => stats.foreign.push(display_key(&c.key)),
-                    }
-                    progress.done.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            Ok((_, Err(e))) => {
-                first_error.get_or_insert(ApplyError::Etcd(e));
-            }
-            Err(e) => {
-                first_error.get_or_insert(ApplyError::Internal(e.to_string()));
-            }
+    for (i, outcome) in indices.into_iter().zip(outcomes) {
+        let c = &changes[i];
+        match outcome {
+            Some(Outcome::Written) => match c.action {
+                Action::Create => stats.created += 1,
+                Action::Update => stats.updated += 1,
+                Action::Delete => stats.deleted += 1,
+                Action::Conflict => {}
+            },
+            Some(Outcome::InPlace) => stats.already_in_place += 1,
+            Some(Outcome::Foreign { .. }) => stats.foreign.push(display_key(&c.key)),
+            None => stats.not_attempted += 1,
         }
-    };
-    for batch in batches(changes, options) {
-        if stop.load(Ordering::SeqCst) || first_error.is_some() || !stats.foreign.is_empty() {
-            break;
-        }
-        while in_flight.len() >= options.concurrency.max(1) {
-            if let Some(joined) = in_flight.join_next().await {
-                settle(&mut stats, joined, &mut first_error);
-            }
-        }
-        if stop.load(Ordering::SeqCst) || first_error.is_some() || !stats.foreign.is_empty() {
-            break;
-        }
-        if let Some(rate) = options.rate.filter(|r| *r > 0.0) {
-            tokio::time::sleep_until(next_slot.into()).await;
-            next_slot =
-                next_slot.max(Instant::now()) + Duration::from_secs_f64(batch.len() as f64 / rate);
-        }
-        attempted += batch.len() as u64;
-        let side = destination.clone();
-        in_flight.spawn(async move {
-            let (indices, ops): (Vec<usize>, Vec<WriteOp>) = batch.into_iter().unzip();
-            let result = write_batch(&side, &ops, &[]).await;
-            (indices, result)
-        });
     }
-    while let Some(joined) = in_flight.join_next().await {
-        settle(&mut stats, joined, &mut first_error);
+    Ok(stats)
+}
+
+/// What move mode did on the source.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MoveStats {
+    /// Source keys this run deleted.
+    pub deleted_from_source: u64,
+    /// Source keys already gone.
+    pub already_gone: u64,
+    /// Source keys not deleted because the destination does not hold their
+    /// planned value.
+    pub not_on_destination: Vec<String>,
+    /// Source keys changed since the plan: kept.
+    pub changed_on_source: Vec<String>,
+    pub not_attempted: u64,
+}
+
+/// Move mode, after the copy is verified: deletes each planned source key,
+/// but only once the destination holds its planned value (re-read now), and
+/// only if the key's mod revision is still the planned one.
+pub async fn delete_moved(
+    source: Arc<Side>,
+    destination: &Arc<Side>,
+    deletes: &[SourceDelete],
+    options: &ApplyOptions,
+    stop: Arc<AtomicBool>,
+    progress: Arc<ApplyProgress>,
+) -> Result<MoveStats, ApplyError> {
+    let mut stats = MoveStats::default();
+    let keys: Vec<Vec<u8>> = deletes.iter().map(|d| d.key.clone()).collect();
+    let on_destination = read_keys(destination, &keys, 0).await?;
+    let mut eligible = Vec::new();
+    for (d, now) in deletes.iter().zip(on_destination) {
+        let holds = now.is_some_and(|(v, _)| <[u8; 32]>::from(Sha256::digest(&v)) == d.sha256);
+        if holds {
+            eligible.push(d);
+        } else {
+            stats.not_on_destination.push(display_key(&d.source_key));
+        }
     }
-    stats.not_attempted = total - attempted;
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(stats),
+    let ops: Vec<WriteOp> = eligible
+        .iter()
+        .map(|d| WriteOp {
+            key: d.source_key.clone(),
+            value: None,
+            guard: Guard::ModRevision(d.mod_revision),
+        })
+        .collect();
+    progress.done.store(0, Ordering::Relaxed);
+    progress.total.store(ops.len() as u64, Ordering::Relaxed);
+    let outcomes = run_guarded(source, ops, options, &stop, &progress).await?;
+    for (d, outcome) in eligible.iter().zip(outcomes) {
+        match outcome {
+            Some(Outcome::Written) => stats.deleted_from_source += 1,
+            Some(Outcome::InPlace) => stats.already_gone += 1,
+            Some(Outcome::Foreign { .. }) => {
+                stats.changed_on_source.push(display_key(&d.source_key))
+            }
+            None => stats.not_attempted += 1,
+        }
     }
+    Ok(stats)
 }
 
 /// Fills each write's payload from the source for a saved plan: read at the

@@ -324,8 +324,10 @@ fn execute(command: Command, verbose: u8) -> miette::Result<u8> {
                 let destination = Side::new(&plan.destination, RetryPolicy::quick());
                 let froms: Vec<Vec<u8>> = plan.mappings.iter().map(|m| m.from.clone()).collect();
                 let tos: Vec<Vec<u8>> = plan.mappings.iter().map(|m| m.to.clone()).collect();
+                // Move mode deletes from the source: it needs write there too.
+                let source_writes: &[Vec<u8>] = if plan.delete_source { &froms } else { &[] };
                 tokio::join!(
-                    check::check_side(&source, &froms, &[]),
+                    check::check_side(&source, &froms, source_writes),
                     check::check_side(&destination, &tos, &tos)
                 )
             });
@@ -442,6 +444,13 @@ async fn follow_command(
         ));
     }
     let plan = planfile::load(&args.target)?;
+    if plan.delete_source {
+        return Err(miette::miette!(
+            code = "etcdplan::follow::move_mode",
+            help = "follow first, then after cutover run `etcdplan apply` with `delete_source: true` to remove the moved keys",
+            "--follow cannot be combined with `delete_source: true`: the source keeps changing while followed"
+        ));
+    }
     let source = Arc::new(Side::new(&plan.source, RetryPolicy::default()));
     let destination = Arc::new(Side::new(&plan.destination, RetryPolicy::default()));
     let (src_id, dst_id) = tokio::try_join!(
@@ -708,6 +717,19 @@ async fn apply_guarded(
             ));
         }
     }
+    // Move mode deletes from the source: refuse before any write when a
+    // `from` range with keys to move is not writable there.
+    for (i, m) in plan.mappings.iter().enumerate() {
+        let moves_here = report.source_deletes.iter().any(|d| d.mapping == i);
+        if moves_here && let Err(why) = check::probe_write(&source, &m.from).await {
+            return Err(miette::miette!(
+                code = "etcdplan::apply::source_not_writable",
+                help = "delete_source needs write permission on each `from` range of the source; nothing was written",
+                "cannot delete from `{}` on the source: {why}",
+                crate::keys::display_key(&m.from)
+            ));
+        }
+    }
     if stop.load(Ordering::SeqCst) {
         eprintln!("Interrupted before writing anything.");
         return Ok((EXIT_ERROR, revision));
@@ -765,6 +787,59 @@ async fn apply_guarded(
         Err(e) => return Ok((report_error(e), revision)),
     };
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "verified");
+    if !report.source_deletes.is_empty() {
+        let moved = apply::delete_moved(
+            source.clone(),
+            &destination,
+            &report.source_deletes,
+            &options,
+            stop.clone(),
+            progress.clone(),
+        )
+        .await;
+        let moved = match moved {
+            Ok(m) => m,
+            Err(e) => return Ok((report_error(e), revision)),
+        };
+        if !json {
+            println!("\n{}", stats_line("Apply complete", &stats));
+            println!(
+                "Verified: {} planned key(s) hold what was planned.",
+                render::thousands(verified)
+            );
+            println!(
+                "Moved: {} deleted from the source, {} already gone.",
+                render::thousands(moved.deleted_from_source),
+                render::thousands(moved.already_gone)
+            );
+        }
+        let mut kept = moved.changed_on_source.clone();
+        kept.extend(moved.not_on_destination.iter().cloned());
+        if !kept.is_empty() {
+            if json {
+                print_apply_json(&report, &stats, "stale", Some(verified));
+            }
+            eprintln!(
+                "\n{} source key(s) were kept: changed on the source since the plan, or not on the destination with the planned value:\n{}",
+                kept.len(),
+                apply::list(&kept)
+            );
+            eprintln!("Error: stale plan or concurrent writer: run plan again.");
+            return Ok((EXIT_STALE, revision));
+        }
+        if moved.not_attempted > 0 {
+            eprintln!(
+                "\nInterrupted while deleting moved keys from the source: {} not attempted.\nResume with: etcdplan apply {} --auto-approve",
+                render::thousands(moved.not_attempted),
+                args.target.display()
+            );
+            return Ok((EXIT_ERROR, revision));
+        }
+        if json {
+            print_apply_json(&report, &stats, "complete", Some(verified));
+        }
+        return Ok((EXIT_OK, revision));
+    }
     if json {
         print_apply_json(&report, &stats, "complete", Some(verified));
     } else {

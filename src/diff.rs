@@ -79,6 +79,19 @@ pub struct Change {
     pub payload: Option<Vec<u8>>,
 }
 
+/// Move mode: a source key to delete once the destination holds its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceDelete {
+    pub mapping: usize,
+    pub source_key: Vec<u8>,
+    /// Where the value lives on the destination.
+    pub key: Vec<u8>,
+    /// The key's mod revision at the planned source revision: the guard.
+    pub mod_revision: i64,
+    /// The value's sha256, checked on the destination before deleting.
+    pub sha256: [u8; 32],
+}
+
 /// Counts of one diff.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Summary {
@@ -87,6 +100,9 @@ pub struct Summary {
     pub delete: u64,
     pub conflict: u64,
     pub unchanged: u64,
+    /// Move mode: source keys to delete after the copy.
+    #[serde(default)]
+    pub delete_source: u64,
 }
 
 impl Summary {
@@ -96,11 +112,17 @@ impl Summary {
         self.delete += other.delete;
         self.conflict += other.conflict;
         self.unchanged += other.unchanged;
+        self.delete_source += other.delete_source;
     }
 
     /// Changes that write to the destination.
     pub fn writes(&self) -> u64 {
         self.create + self.update + self.delete
+    }
+
+    /// Whether applying would write anything, on either side.
+    pub fn has_work(&self) -> bool {
+        self.writes() + self.delete_source > 0
     }
 
     fn count(&mut self, action: Action) {
@@ -124,12 +146,16 @@ pub struct DiffOptions<'a> {
     pub shown_limit: usize,
     /// Keep the bytes to write (for apply).
     pub keep_payload: bool,
+    /// Move mode: list the source keys to delete after the copy.
+    pub move_source: bool,
 }
 
 /// The changes of one mapping, and its counts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Diff {
     pub changes: Vec<Change>,
+    /// Move mode only.
+    pub source_deletes: Vec<SourceDelete>,
     pub summary: Summary,
 }
 
@@ -142,14 +168,26 @@ pub fn diff(
     destination: impl IntoIterator<Item = Entry>,
     options: &DiffOptions<'_>,
 ) -> Diff {
-    let mut out = Diff::default();
-    out.summary = diff_into(index, mapping, source, destination, options, |c| {
-        out.changes.push(c)
-    });
-    out
+    let mut changes = Vec::new();
+    let mut source_deletes = Vec::new();
+    let summary = diff_into(
+        index,
+        mapping,
+        source,
+        destination,
+        options,
+        |c| changes.push(c),
+        |d| source_deletes.push(d),
+    );
+    Diff {
+        changes,
+        source_deletes,
+        summary,
+    }
 }
 
-/// Like [`diff`], handing each change to `sink` as it is found.
+/// Like [`diff`], handing each change to `sink` and, in move mode, each
+/// source key to delete to `moved`, as they are found.
 pub fn diff_into(
     index: usize,
     mapping: &Mapping,
@@ -157,6 +195,7 @@ pub fn diff_into(
     destination: impl IntoIterator<Item = Entry>,
     options: &DiffOptions<'_>,
     mut sink: impl FnMut(Change),
+    mut moved: impl FnMut(SourceDelete),
 ) -> Summary {
     // Replacing a common prefix keeps key order, so the mapped stream is sorted.
     let mut src = source
@@ -196,6 +235,10 @@ pub fn diff_into(
                 };
                 let is_sensitive = sensitive(&source_key);
                 summary.count(Action::Create);
+                if options.move_source {
+                    summary.delete_source += 1;
+                    moved(source_delete(index, &source_key, &s));
+                }
                 sink(Change {
                     action: Action::Create,
                     mapping: index,
@@ -231,13 +274,23 @@ pub fn diff_into(
                 let (Some((source_key, s)), Some(d)) = (src.next(), dst.next()) else {
                     break;
                 };
-                if s.value == d.value {
+                let action = if s.value == d.value {
+                    None
+                } else {
+                    Some(match options.on_conflict {
+                        OnConflict::Overwrite => Action::Update,
+                        OnConflict::Keep | OnConflict::Fail => Action::Conflict,
+                    })
+                };
+                // Move mode: what ends up on the destination leaves the
+                // source; a conflict left as is stays on both.
+                if options.move_source && action != Some(Action::Conflict) {
+                    summary.delete_source += 1;
+                    moved(source_delete(index, &source_key, &s));
+                }
+                let Some(action) = action else {
                     summary.unchanged += 1;
                     continue;
-                }
-                let action = match options.on_conflict {
-                    OnConflict::Overwrite => Action::Update,
-                    OnConflict::Keep | OnConflict::Fail => Action::Conflict,
                 };
                 let is_sensitive = sensitive(&source_key);
                 summary.count(action);
@@ -255,6 +308,18 @@ pub fn diff_into(
         }
     }
     summary
+}
+
+/// Move mode: the source key behind `entry` (already mapped to its
+/// destination key), guarded by its mod revision at the planned revision.
+fn source_delete(mapping: usize, source_key: &[u8], entry: &Entry) -> SourceDelete {
+    SourceDelete {
+        mapping,
+        source_key: source_key.to_vec(),
+        key: entry.key.clone(),
+        mod_revision: entry.mod_revision,
+        sha256: Sha256::digest(&entry.value).into(),
+    }
 }
 
 #[cfg(test)]
@@ -283,6 +348,7 @@ mod tests {
             sensitive: &[],
             shown_limit: 1024,
             keep_payload: true,
+            move_source: false,
         }
     }
 
@@ -351,6 +417,36 @@ mod tests {
             let again = diff(0, &mapping, entries(&src), entries(&after), &options(prune, OnConflict::Overwrite));
             prop_assert_eq!(again.summary.writes(), 0);
             prop_assert_eq!(again.summary.unchanged, expected.len() as u64);
+        }
+
+        /// Move mode: after the writes and the source deletes, nothing in
+        /// scope is left on the source, and every deleted source value is on
+        /// the destination; a conflict left as is stays on both sides.
+        #[test]
+        fn moving_empties_the_source_range(src in map_strategy(), dst in map_strategy(), keep: bool) {
+            let mapping = Mapping { from: b"/s/".to_vec(), to: b"/d/".to_vec(), exclude: vec![b"/s/x/".to_vec()] };
+            let on_conflict = if keep { OnConflict::Keep } else { OnConflict::Overwrite };
+            let opts = DiffOptions { move_source: true, ..options(false, on_conflict) };
+            let d = diff(0, &mapping, entries(&src), entries(&dst), &opts);
+            let mut dest = dst.clone();
+            for c in &d.changes {
+                if let Some(p) = &c.payload { dest.insert(c.key.clone(), p.clone()); }
+            }
+            let mut source = src.clone();
+            for m in &d.source_deletes {
+                let value = source.remove(&m.source_key);
+                prop_assert!(value.is_some(), "only existing source keys are deleted");
+                let on_dest = dest.get(&m.key).map(|v| <[u8; 32]>::from(Sha256::digest(v)));
+                prop_assert_eq!(on_dest, Some(m.sha256), "deleted only where the destination holds it");
+            }
+            prop_assert_eq!(d.summary.delete_source, d.source_deletes.len() as u64);
+            for k in source.keys() {
+                let in_scope = k.starts_with(b"/s/") && !k.starts_with(b"/s/x/");
+                if in_scope {
+                    let conflict = d.changes.iter().any(|c| c.action == Action::Conflict && &c.source_key == k);
+                    prop_assert!(conflict, "a source key in scope stays only as a conflict");
+                }
+            }
         }
 
         /// keep and fail never write over a differing value.

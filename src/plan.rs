@@ -9,7 +9,7 @@ use miette::Diagnostic;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::diff::{self, Change, DiffOptions, Summary};
+use crate::diff::{self, Change, DiffOptions, SourceDelete, Summary};
 use crate::etcd::{Entry, EtcdError, KeyRange, Op, PageLimits, Pin, Side};
 use crate::keys::{display_key, prefixes_overlap};
 use crate::planfile::{OnConflict, Plan};
@@ -42,12 +42,15 @@ pub struct PlanReport {
     pub destination: ClusterInfo,
     pub mappings: Vec<MappingReport>,
     pub changes: Vec<Change>,
+    /// Move mode: source keys to delete once the copy is verified.
+    pub source_deletes: Vec<SourceDelete>,
     pub summary: Summary,
 }
 
 impl PlanReport {
+    /// Whether applying would write anything, on either side.
     pub fn has_writes(&self) -> bool {
-        self.summary.writes() > 0
+        self.summary.has_work()
     }
 }
 
@@ -160,6 +163,7 @@ pub async fn make_plan(
     let destination_pin = Pin::latest();
     let mut mappings = Vec::new();
     let mut changes = Vec::new();
+    let mut source_deletes = Vec::new();
     let mut summary = Summary::default();
     for (index, mapping) in plan.mappings.iter().enumerate() {
         let (src_rx, src_task) = spawn_scan(
@@ -180,19 +184,16 @@ pub async fn make_plan(
         );
         let mapping_clone = mapping.clone();
         let sensitive = plan.sensitive.clone();
-        let diff_options = (
-            plan.prune,
-            plan.on_conflict,
-            options.shown_limit,
-            options.keep_payload,
-        );
+        let (prune, on_conflict, move_source) = (plan.prune, plan.on_conflict, plan.delete_source);
+        let (shown_limit, keep_payload) = (options.shown_limit, options.keep_payload);
         let diffed = tokio::task::spawn_blocking(move || {
             let opts = DiffOptions {
-                prune: diff_options.0,
-                on_conflict: diff_options.1,
+                prune,
+                on_conflict,
                 sensitive: &sensitive,
-                shown_limit: diff_options.2,
-                keep_payload: diff_options.3,
+                shown_limit,
+                keep_payload,
+                move_source,
             };
             diff::diff(index, &mapping_clone, drain(src_rx), drain(dst_rx), &opts)
         })
@@ -210,6 +211,7 @@ pub async fn make_plan(
             summary: diffed.summary,
         });
         changes.extend(diffed.changes);
+        source_deletes.extend(diffed.source_deletes);
     }
     if plan.on_conflict == OnConflict::Fail && summary.conflict > 0 {
         let conflicts: Vec<&Change> = changes
@@ -245,6 +247,7 @@ pub async fn make_plan(
         },
         mappings,
         changes,
+        source_deletes,
         summary,
     })
 }

@@ -27,6 +27,8 @@ pub struct Plan {
     pub destination: SideConfig,
     pub mappings: Vec<Mapping>,
     pub prune: bool,
+    /// Move mode: delete the moved keys from the source after the copy.
+    pub delete_source: bool,
     pub on_conflict: OnConflict,
     /// Source key prefixes whose values are never shown.
     pub sensitive: Vec<Vec<u8>>,

@@ -37,6 +37,14 @@ pub struct RawPlan {
     #[schemars(with = "Option<bool>")]
     pub prune: Option<Spanned<bool>>,
 
+    /// Move mode: `true` deletes the planned keys from the source once the
+    /// destination holds and verifies them (each delete guarded by the key's
+    /// mod revision at the planned source revision). Excluded and
+    /// conflicting keys stay. Default `false`.
+    #[serde(default)]
+    #[schemars(with = "Option<bool>")]
+    pub delete_source: Option<Spanned<bool>>,
+
     /// What to do with a destination key that already exists with another
     /// value. Default `fail`: etcdplan never overwrites unless told to.
     #[serde(default)]

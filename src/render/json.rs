@@ -6,7 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
-use crate::diff::{Action, Change, Summary, Value};
+use crate::diff::{Action, Change, SourceDelete, Summary, Value};
 use crate::plan::{ClusterInfo, MappingReport, PlanReport};
 
 /// The JSON document, format version "1".
@@ -19,6 +19,23 @@ pub struct JsonPlan {
     pub summary: Summary,
     pub mappings: Vec<JsonMapping>,
     pub changes: Vec<JsonChange>,
+    /// Move mode: source keys deleted once the copy is verified.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_deletes: Vec<JsonSourceDelete>,
+}
+
+/// Move mode: one source key to delete after the copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JsonSourceDelete {
+    #[serde(flatten)]
+    pub source_key: JsonKey<SourceKeyTag>,
+    /// Where its value lives on the destination.
+    #[serde(flatten)]
+    pub key: JsonKey<KeyTag>,
+    pub mapping: usize,
+    /// The guard: the key's mod revision at the planned source revision.
+    pub mod_revision: i64,
+    pub value_sha256: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,6 +255,17 @@ impl JsonPlan {
                 })
                 .collect(),
             changes: r.changes.iter().map(JsonChange::from_change).collect(),
+            source_deletes: r
+                .source_deletes
+                .iter()
+                .map(|d| JsonSourceDelete {
+                    source_key: JsonKey::new(d.source_key.clone()),
+                    key: JsonKey::new(d.key.clone()),
+                    mapping: d.mapping,
+                    mod_revision: d.mod_revision,
+                    value_sha256: hex::encode(d.sha256),
+                })
+                .collect(),
         }
     }
 
@@ -262,6 +290,23 @@ impl JsonPlan {
                 .iter()
                 .map(JsonChange::to_change)
                 .collect::<Result<_, _>>()?,
+            source_deletes: self
+                .source_deletes
+                .iter()
+                .map(|d| {
+                    let sha = hex::decode(&d.value_sha256)
+                        .ok()
+                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                        .ok_or_else(|| format!("bad sha256 `{}`", d.value_sha256))?;
+                    Ok(SourceDelete {
+                        mapping: d.mapping,
+                        source_key: d.source_key.bytes.clone(),
+                        key: d.key.bytes.clone(),
+                        mod_revision: d.mod_revision,
+                        sha256: sha,
+                    })
+                })
+                .collect::<Result<_, String>>()?,
             summary: self.summary,
         })
     }

@@ -152,7 +152,31 @@ pub fn render_markdown(report: &PlanReport, options: RenderOptions) -> String {
             out.push_str(&section);
         }
     }
-    let total = report.changes.len();
+    if !report.source_deletes.is_empty() && !full && listed < limit {
+        let mut section = format!(
+            "<details><summary>{} to delete from source (move mode)</summary>\n\n",
+            thousands(report.source_deletes.len() as u64)
+        );
+        let mut body = String::new();
+        for d in &report.source_deletes {
+            if listed >= limit {
+                break;
+            }
+            let e = format!("- {}\n", display_key(&d.source_key));
+            if out.len() + section.len() + body.len() + e.len() + 20 + RESERVE > MARKDOWN_LIMIT {
+                full = true;
+                break;
+            }
+            body.push_str(&e);
+            listed += 1;
+        }
+        if !body.is_empty() {
+            section.push_str(&fenced("diff", &body));
+            section.push_str("\n</details>\n\n");
+            out.push_str(&section);
+        }
+    }
+    let total = report.changes.len() + report.source_deletes.len();
     if listed < total {
         let why = if full {
             format!(

@@ -7,7 +7,7 @@ mod json;
 mod markdown;
 mod text;
 
-pub use json::{JsonChange, JsonPlan, render_json};
+pub use json::{JsonChange, JsonPlan, JsonSourceDelete, render_json};
 pub use markdown::{MARKDOWN_LIMIT, render_markdown};
 pub use text::render_text;
 
@@ -49,16 +49,21 @@ pub fn thousands(n: u64) -> String {
 
 /// The summary line: `Plan: 3 to create, 1 to update, 0 to delete, 4,211 unchanged.`
 pub fn summary_line(s: &Summary) -> String {
-    if s.writes() == 0 && s.conflict == 0 {
+    if !s.has_work() && s.conflict == 0 {
         return "No changes. The destination matches the source.".to_string();
     }
+    let moved = if s.delete_source > 0 {
+        format!(", {} to delete from source", thousands(s.delete_source))
+    } else {
+        String::new()
+    };
     let conflicts = if s.conflict > 0 {
         format!(", {} conflicting left as is", thousands(s.conflict))
     } else {
         String::new()
     };
     format!(
-        "Plan: {} to create, {} to update, {} to delete{conflicts}, {} unchanged.",
+        "Plan: {} to create, {} to update, {} to delete{conflicts}, {} unchanged{moved}.",
         thousands(s.create),
         thousands(s.update),
         thousands(s.delete),

@@ -90,7 +90,21 @@ pub fn render_text(report: &PlanReport, options: RenderOptions) -> String {
             }
         }
     }
-    let total = report.changes.len();
+    if !report.source_deletes.is_empty() && listed < limit {
+        let _ = writeln!(
+            out,
+            "\nMove: deleted from the source once the destination holds them (guarded by mod revision):"
+        );
+        for d in &report.source_deletes {
+            if listed >= limit {
+                break;
+            }
+            listed += 1;
+            let line = format!("  - {}", display_key(&d.source_key));
+            let _ = writeln!(out, "{}", paint(color, &line, |t| t.red().to_string()));
+        }
+    }
+    let total = report.changes.len() + report.source_deletes.len();
     if listed < total {
         let _ = writeln!(
             out,
