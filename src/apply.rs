@@ -3,6 +3,7 @@
 //! writes only the rest; a key someone else changed since the plan is never
 //! overwritten.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use crate::etcd::write::{Guard, Outcome, WriteOp, read_keys, request_bytes, writ
 use crate::etcd::{Entry, EtcdError, KeyRange, PageLimits, Pin, Side};
 use crate::keys::display_key;
 use crate::plan::PlanReport;
+use crate::planfile::LeaseMode;
 
 /// How writes are batched and paced.
 #[derive(Debug, Clone)]
@@ -127,8 +129,9 @@ pub struct ApplyProgress {
     pub total: AtomicU64,
 }
 
-/// The guarded write for a change, or `None` for a change that writes nothing.
-fn write_op(change: &Change) -> Option<WriteOp> {
+/// The guarded write for a change, or `None` for a change that writes
+/// nothing. `leases` maps source leases to the destination leases granted.
+fn write_op(change: &Change, leases: &HashMap<i64, i64>) -> Option<WriteOp> {
     let guard = match &change.destination {
         None => Guard::Absent,
         Some(v) => Guard::ModRevision(v.mod_revision),
@@ -138,11 +141,18 @@ fn write_op(change: &Change) -> Option<WriteOp> {
             key: change.key.clone(),
             value: Some(change.payload.clone().unwrap_or_default()),
             guard,
+            lease: change
+                .source
+                .as_ref()
+                .and_then(|v| leases.get(&v.lease))
+                .copied()
+                .unwrap_or(0),
         }),
         Action::Delete => Some(WriteOp {
             key: change.key.clone(),
             value: None,
             guard,
+            lease: 0,
         }),
         Action::Conflict => None,
     }
@@ -264,6 +274,7 @@ async fn run_guarded(
 pub async fn apply_changes(
     destination: Arc<Side>,
     changes: &[Change],
+    leases: &HashMap<i64, i64>,
     options: &ApplyOptions,
     stop: Arc<AtomicBool>,
     progress: Arc<ApplyProgress>,
@@ -272,7 +283,7 @@ pub async fn apply_changes(
     let (indices, ops): (Vec<usize>, Vec<WriteOp>) = changes
         .iter()
         .enumerate()
-        .filter_map(|(i, c)| write_op(c).map(|o| (i, o)))
+        .filter_map(|(i, c)| write_op(c, leases).map(|o| (i, o)))
         .unzip();
     progress.total.store(ops.len() as u64, Ordering::Relaxed);
     let outcomes = run_guarded(destination, ops, options, &stop, &progress).await?;
@@ -338,6 +349,7 @@ pub async fn delete_moved(
             key: d.source_key.clone(),
             value: None,
             guard: Guard::ModRevision(d.mod_revision),
+            lease: 0,
         })
         .collect();
     progress.done.store(0, Ordering::Relaxed);
@@ -354,6 +366,67 @@ pub async fn delete_moved(
         }
     }
     Ok(stats)
+}
+
+/// What `leases: preserve` did before the writes.
+#[derive(Debug, Clone, Default)]
+pub struct Leases {
+    /// Source lease id to the destination lease granted for it.
+    pub map: HashMap<i64, i64>,
+    /// Keys not written because their source lease expired since the plan.
+    pub expired: Vec<String>,
+}
+
+/// `leases: preserve`, right before the writes: for each source lease the
+/// writes carry, reads its remaining TTL now and grants one destination lease
+/// with that TTL (keys sharing a source lease share it). A key whose source
+/// lease has expired since the plan is taken out of the changes: it is not
+/// resurrected. Other modes need nothing here.
+pub async fn prepare_leases(
+    source: &Side,
+    destination: &Side,
+    report: &mut PlanReport,
+) -> Result<Leases, ApplyError> {
+    let mut out = Leases::default();
+    if report.lease_mode != LeaseMode::Preserve {
+        return Ok(out);
+    }
+    let mut expired_leases = std::collections::HashSet::new();
+    for c in report
+        .changes
+        .iter()
+        .filter(|c| matches!(c.action, Action::Create | Action::Update))
+    {
+        let Some(id) = c.source.as_ref().map(|v| v.lease).filter(|&l| l != 0) else {
+            continue;
+        };
+        if out.map.contains_key(&id) || expired_leases.contains(&id) {
+            continue;
+        }
+        let ttl = crate::plan::lease_ttl(source, id).await?;
+        if ttl <= 0 {
+            expired_leases.insert(id);
+            continue;
+        }
+        let op = crate::etcd::Op {
+            action: "write",
+            prefix: b"",
+        };
+        let granted = destination
+            .call(op, |mut c| async move { c.lease_grant(ttl, None).await })
+            .await?;
+        out.map.insert(id, granted.id());
+    }
+    report.changes.retain(|c| {
+        let lease = c.source.as_ref().map_or(0, |v| v.lease);
+        let gone =
+            expired_leases.contains(&lease) && matches!(c.action, Action::Create | Action::Update);
+        if gone {
+            out.expired.push(display_key(&c.key));
+        }
+        !gone
+    });
+    Ok(out)
 }
 
 /// Fills each write's payload from the source for a saved plan: read at the

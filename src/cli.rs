@@ -734,11 +734,23 @@ async fn apply_guarded(
         eprintln!("Interrupted before writing anything.");
         return Ok((EXIT_ERROR, revision));
     }
+    let leases = match apply::prepare_leases(&source, &destination, &mut report).await {
+        Ok(l) => l,
+        Err(e) => return Ok((report_error(e), revision)),
+    };
+    if !leases.expired.is_empty() {
+        eprintln!(
+            "{} key(s) not written: their source lease expired since the plan, and expired keys are not resurrected:\n{}",
+            leases.expired.len(),
+            apply::list(&leases.expired)
+        );
+    }
     let progress = Arc::new(ApplyProgress::default());
     let ticker = spawn_apply_progress(progress.clone());
     let result = apply::apply_changes(
         destination.clone(),
         &report.changes,
+        &leases.map,
         &options,
         stop.clone(),
         progress.clone(),

@@ -103,6 +103,9 @@ pub struct Summary {
     /// Move mode: source keys to delete after the copy.
     #[serde(default)]
     pub delete_source: u64,
+    /// `leases: skip`: leased source keys left out on both sides.
+    #[serde(default)]
+    pub leased_skipped: u64,
 }
 
 impl Summary {
@@ -113,6 +116,7 @@ impl Summary {
         self.conflict += other.conflict;
         self.unchanged += other.unchanged;
         self.delete_source += other.delete_source;
+        self.leased_skipped += other.leased_skipped;
     }
 
     /// Changes that write to the destination.
@@ -148,6 +152,8 @@ pub struct DiffOptions<'a> {
     pub keep_payload: bool,
     /// Move mode: list the source keys to delete after the copy.
     pub move_source: bool,
+    /// `true` for `leases: skip`: leased source keys are left alone on both sides.
+    pub skip_leased: bool,
 }
 
 /// The changes of one mapping, and its counts.
@@ -233,6 +239,10 @@ pub fn diff_into(
                 let Some((source_key, s)) = src.next() else {
                     break;
                 };
+                if options.skip_leased && s.lease != 0 {
+                    summary.leased_skipped += 1;
+                    continue;
+                }
                 let is_sensitive = sensitive(&source_key);
                 summary.count(Action::Create);
                 if options.move_source {
@@ -274,6 +284,11 @@ pub fn diff_into(
                 let (Some((source_key, s)), Some(d)) = (src.next(), dst.next()) else {
                     break;
                 };
+                if options.skip_leased && s.lease != 0 {
+                    // Left alone on both sides, like an exclusion.
+                    summary.leased_skipped += 1;
+                    continue;
+                }
                 let action = if s.value == d.value {
                     None
                 } else {
@@ -349,6 +364,7 @@ mod tests {
             shown_limit: 1024,
             keep_payload: true,
             move_source: false,
+            skip_leased: false,
         }
     }
 

@@ -252,6 +252,8 @@ fn writes_for(plan: &Plan, events: &[SourceEvent]) -> Vec<WriteOp> {
                     Some(prev) => Guard::Value(prev.clone()),
                     None => Guard::Absent,
                 },
+                // Follow mode writes without leases (see the README's limits).
+                lease: 0,
             });
         }
     }

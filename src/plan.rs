@@ -2,6 +2,7 @@
 //! mapping. Scans stream through bounded channels into the diff, so memory
 //! holds a few pages and the changes, never the whole keyspace.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -12,7 +13,7 @@ use tokio::sync::mpsc;
 use crate::diff::{self, Change, DiffOptions, SourceDelete, Summary};
 use crate::etcd::{Entry, EtcdError, KeyRange, Op, PageLimits, Pin, Side};
 use crate::keys::{display_key, prefixes_overlap};
-use crate::planfile::{OnConflict, Plan};
+use crate::planfile::{LeaseMode, OnConflict, Plan};
 
 /// One cluster as the plan saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -45,6 +46,10 @@ pub struct PlanReport {
     /// Move mode: source keys to delete once the copy is verified.
     pub source_deletes: Vec<SourceDelete>,
     pub summary: Summary,
+    pub lease_mode: LeaseMode,
+    /// Remaining TTL in seconds, at plan time, of each source lease a change
+    /// carries (-1: expired).
+    pub lease_ttls: BTreeMap<i64, i64>,
 }
 
 impl PlanReport {
@@ -185,6 +190,7 @@ pub async fn make_plan(
         let mapping_clone = mapping.clone();
         let sensitive = plan.sensitive.clone();
         let (prune, on_conflict, move_source) = (plan.prune, plan.on_conflict, plan.delete_source);
+        let skip_leased = plan.leases == LeaseMode::Skip;
         let (shown_limit, keep_payload) = (options.shown_limit, options.keep_payload);
         let diffed = tokio::task::spawn_blocking(move || {
             let opts = DiffOptions {
@@ -194,6 +200,7 @@ pub async fn make_plan(
                 shown_limit,
                 keep_payload,
                 move_source,
+                skip_leased,
             };
             diff::diff(index, &mapping_clone, drain(src_rx), drain(dst_rx), &opts)
         })
@@ -231,7 +238,19 @@ pub async fn make_plan(
             listed: listed.join("\n"),
         });
     }
+    let mut lease_ttls = BTreeMap::new();
+    if plan.leases != LeaseMode::Skip {
+        for c in &changes {
+            if let Some(id) = c.source.as_ref().map(|v| v.lease).filter(|&l| l != 0)
+                && !lease_ttls.contains_key(&id)
+            {
+                lease_ttls.insert(id, lease_ttl(&source, id).await?);
+            }
+        }
+    }
     Ok(PlanReport {
+        lease_mode: plan.leases,
+        lease_ttls,
         name: plan.name.clone(),
         plan_path: plan.path.display().to_string(),
         file_sha256: plan.file_sha256.clone(),
@@ -250,6 +269,16 @@ pub async fn make_plan(
         source_deletes,
         summary,
     })
+}
+
+/// The remaining TTL of a lease on `side`, in seconds; -1 when expired.
+pub async fn lease_ttl(side: &Side, id: i64) -> Result<i64, EtcdError> {
+    let resp = side
+        .call(Op::REACH, |mut c| async move {
+            c.lease_time_to_live(id, None).await
+        })
+        .await?;
+    Ok(resp.ttl())
 }
 
 type ScanTask = tokio::task::JoinHandle<Result<(), EtcdError>>;

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 
 use super::side::{MAX_DECODE_BYTES, Op};
 use super::{EtcdError, Side};
@@ -30,6 +30,8 @@ pub struct WriteOp {
     /// `Some(value)` puts it; `None` deletes the key.
     pub value: Option<Vec<u8>>,
     pub guard: Guard,
+    /// Destination lease to attach a put to (0: none).
+    pub lease: i64,
 }
 
 /// Bytes one guarded write adds to a transaction request: the key three
@@ -86,6 +88,11 @@ pub async fn write_batch(
                 Guard::Value(v) => Compare::value(o.key.clone(), CompareOp::Equal, v.clone()),
             });
             writes.push(match &o.value {
+                Some(v) if o.lease != 0 => TxnOp::put(
+                    o.key.clone(),
+                    v.clone(),
+                    Some(PutOptions::new().with_lease(o.lease)),
+                ),
                 Some(v) => TxnOp::put(o.key.clone(), v.clone(), None),
                 None => TxnOp::delete(o.key.clone(), None),
             });
@@ -266,6 +273,7 @@ mod tests {
             key: b"/k".to_vec(),
             value: Some(b"target".to_vec()),
             guard,
+            lease: 0,
         }
     }
 
@@ -306,6 +314,7 @@ mod tests {
             key: b"/k".to_vec(),
             value: None,
             guard: Guard::ModRevision(5),
+            lease: 0,
         };
         assert_eq!(classify(&del, None), Some(Outcome::InPlace));
         assert_eq!(classify(&del, Some((b"x", 5))), None);

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use error::{PlanFileError, Problem};
-pub use raw::OnConflict;
+pub use raw::{LeaseMode, OnConflict};
 pub use validate::{Env, ProcessEnv, parse};
 
 /// A plan file that passed every offline check.
@@ -29,6 +29,7 @@ pub struct Plan {
     pub prune: bool,
     /// Move mode: delete the moved keys from the source after the copy.
     pub delete_source: bool,
+    pub leases: LeaseMode,
     pub on_conflict: OnConflict,
     /// Source key prefixes whose values are never shown.
     pub sensitive: Vec<Vec<u8>>,

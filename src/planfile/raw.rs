@@ -45,6 +45,14 @@ pub struct RawPlan {
     #[schemars(with = "Option<bool>")]
     pub delete_source: Option<Spanned<bool>>,
 
+    /// What to do with source keys attached to a lease. `preserve` (default):
+    /// write them attached to a destination lease with the source lease's
+    /// remaining TTL (keys sharing a lease share one). `drop`: write them
+    /// without a lease. `skip`: leave them out on both sides, counted.
+    #[serde(default)]
+    #[schemars(with = "Option<LeaseMode>")]
+    pub leases: Option<Spanned<LeaseMode>>,
+
     /// What to do with a destination key that already exists with another
     /// value. Default `fail`: etcdplan never overwrites unless told to.
     #[serde(default)]
@@ -164,4 +172,17 @@ pub enum OnConflict {
     Keep,
     /// Refuse to plan, listing the keys.
     Fail,
+}
+
+/// What to do with source keys attached to a lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseMode {
+    /// Attach them to destination leases with the remaining TTL.
+    #[default]
+    Preserve,
+    /// Write them without a lease.
+    Drop,
+    /// Leave them out on both sides.
+    Skip,
 }

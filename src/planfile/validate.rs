@@ -172,6 +172,7 @@ impl Validator<'_> {
             mappings: mappings?.into_iter().map(|m| m.mapping).collect(),
             prune: raw.prune.is_some_and(|p| p.value),
             delete_source: raw.delete_source.is_some_and(|d| d.value),
+            leases: raw.leases.map(|l| l.value).unwrap_or_default(),
             on_conflict: raw.on_conflict.map_or(OnConflict::Fail, |c| c.value),
             sensitive,
         })

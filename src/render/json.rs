@@ -6,8 +6,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
 use crate::diff::{Action, Change, SourceDelete, Summary, Value};
 use crate::plan::{ClusterInfo, MappingReport, PlanReport};
+use crate::planfile::LeaseMode;
 
 /// The JSON document, format version "1".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +25,9 @@ pub struct JsonPlan {
     /// Move mode: source keys deleted once the copy is verified.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub source_deletes: Vec<JsonSourceDelete>,
+    /// How leased keys are written: preserve, drop or skip.
+    #[serde(default)]
+    pub lease_mode: LeaseMode,
 }
 
 /// Move mode: one source key to delete after the copy.
@@ -72,6 +78,12 @@ pub struct JsonChange {
     pub value_size: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub source_mod_revision: Option<i64>,
+    /// The source lease the key is attached to, if any.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub source_lease: Option<i64>,
+    /// That lease's remaining TTL in seconds at plan time (-1: expired).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub lease_ttl: Option<i64>,
     /// The destination state planned against: `null` means absent.
     pub destination_mod_revision: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -155,9 +167,12 @@ fn sha(v: Option<&Value>) -> Option<String> {
 }
 
 impl JsonChange {
-    pub fn from_change(c: &Change) -> JsonChange {
+    pub fn from_change(c: &Change, lease_ttls: &BTreeMap<i64, i64>) -> JsonChange {
         let (src, dst) = (c.source.as_ref(), c.destination.as_ref());
+        let lease = src.map(|v| v.lease).filter(|&l| l != 0);
         JsonChange {
+            source_lease: lease,
+            lease_ttl: lease.and_then(|l| lease_ttls.get(&l).copied()),
             action: c.action,
             key: JsonKey::new(c.key.clone()),
             source_key: JsonKey::new(c.source_key.clone()),
@@ -174,6 +189,7 @@ impl JsonChange {
 
     /// Back to a change, without any value bytes (saved plans hold none).
     pub fn to_change(&self) -> Result<Change, String> {
+        let lease = self.source_lease.unwrap_or(0);
         let value = |sha: &Option<String>,
                      size: Option<u64>,
                      rev: Option<i64>|
@@ -213,7 +229,8 @@ impl JsonChange {
             &self.value_sha256,
             self.value_size,
             self.source_mod_revision,
-        )?;
+        )?
+        .map(|v| Value { lease, ..v });
         if matches!(self.action, Action::Create | Action::Update) && source.is_none() {
             return Err(format!(
                 "a {:?} change needs the value's sha256",
@@ -254,7 +271,12 @@ impl JsonPlan {
                     summary: m.summary,
                 })
                 .collect(),
-            changes: r.changes.iter().map(JsonChange::from_change).collect(),
+            changes: r
+                .changes
+                .iter()
+                .map(|c| JsonChange::from_change(c, &r.lease_ttls))
+                .collect(),
+            lease_mode: r.lease_mode,
             source_deletes: r
                 .source_deletes
                 .iter()
@@ -308,6 +330,12 @@ impl JsonPlan {
                 })
                 .collect::<Result<_, String>>()?,
             summary: self.summary,
+            lease_mode: self.lease_mode,
+            lease_ttls: self
+                .changes
+                .iter()
+                .filter_map(|c| Some((c.source_lease?, c.lease_ttl?)))
+                .collect(),
         })
     }
 }

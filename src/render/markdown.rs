@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::{DiffLine, RenderOptions, change_note, summary_line, thousands, value_diff};
+use super::{DiffLine, RenderOptions, notes, summary_line, thousands, value_diff};
 use crate::diff::{Action, Change};
 use crate::keys::display_key;
 use crate::plan::PlanReport;
@@ -42,9 +42,9 @@ fn fenced(lang: &str, body: &str) -> String {
     format!("{fence}{lang}\n{body}{fence}\n")
 }
 
-fn entry(change: &Change) -> String {
+fn entry(report: &PlanReport, change: &Change) -> String {
     let mut body = format!("{} {}", change.action.symbol(), display_key(&change.key));
-    if let Some(note) = change_note(change) {
+    if let Some(note) = notes(report, change) {
         let _ = write!(body, "  {note}");
     }
     body.push('\n');
@@ -137,7 +137,7 @@ pub fn render_markdown(report: &PlanReport, options: RenderOptions) -> String {
             if listed >= limit {
                 break;
             }
-            let e = entry(change);
+            let e = entry(report, change);
             let projected = out.len() + section.len() + body.len() + e.len() + 20 + RESERVE;
             if projected > MARKDOWN_LIMIT {
                 full = true;

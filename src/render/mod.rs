@@ -14,6 +14,8 @@ pub use text::render_text;
 use similar::{ChangeTag, TextDiff};
 
 use crate::diff::{Action, Change, Summary, Value};
+use crate::plan::PlanReport;
+use crate::planfile::LeaseMode;
 
 /// Output format of `plan`, `show` and `apply`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -50,8 +52,19 @@ pub fn thousands(n: u64) -> String {
 /// The summary line: `Plan: 3 to create, 1 to update, 0 to delete, 4,211 unchanged.`
 pub fn summary_line(s: &Summary) -> String {
     if !s.has_work() && s.conflict == 0 {
+        if s.leased_skipped > 0 {
+            return format!(
+                "No changes. The destination matches the source, except {} leased key(s) skipped (leases: skip).",
+                thousands(s.leased_skipped)
+            );
+        }
         return "No changes. The destination matches the source.".to_string();
     }
+    let skipped = if s.leased_skipped > 0 {
+        format!(", {} leased skipped", thousands(s.leased_skipped))
+    } else {
+        String::new()
+    };
     let moved = if s.delete_source > 0 {
         format!(", {} to delete from source", thousands(s.delete_source))
     } else {
@@ -63,7 +76,7 @@ pub fn summary_line(s: &Summary) -> String {
         String::new()
     };
     format!(
-        "Plan: {} to create, {} to update, {} to delete{conflicts}, {} unchanged{moved}.",
+        "Plan: {} to create, {} to update, {} to delete{conflicts}, {} unchanged{skipped}{moved}.",
         thousands(s.create),
         thousands(s.update),
         thousands(s.delete),
@@ -169,6 +182,33 @@ fn as_lines(bytes: &[u8]) -> String {
         out.push_str(&format!("{:08x}  {}\n", i * 16, hex.join(" ")));
     }
     out
+}
+
+/// What a leased change does with its lease, per `leases:`.
+pub fn lease_note(report: &PlanReport, change: &Change) -> Option<String> {
+    let lease = change.source.as_ref()?.lease;
+    if lease == 0 || !change.action.writes() {
+        return None;
+    }
+    match report.lease_mode {
+        LeaseMode::Preserve => Some(match report.lease_ttls.get(&lease) {
+            Some(&ttl) if ttl > 0 => format!("(lease {lease:x}, {ttl} s left)"),
+            _ => format!("(lease {lease:x} expired: not written)"),
+        }),
+        LeaseMode::Drop => Some(format!(
+            "(lease {lease:x} dropped: written without a lease)"
+        )),
+        LeaseMode::Skip => None,
+    }
+}
+
+/// Everything to say after a change's key, besides its value diff.
+pub fn notes(report: &PlanReport, change: &Change) -> Option<String> {
+    let notes: Vec<String> = [change_note(change), lease_note(report, change)]
+        .into_iter()
+        .flatten()
+        .collect();
+    (!notes.is_empty()).then(|| notes.join("  "))
 }
 
 /// What to say after a change's key, besides its value diff.

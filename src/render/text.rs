@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use owo_colors::OwoColorize;
 
-use super::{DiffLine, RenderOptions, change_note, summary_line, thousands, value_diff};
+use super::{DiffLine, RenderOptions, notes, summary_line, thousands, value_diff};
 use crate::diff::Action;
 use crate::keys::display_key;
 use crate::plan::{ClusterInfo, PlanReport};
@@ -64,7 +64,7 @@ pub fn render_text(report: &PlanReport, options: RenderOptions) -> String {
             Action::Delete => t.red().to_string(),
             Action::Conflict => t.magenta().to_string(),
         });
-        match change_note(change) {
+        match notes(report, change) {
             Some(note) => {
                 let _ = writeln!(out, "{painted}  {note}");
             }
