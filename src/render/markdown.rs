@@ -61,6 +61,44 @@ fn entry(report: &PlanReport, change: &Change) -> String {
     body
 }
 
+/// How many entries may still be listed, and whether the size limit was hit.
+struct Budget {
+    limit: usize,
+    listed: usize,
+    full: bool,
+}
+
+/// Appends one collapsible section of whole entries, while the `--max-listed`
+/// and size budgets last; an empty or exhausted section adds nothing.
+fn section(
+    out: &mut String,
+    title: &str,
+    entries: impl Iterator<Item = String>,
+    budget: &mut Budget,
+) {
+    if budget.full || budget.listed >= budget.limit {
+        return;
+    }
+    let mut section = format!("<details><summary>{title}</summary>\n\n");
+    let mut body = String::new();
+    for e in entries {
+        if budget.listed >= budget.limit {
+            break;
+        }
+        if out.len() + section.len() + body.len() + e.len() + 20 + RESERVE > MARKDOWN_LIMIT {
+            budget.full = true;
+            break;
+        }
+        body.push_str(&e);
+        budget.listed += 1;
+    }
+    if !body.is_empty() {
+        section.push_str(&fenced("diff", &body));
+        section.push_str("\n</details>\n\n");
+        out.push_str(&section);
+    }
+}
+
 /// Renders a plan as a Markdown comment of at most [`MARKDOWN_LIMIT`] characters.
 pub fn render_markdown(report: &PlanReport, options: RenderOptions) -> String {
     let mut out = String::new();
@@ -115,67 +153,36 @@ pub fn render_markdown(report: &PlanReport, options: RenderOptions) -> String {
     }
     let _ = writeln!(out, "\n**{}**\n", summary_line(&report.summary));
 
-    let limit = options.max_listed.unwrap_or(usize::MAX);
-    let mut listed = 0usize;
-    let mut full = false;
+    let mut budget = Budget {
+        limit: options.max_listed.unwrap_or(usize::MAX),
+        listed: 0,
+        full: false,
+    };
     for (action, label) in [
         (Action::Create, "to create"),
         (Action::Update, "to update"),
         (Action::Delete, "to delete"),
         (Action::Conflict, "conflicting, left as is"),
     ] {
-        let count = report.changes.iter().filter(|c| c.action == action).count();
-        if count == 0 || full || listed >= limit {
-            continue;
-        }
-        let mut section = format!(
-            "<details><summary>{} {label}</summary>\n\n",
-            thousands(count as u64)
+        let of_action = || report.changes.iter().filter(move |c| c.action == action);
+        let title = format!("{} {label}", thousands(of_action().count() as u64));
+        section(
+            &mut out,
+            &title,
+            of_action().map(|c| entry(report, c)),
+            &mut budget,
         );
-        let mut body = String::new();
-        for change in report.changes.iter().filter(|c| c.action == action) {
-            if listed >= limit {
-                break;
-            }
-            let e = entry(report, change);
-            let projected = out.len() + section.len() + body.len() + e.len() + 20 + RESERVE;
-            if projected > MARKDOWN_LIMIT {
-                full = true;
-                break;
-            }
-            body.push_str(&e);
-            listed += 1;
-        }
-        if !body.is_empty() {
-            section.push_str(&fenced("diff", &body));
-            section.push_str("\n</details>\n\n");
-            out.push_str(&section);
-        }
     }
-    if !report.source_deletes.is_empty() && !full && listed < limit {
-        let mut section = format!(
-            "<details><summary>{} to delete from source (move mode)</summary>\n\n",
-            thousands(report.source_deletes.len() as u64)
-        );
-        let mut body = String::new();
-        for d in &report.source_deletes {
-            if listed >= limit {
-                break;
-            }
-            let e = format!("- {}\n", display_key(&d.source_key));
-            if out.len() + section.len() + body.len() + e.len() + 20 + RESERVE > MARKDOWN_LIMIT {
-                full = true;
-                break;
-            }
-            body.push_str(&e);
-            listed += 1;
-        }
-        if !body.is_empty() {
-            section.push_str(&fenced("diff", &body));
-            section.push_str("\n</details>\n\n");
-            out.push_str(&section);
-        }
-    }
+    let title = format!(
+        "{} to delete from source (move mode)",
+        thousands(report.source_deletes.len() as u64)
+    );
+    let moved = report
+        .source_deletes
+        .iter()
+        .map(|d| format!("- {}\n", display_key(&d.source_key)));
+    section(&mut out, &title, moved, &mut budget);
+    let (limit, listed, full) = (budget.limit, budget.listed, budget.full);
     let total = report.changes.len() + report.source_deletes.len();
     if listed < total {
         let why = if full {
