@@ -391,6 +391,19 @@ pub async fn prepare_leases(
     if report.lease_mode != LeaseMode::Preserve {
         return Ok(out);
     }
+    if destination.config.api == crate::planfile::Api::V2 {
+        // v2 has no leases: leased keys are written without one.
+        if report
+            .changes
+            .iter()
+            .any(|c| c.source.as_ref().is_some_and(|v| v.lease != 0))
+        {
+            tracing::warn!(
+                "the destination speaks v2, which has no leases: leased keys are written without one"
+            );
+        }
+        return Ok(out);
+    }
     let mut expired_leases = std::collections::HashSet::new();
     for c in report
         .changes

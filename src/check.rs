@@ -130,6 +130,9 @@ pub async fn check_side(side: &Side, reads: &[Vec<u8>], writes: &[Vec<u8>]) -> S
 /// A count-only read of the whole range: etcd checks read permission on
 /// exactly the range requested.
 pub async fn probe_read(side: &Side, prefix: &[u8]) -> Result<(), String> {
+    if let Some(v2) = side.v2().map_err(|e| e.to_string())? {
+        return v2.probe_read(prefix).await.map_err(|e| e.to_string());
+    }
     let range = KeyRange::prefix(prefix);
     let end = range.end.clone().unwrap_or_else(|| vec![0]);
     let op = Op {
@@ -161,6 +164,9 @@ pub async fn probe_read(side: &Side, prefix: &[u8]) -> Result<(), String> {
 /// taken branch or not, so this proves write permission on the whole range
 /// and changes nothing. (A put beside it would be a duplicate key.)
 pub async fn probe_write(side: &Side, prefix: &[u8]) -> Result<(), String> {
+    if let Some(v2) = side.v2().map_err(|e| e.to_string())? {
+        return v2.probe_write(prefix).await.map_err(|e| e.to_string());
+    }
     let range = KeyRange::prefix(prefix);
     let end = range.end.clone().unwrap_or_else(|| vec![0]);
     let op = Op {

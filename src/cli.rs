@@ -444,6 +444,13 @@ async fn follow_command(
         ));
     }
     let plan = planfile::load(&args.target)?;
+    if plan.source.api == planfile::Api::V2 || plan.destination.api == planfile::Api::V2 {
+        return Err(miette::miette!(
+            code = "etcdplan::follow::v2",
+            help = "follow mode watches and writes with v3 transactions; plan and apply work with v2 sides",
+            "--follow needs the v3 API on both sides"
+        ));
+    }
     if plan.delete_source {
         return Err(miette::miette!(
             code = "etcdplan::follow::move_mode",

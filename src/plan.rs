@@ -133,6 +133,9 @@ pub struct Progress {
 /// The cluster id of a side, from a status request (which also proves the
 /// side is reachable before a long scan starts).
 pub async fn cluster_id(side: &Side) -> Result<u64, EtcdError> {
+    if let Some(v2) = side.v2()? {
+        return v2.cluster_id().await;
+    }
     let status = side
         .call(Op::REACH, |mut c| async move { c.status().await })
         .await?;

@@ -431,6 +431,7 @@ async fn no_write_permission_is_refused_before_any_write() {
         Cluster::start(ClusterSpec {
             members: 1,
             tls: false,
+            enable_v2: false,
             users: vec![UserSpec {
                 name: "migrator",
                 password: "migratorpw",

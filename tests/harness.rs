@@ -46,6 +46,7 @@ async fn rbac_user_is_limited_to_its_prefix() {
     let cluster = Cluster::start(ClusterSpec {
         members: 1,
         tls: false,
+        enable_v2: false,
         users: vec![UserSpec {
             name: "reader",
             password: "readerpw",

@@ -457,6 +457,7 @@ async fn rbac_cluster() -> Cluster {
     Cluster::start(ClusterSpec {
         members: 1,
         tls: false,
+        enable_v2: false,
         users: vec![
             UserSpec {
                 name: "reader",

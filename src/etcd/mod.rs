@@ -4,6 +4,7 @@
 mod error;
 pub mod scan;
 pub mod side;
+pub mod v2;
 pub mod write;
 
 pub use error::EtcdError;

@@ -51,6 +51,8 @@ impl Default for PageLimits {
 pub struct KeyRange {
     pub start: Vec<u8>,
     pub end: Option<Vec<u8>>,
+    /// The prefix it was made from (v2 reads by prefix).
+    pub prefix: Vec<u8>,
 }
 
 impl KeyRange {
@@ -63,6 +65,7 @@ impl KeyRange {
                 prefix.to_vec()
             },
             end: crate::keys::prefix_end(prefix),
+            prefix: prefix.to_vec(),
         }
     }
 }
@@ -106,6 +109,20 @@ pub async fn scan(
     counter: &AtomicU64,
     tx: &mpsc::Sender<Vec<Entry>>,
 ) -> Result<(), EtcdError> {
+    if let Some(v2) = side.v2()? {
+        // v2 has no paged reads at a revision: one consistent recursive read.
+        let (entries, index) = v2.read_prefix(&range.prefix).await?;
+        pin.pin(index);
+        counter.fetch_add(entries.len() as u64, Ordering::Relaxed);
+        let mut entries = entries.into_iter().peekable();
+        while entries.peek().is_some() {
+            let page: Vec<Entry> = entries.by_ref().take(1000).collect();
+            if tx.send(page).await.is_err() {
+                break;
+            }
+        }
+        return Ok(());
+    }
     let mut start = range.start.clone();
     let end = range.end.clone().unwrap_or_else(|| vec![0]);
     let mut limit = limits.first_keys.clamp(1, limits.max_keys);

@@ -11,7 +11,7 @@ use tokio::sync::OnceCell;
 
 use super::EtcdError;
 use crate::keys::display_key;
-use crate::planfile::{SideConfig, SideRole};
+use crate::planfile::{Api, SideConfig, SideRole};
 
 /// Largest response etcd-client will decode. Pages are sized far below this;
 /// it only has to admit one page holding a few maximum-size values.
@@ -199,6 +199,8 @@ struct Endpoint {
 pub struct Side {
     pub role: SideRole,
     pub config: SideConfig,
+    /// The v2 HTTP client, for `api: v2` sides.
+    v2: Option<super::v2::V2>,
     endpoints: Vec<Endpoint>,
     current: AtomicUsize,
     options: ConnectOptions,
@@ -220,7 +222,13 @@ impl Side {
                 .with_user(auth.username.clone(), auth.password.expose().to_string())
                 .with_auto_token_refresh(true);
         }
+        let v2 = (config.api == Api::V2)
+            .then(|| {
+                super::v2::V2::new(config, policy.connect_timeout, policy.request_timeout).ok()
+            })
+            .flatten();
         Side {
+            v2,
             role: config.role,
             config: config.clone(),
             endpoints: config
@@ -234,6 +242,19 @@ impl Side {
             current: AtomicUsize::new(0),
             options,
             policy,
+        }
+    }
+
+    /// The v2 client when this side speaks `api: v2`.
+    pub fn v2(&self) -> Result<Option<&super::v2::V2>, EtcdError> {
+        match (self.config.api, &self.v2) {
+            (Api::V3, _) => Ok(None),
+            (Api::V2, Some(v2)) => Ok(Some(v2)),
+            (Api::V2, None) => Err(EtcdError::Request {
+                side: self.role,
+                operation: "set up the v2 client".into(),
+                detail: "the TLS files could not be loaded for the v2 HTTP client".into(),
+            }),
         }
     }
 

@@ -69,6 +69,20 @@ pub async fn write_batch(
     ops: &[WriteOp],
     extra: &[TxnOp],
 ) -> Result<Vec<Outcome>, EtcdError> {
+    if let Some(v2) = side.v2()? {
+        if !extra.is_empty() {
+            return Err(EtcdError::Request {
+                side: side.role,
+                operation: "guarded write".into(),
+                detail: "v2 has no transactions to carry a checkpoint".into(),
+            });
+        }
+        let mut outcomes = Vec::with_capacity(ops.len());
+        for op in ops {
+            outcomes.push(v2.write(op).await?);
+        }
+        return Ok(outcomes);
+    }
     let mut outcomes: Vec<Option<Outcome>> = vec![None; ops.len()];
     let mut pending: Vec<usize> = (0..ops.len()).collect();
     let first_key = ops.first().map(|o| o.key.clone()).unwrap_or_default();
@@ -157,7 +171,7 @@ pub async fn write_batch(
 
 /// Settles one key after its transaction's guards failed. `None` means its
 /// guard still holds: write it again.
-fn classify(op: &WriteOp, current: Option<(&[u8], i64)>) -> Option<Outcome> {
+pub(crate) fn classify(op: &WriteOp, current: Option<(&[u8], i64)>) -> Option<Outcome> {
     match (&op.value, current, &op.guard) {
         (None, None, _) => Some(Outcome::InPlace),
         (Some(_), None, Guard::Absent) => None,
@@ -225,6 +239,14 @@ async fn read_chunk(
     chunk: Vec<Vec<u8>>,
     revision: i64,
 ) -> Result<Vec<Current>, EtcdError> {
+    if let Some(v2) = side.v2()? {
+        // v2 cannot read at a revision: current values (callers check hashes).
+        let mut out = Vec::with_capacity(chunk.len());
+        for key in &chunk {
+            out.push(v2.get(key).await?);
+        }
+        return Ok(out);
+    }
     let reads: Vec<TxnOp> = chunk
         .iter()
         .map(|k| TxnOp::get(k.clone(), Some(GetOptions::new().with_revision(revision))))

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use error::{PlanFileError, Problem};
-pub use raw::{LeaseMode, OnConflict};
+pub use raw::{Api, LeaseMode, OnConflict};
 pub use validate::{Env, ProcessEnv, parse};
 
 /// A plan file that passed every offline check.
@@ -87,6 +87,7 @@ pub struct SideConfig {
     pub endpoints: Vec<String>,
     /// `true` for `https://` endpoints. There is no fallback either way.
     pub uses_tls: bool,
+    pub api: Api,
     pub tls: Option<TlsConfig>,
     pub auth: Option<AuthConfig>,
 }

@@ -86,6 +86,21 @@ pub struct RawSide {
     /// Username and password authentication (etcd RBAC).
     #[serde(default)]
     pub auth: Option<RawAuth>,
+
+    /// The etcd API to speak: `v3` (default) or `v2` (the v2 HTTP API, for
+    /// clusters that still hold v2 data; etcd 3.4 serves it with --enable-v2).
+    #[serde(default)]
+    #[schemars(with = "Option<Api>")]
+    pub api: Option<Spanned<Api>>,
+}
+
+/// Which etcd API a side speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Api {
+    #[default]
+    V3,
+    V2,
 }
 
 /// TLS settings of one side.

@@ -9,7 +9,7 @@ use rustls_pki_types::pem::{PemObject, SectionKind};
 use serde_saphyr::{Location, Spanned};
 use sha2::{Digest, Sha256};
 
-use super::raw::{OnConflict, RawAuth, RawMapping, RawPlan, RawSide, RawTls};
+use super::raw::{Api, OnConflict, RawAuth, RawMapping, RawPlan, RawSide, RawTls};
 use super::{
     AuthConfig, Identity, Mapping, PemFile, Plan, PlanFileError, Problem, Secret, SideConfig,
     SideRole, TlsConfig,
@@ -243,10 +243,21 @@ impl Validator<'_> {
             None => None,
         };
         let auth = raw.auth.and_then(|a| self.auth(a, role));
+        let api = raw.api.as_ref().map(|a| a.value).unwrap_or_default();
+        if api == Api::V2
+            && let Some(name) = tls.as_ref().and_then(|t| t.server_name.as_ref())
+        {
+            self.push(Problem::new(
+                "etcdplan::plan_file::v2_server_name",
+                format!("the {role} speaks `api: v2`, which does not support `tls.server_name` ({name})"),
+                "use an endpoint whose host the server certificate names, or the v3 API",
+            ).label(raw.api.as_ref().and_then(at), "v2 here"));
+        }
         (self.problems.len() == before).then_some(SideConfig {
             role,
             endpoints,
             uses_tls,
+            api,
             tls,
             auth,
         })

@@ -167,6 +167,8 @@ pub struct ClusterSpec {
     pub tls: bool,
     /// Users besides `root` (password `rootpw`); any user enables auth.
     pub users: Vec<UserSpec>,
+    /// Serve the v2 API too (`--enable-v2`).
+    pub enable_v2: bool,
 }
 
 pub const ROOT_PASSWORD: &str = "rootpw";
@@ -295,6 +297,9 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
+        if self.spec.enable_v2 {
+            cmd.arg("--enable-v2");
+        }
         if let Some(tls) = &self.tls {
             cmd.arg("--cert-file")
                 .arg(&tls.server_cert)
@@ -634,4 +639,68 @@ pub fn trident_keys(volumes: usize) -> Vec<(String, String)> {
         }
     }
     kvs
+}
+
+/// A plaintext one-member cluster that also serves the v2 API.
+pub async fn v2_cluster() -> Cluster {
+    Cluster::start(ClusterSpec {
+        members: 1,
+        enable_v2: true,
+        ..Default::default()
+    })
+    .await
+}
+
+/// Puts keys through the v2 HTTP API.
+pub async fn v2_seed(cluster: &Cluster, kvs: &[(String, String)]) {
+    let http = reqwest::Client::new();
+    for (k, v) in kvs {
+        let url = format!("{}/v2/keys{}", cluster.endpoint(0), k);
+        let resp = http
+            .put(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("value={}", urlencode(v)))
+            .send()
+            .await
+            .expect("v2 put");
+        assert!(resp.status().is_success(), "v2 put {k}: {}", resp.status());
+    }
+}
+
+fn urlencode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Every v2 key under the directory `dir` (no trailing slash), sorted, and
+/// the X-Etcd-Index read at.
+pub async fn v2_dump(cluster: &Cluster, dir: &str) -> (Vec<(Vec<u8>, Vec<u8>)>, u64) {
+    let url = format!("{}/v2/keys{}?recursive=true", cluster.endpoint(0), dir);
+    let resp = reqwest::get(url).await.expect("v2 get");
+    let index = resp
+        .headers()
+        .get("x-etcd-index")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let json: serde_json::Value = resp.json().await.expect("v2 json");
+    let mut out = Vec::new();
+    fn walk(n: &serde_json::Value, out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
+        if n["dir"].as_bool() == Some(true) {
+            for c in n["nodes"].as_array().into_iter().flatten() {
+                walk(c, out);
+            }
+        } else if let (Some(k), Some(v)) = (n["key"].as_str(), n["value"].as_str()) {
+            out.push((k.as_bytes().to_vec(), v.as_bytes().to_vec()));
+        }
+    }
+    walk(&json["node"], &mut out);
+    out.sort();
+    (out, index)
 }
