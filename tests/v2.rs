@@ -209,3 +209,71 @@ async fn v2_over_tls_with_client_certificates() {
     assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
     assert!(ran.stdout.contains("No changes"), "{}", ran.stdout);
 }
+
+/// Turns on v2 auth with a root user, and takes the guest role's rights away
+/// so that only authenticated requests pass.
+async fn v2_auth(cluster: &Cluster, password: &str) {
+    let http = reqwest::Client::new();
+    let base = cluster.endpoint(0);
+    let ok = |r: reqwest::Response| {
+        assert!(r.status().is_success(), "v2 auth setup: {}", r.status());
+    };
+    ok(http
+        .put(format!("{base}/v2/auth/users/root"))
+        .body(format!("{{\"user\":\"root\",\"password\":\"{password}\"}}"))
+        .send()
+        .await
+        .expect("add root"));
+    ok(http
+        .put(format!("{base}/v2/auth/enable"))
+        .send()
+        .await
+        .expect("enable"));
+    ok(http
+        .put(format!("{base}/v2/auth/roles/guest"))
+        .basic_auth("root", Some(password))
+        .body(r#"{"role":"guest","revoke":{"kv":{"read":["/*"],"write":["/*"]}}}"#)
+        .send()
+        .await
+        .expect("revoke guest"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v2_with_basic_auth() {
+    let (src, dst) = tokio::join!(Cluster::plaintext(), v2_cluster());
+    src.seed([("/p/a", "1")]).await;
+    v2_auth(&dst, "v2-root-pw").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "version: 1\nsource:\n  endpoints: [{}]\ndestination:\n  endpoints: [{}]\n  api: v2\n  auth:\n    username: root\n    password_env: DST_PW\nprefixes:\n  - from: /p/\n",
+        src.endpoint(0),
+        dst.endpoint(0)
+    );
+    write_file(dir.path(), "plan.yaml", &text);
+    let ran = run(etcdplan(dir.path()).env("DST_PW", "wrong").args([
+        "apply",
+        "plan.yaml",
+        "--auto-approve",
+    ]));
+    assert_eq!(ran.code, Some(1), "{}", ran.stdout);
+    assert!(
+        ran.stderr.contains("permission denied for user `root`"),
+        "{}",
+        ran.stderr
+    );
+    assert!(
+        !ran.stderr.contains("wrong"),
+        "the password is never printed"
+    );
+    let ran = run(etcdplan(dir.path()).env("DST_PW", "v2-root-pw").args([
+        "apply",
+        "plan.yaml",
+        "--auto-approve",
+    ]));
+    assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
+    assert!(
+        ran.stdout.contains("Apply complete: 1 created"),
+        "{}",
+        ran.stdout
+    );
+}
