@@ -20,7 +20,8 @@ pub struct RawPlan {
     #[schemars(with = "Option<String>")]
     pub name: Option<Spanned<String>>,
 
-    /// The cluster keys are read from. etcdplan never writes to it.
+    /// The cluster keys are read from. etcdplan writes to it only in move
+    /// mode (`delete_source: true`), to delete keys it has moved.
     pub source: RawSide,
 
     /// The cluster keys are written to.
