@@ -806,6 +806,13 @@ async fn apply_guarded(
         Err(e) => return Ok((report_error(e), revision)),
     };
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "verified");
+    if !json {
+        println!("\n{}", stats_line("Apply complete", &stats));
+        println!(
+            "Verified: {} planned key(s) hold what was planned.",
+            render::thousands(verified)
+        );
+    }
     if !report.source_deletes.is_empty() {
         let moved = apply::delete_moved(
             source.clone(),
@@ -821,11 +828,6 @@ async fn apply_guarded(
             Err(e) => return Ok((report_error(e), revision)),
         };
         if !json {
-            println!("\n{}", stats_line("Apply complete", &stats));
-            println!(
-                "Verified: {} planned key(s) hold what was planned.",
-                render::thousands(verified)
-            );
             println!(
                 "Moved: {} deleted from the source, {} already gone.",
                 render::thousands(moved.deleted_from_source),
@@ -847,26 +849,18 @@ async fn apply_guarded(
             return Ok((EXIT_STALE, revision));
         }
         if moved.not_attempted > 0 {
+            if json {
+                print_apply_json(&report, &stats, "interrupted", Some(verified));
+            }
             eprintln!(
-                "\nInterrupted while deleting moved keys from the source: {} not attempted.\nResume with: etcdplan apply {} --auto-approve",
-                render::thousands(moved.not_attempted),
-                args.target.display()
+                "\nInterrupted while deleting moved keys from the source: {} not attempted.\nResume with: {resume}",
+                render::thousands(moved.not_attempted)
             );
             return Ok((EXIT_ERROR, revision));
         }
-        if json {
-            print_apply_json(&report, &stats, "complete", Some(verified));
-        }
-        return Ok((EXIT_OK, revision));
     }
     if json {
         print_apply_json(&report, &stats, "complete", Some(verified));
-    } else {
-        println!("\n{}", stats_line("Apply complete", &stats));
-        println!(
-            "Verified: {} planned key(s) hold what was planned.",
-            render::thousands(verified)
-        );
     }
     Ok((EXIT_OK, revision))
 }
