@@ -180,7 +180,7 @@ pub fn check_sizes(changes: &[Change], options: &ApplyOptions) -> Result<(), App
 
 /// Cuts guarded writes into transactions of at most `max_txn_ops` keys and
 /// `max_txn_bytes` bytes. Callers hold each key once, so no batch repeats one.
-fn batches(
+pub(crate) fn batches(
     ops: Vec<(usize, WriteOp)>,
     options: &ApplyOptions,
 ) -> impl Iterator<Item = Vec<(usize, WriteOp)>> + '_ {

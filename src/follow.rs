@@ -14,12 +14,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use etcd_client::{EventType, GetOptions, TxnOp, WatchOptions, WatchResponse};
+use etcd_client::{EventType, GetOptions, Txn, TxnOp, WatchOptions, WatchResponse};
 use miette::Diagnostic;
 use serde::{Deserialize, Serialize};
 
+use crate::apply::{ApplyOptions, batches};
 use crate::etcd::side::Op;
-use crate::etcd::write::{Guard, Outcome, WriteOp, request_bytes, write_batch};
+use crate::etcd::write::{Guard, Outcome, WriteOp, write_batch};
 use crate::etcd::{EtcdError, Side};
 use crate::keys::{display_key, prefix_end};
 use crate::planfile::Plan;
@@ -178,11 +179,11 @@ pub async fn write_checkpoint(
         action: "write",
         prefix: key,
     };
-    let value = serde_json::to_vec(checkpoint).unwrap_or_default();
+    let put = checkpoint_op(key, checkpoint);
     destination
         .call(op, |mut c| {
-            let (key, value) = (key.to_vec(), value.clone());
-            async move { c.put(key, value, None).await }
+            let txn = Txn::new().and_then([put.clone()]);
+            async move { c.txn(txn).await }
         })
         .await
         .map(|_| ())
@@ -499,36 +500,30 @@ async fn apply_revision(
         *dirty = true;
         return Ok(());
     }
-    let mut batches: Vec<&[WriteOp]> = Vec::new();
-    let (mut from, mut bytes) = (0, 0);
-    for (i, op) in ops.iter().enumerate() {
-        let b = request_bytes(op.key.len(), op.value.as_ref().map_or(0, Vec::len));
-        if i > from
-            && (i - from >= options.max_txn_ops.saturating_sub(1).max(1)
-                || bytes + b > options.max_txn_bytes)
-        {
-            batches.push(&ops[from..i]);
-            from = i;
-            bytes = 0;
-        }
-        bytes += b;
-    }
-    batches.push(&ops[from..]);
-    if batches.len() > 1 {
+    // The same limits as apply, with one op kept for the checkpoint.
+    let limits = ApplyOptions {
+        max_txn_ops: options.max_txn_ops.saturating_sub(1).max(1),
+        max_txn_bytes: options.max_txn_bytes,
+        ..ApplyOptions::default()
+    };
+    let parts: Vec<Vec<WriteOp>> = batches(ops.iter().cloned().enumerate().collect(), &limits)
+        .map(|batch| batch.into_iter().map(|(_, op)| op).collect())
+        .collect();
+    if parts.len() > 1 {
         tracing::warn!(
             revision,
             ops = ops.len(),
-            transactions = batches.len(),
+            transactions = parts.len(),
             "a source transaction does not fit one destination transaction; applying it in several (atomic per part, not as a whole)"
         );
     }
     let cp = [checkpoint_op(&options.checkpoint_key, checkpoint)];
-    let last = batches.len() - 1;
+    let last = parts.len() - 1;
     let mut foreign = Vec::new();
     let mut wrote_last = false;
-    for (n, batch) in batches.into_iter().enumerate() {
+    for (n, batch) in parts.into_iter().enumerate() {
         let extra: &[TxnOp] = if n == last { &cp } else { &[] };
-        let outcomes = write_batch(destination, batch, extra).await?;
+        let outcomes = write_batch(destination, &batch, extra).await?;
         for (op, outcome) in batch.iter().zip(&outcomes) {
             if let Outcome::Foreign { .. } = outcome {
                 foreign.push(display_key(&op.key));
