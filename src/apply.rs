@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::diff::{Action, Change, SourceDelete};
 use crate::etcd::scan::scan;
-use crate::etcd::write::{Guard, Outcome, WriteOp, read_keys, request_bytes, write_batch};
+use crate::etcd::write::{Guard, Outcome, WriteOp, read_keys, write_batch};
 use crate::etcd::{Entry, EtcdError, KeyRange, PageLimits, Pin, Side};
 use crate::keys::display_key;
 use crate::plan::PlanReport;
@@ -26,8 +26,11 @@ use crate::planfile::LeaseMode;
 pub struct ApplyOptions {
     /// Keys per transaction (each key is one compare and one op per branch).
     pub max_txn_ops: usize,
-    /// Request bytes per transaction.
+    /// Request bytes per batched transaction. A key too big for a batch
+    /// still goes, alone, when it fits `max_request_bytes`.
     pub max_txn_bytes: usize,
+    /// The destination's `--max-request-bytes`: no request may be larger.
+    pub max_request_bytes: usize,
     /// Transactions in flight at once.
     pub concurrency: usize,
     /// Keys per second, when limited.
@@ -39,6 +42,7 @@ impl Default for ApplyOptions {
         Self {
             max_txn_ops: 128,
             max_txn_bytes: 1 << 20,
+            max_request_bytes: crate::etcd::write::DEFAULT_MAX_REQUEST_BYTES,
             concurrency: DEFAULT_CONCURRENCY,
             rate: None,
         }
@@ -56,18 +60,33 @@ pub enum ApplyError {
     Etcd(#[from] EtcdError),
 
     #[error(
-        "the value of `{key}` ({size} bytes) does not fit in a transaction of at most {limit} bytes; nothing was written"
+        "{count} key(s) cannot fit one request of at most {limit} bytes, even alone; nothing was written:\n{listed}"
     )]
     #[diagnostic(
         code(etcdplan::apply::value_too_large),
         help(
-            "raise --max-txn-bytes (etcd refuses requests over its --max-request-bytes, 1.5 MiB by default)"
+            "etcd refuses requests over its --max-request-bytes (1.5 MiB by default): raise it on the destination and pass the same --max-request-bytes here, or exclude these keys"
         )
     )]
     TooLarge {
-        key: String,
-        size: usize,
+        count: usize,
         limit: usize,
+        listed: String,
+    },
+
+    #[error(
+        "the destination refused {count} key(s) as too large for one request; every other key was written:\n{listed}"
+    )]
+    #[diagnostic(
+        code(etcdplan::apply::refused_as_too_large),
+        help(
+            "the destination's --max-request-bytes is lower than {limit} bytes: raise it on the destination (or lower --max-request-bytes here to match it and plan again), then rerun to write these keys"
+        )
+    )]
+    RefusedTooLarge {
+        count: usize,
+        limit: usize,
+        listed: String,
     },
 
     #[error("the {side} cluster is {found}, but the saved plan was made against {expected}")]
@@ -120,6 +139,8 @@ pub struct ApplyStats {
     pub foreign: Vec<String>,
     /// Keys never attempted because the run stopped early.
     pub not_attempted: u64,
+    /// Keys the destination refused as too large, even alone: not written.
+    pub too_large: Vec<String>,
 }
 
 /// Live counters for progress displays.
@@ -158,24 +179,27 @@ fn write_op(change: &Change, leases: &HashMap<i64, i64>) -> Option<WriteOp> {
     }
 }
 
-/// Refuses, before anything is written, a value no transaction can carry.
-/// Sizes come from the payloads when present (a live plan), else from the
-/// sizes a saved plan recorded.
-pub fn check_sizes(changes: &[Change], options: &ApplyOptions) -> Result<(), ApplyError> {
-    for c in changes.iter().filter(|c| c.action.writes()) {
-        let size = match &c.payload {
-            Some(p) => p.len(),
-            None => c.source.as_ref().map_or(0, |v| v.size),
-        };
-        if request_bytes(c.key.len(), size) > options.max_txn_bytes {
-            return Err(ApplyError::TooLarge {
-                key: display_key(&c.key),
-                size,
-                limit: options.max_txn_bytes,
-            });
-        }
+/// Refuses, before anything is written, a plan holding a key no request
+/// can carry under `max_request_bytes` (sizes come from the plan).
+pub fn check_sizes(report: &PlanReport, options: &ApplyOptions) -> Result<(), ApplyError> {
+    let keys: Vec<String> = report
+        .too_large(options.max_request_bytes)
+        .map(|c| {
+            format!(
+                "{} ({} bytes)",
+                display_key(&c.key),
+                c.source.as_ref().map_or(0, |v| v.size)
+            )
+        })
+        .collect();
+    if keys.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    Err(ApplyError::TooLarge {
+        count: keys.len(),
+        limit: options.max_request_bytes,
+        listed: list(&keys),
+    })
 }
 
 /// Cuts guarded writes into transactions of at most `max_txn_ops` keys and
@@ -279,7 +303,6 @@ pub async fn apply_changes(
     stop: Arc<AtomicBool>,
     progress: Arc<ApplyProgress>,
 ) -> Result<ApplyStats, ApplyError> {
-    check_sizes(changes, options)?;
     let (indices, ops): (Vec<usize>, Vec<WriteOp>) = changes
         .iter()
         .enumerate()
@@ -299,6 +322,7 @@ pub async fn apply_changes(
             },
             Some(Outcome::InPlace) => stats.already_in_place += 1,
             Some(Outcome::Foreign { .. }) => stats.foreign.push(display_key(&c.key)),
+            Some(Outcome::TooLarge) => stats.too_large.push(display_key(&c.key)),
             None => stats.not_attempted += 1,
         }
     }
@@ -362,6 +386,9 @@ pub async fn delete_moved(
             Some(Outcome::Foreign { .. }) => {
                 stats.changed_on_source.push(display_key(&d.source_key))
             }
+            // A delete is a key and nothing else: only a server limit below
+            // the key's own size refuses it, and then the key stays.
+            Some(Outcome::TooLarge) => stats.changed_on_source.push(display_key(&d.source_key)),
             None => stats.not_attempted += 1,
         }
     }

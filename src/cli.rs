@@ -15,7 +15,7 @@ use crate::apply::{self, ApplyError, ApplyOptions, ApplyProgress, ApplyStats};
 use crate::check;
 use crate::etcd::{RetryPolicy, Side};
 use crate::follow::{self, FollowEnd, FollowError, FollowOptions};
-use crate::plan::{PlanError, PlanOptions, PlanReport, Progress, make_plan};
+use crate::plan::{MAX_REPLANS, PlanError, PlanOptions, PlanReport, Progress, make_plan_fresh};
 use crate::planfile;
 use crate::render::{self, Format, RenderOptions};
 use crate::saved::SavedPlan;
@@ -56,6 +56,15 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// Seconds one etcd request may take before it is retried (on the next
+    /// endpoint, with backoff), e.g. --request-timeout 5.
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 20.0, value_parser = positive_number)]
+    pub request_timeout: f64,
+
+    /// Seconds to establish a connection to an endpoint, e.g. --connect-timeout 1.
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 3.0, value_parser = positive_number)]
+    pub connect_timeout: f64,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -88,6 +97,8 @@ pub enum Command {
         /// errors (Terraform's convention, for CI).
         #[arg(long)]
         detailed_exitcode: bool,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
 
     /// Apply a plan: a plan file (plans now, shows the plan, asks for `yes`)
@@ -145,10 +156,13 @@ pub struct ApplyArgs {
     /// (128 by default), e.g. --max-txn-ops 64.
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_txn_ops: u64,
-    /// Most request bytes per transaction; etcd refuses requests over its
-    /// --max-request-bytes (1.5 MiB by default), e.g. --max-txn-bytes 524288.
+    /// Request bytes per batched transaction, e.g. --max-txn-bytes 524288. A
+    /// key too big for a batch is still written, alone, when it fits
+    /// --max-request-bytes.
     #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1024..))]
     pub max_txn_bytes: u64,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// Transactions in flight at once, e.g. --concurrency 4.
     #[arg(long, default_value_t = crate::apply::DEFAULT_CONCURRENCY as u64, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub concurrency: u64,
@@ -184,6 +198,17 @@ pub struct ApplyArgs {
         requires = "follow"
     )]
     pub progress_every: f64,
+}
+
+/// The destination's limits, shared by `plan` and `apply`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LimitArgs {
+    /// The destination etcd's --max-request-bytes (1.5 MiB unless its
+    /// operator changed it): no request is larger. `plan` names every key that
+    /// cannot fit under it, and `apply` refuses such a plan before writing,
+    /// e.g. --max-request-bytes 10485760.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::etcd::write::DEFAULT_MAX_REQUEST_BYTES as u64, value_parser = clap::value_parser!(u64).range(4096..))]
+    pub max_request_bytes: u64,
 }
 
 /// A finite number above zero, for rates and intervals.
@@ -249,7 +274,15 @@ where
     };
     NO_COLOR_FLAG.store(cli.no_color, Ordering::Relaxed);
     init_logging(cli.verbose);
-    match execute(cli.command, cli.verbose) {
+    let ctx = Ctx {
+        verbose: cli.verbose,
+        policy: RetryPolicy {
+            request_timeout: std::time::Duration::from_secs_f64(cli.request_timeout),
+            connect_timeout: std::time::Duration::from_secs_f64(cli.connect_timeout),
+            ..RetryPolicy::default()
+        },
+    };
+    match execute(cli.command, &ctx) {
         Ok(code) => code,
         Err(report) => {
             eprintln!("{report:?}");
@@ -282,17 +315,45 @@ fn runtime() -> miette::Result<tokio::runtime::Runtime> {
         .wrap_err("cannot start the async runtime")
 }
 
-fn execute(command: Command, verbose: u8) -> miette::Result<u8> {
+/// What every command shares: verbosity and how hard to try on etcd.
+#[derive(Debug, Clone, Default)]
+pub struct Ctx {
+    pub verbose: u8,
+    pub policy: RetryPolicy,
+}
+
+impl Ctx {
+    /// Both sides of a plan, connected lazily with this run's policy.
+    pub fn sides(&self, plan: &planfile::Plan) -> (Arc<Side>, Arc<Side>) {
+        (
+            Arc::new(Side::new(&plan.source, self.policy.clone())),
+            Arc::new(Side::new(&plan.destination, self.policy.clone())),
+        )
+    }
+}
+
+fn execute(command: Command, ctx: &Ctx) -> miette::Result<u8> {
     match command {
         Command::Plan {
             plan,
             output,
             out,
             detailed_exitcode,
+            limits,
         } => {
             let plan = planfile::load(&plan)?;
-            let report =
-                runtime()?.block_on(plan_with_progress(&plan, PlanOptions::default(), verbose))?;
+            let options = PlanOptions {
+                max_request_bytes: limits.max_request_bytes as usize,
+                ..PlanOptions::default()
+            };
+            let (source, destination) = ctx.sides(&plan);
+            let report = runtime()?.block_on(plan_with_progress(
+                &plan,
+                source,
+                destination,
+                options,
+                ctx.verbose,
+            ))?;
             if let Some(path) = &out {
                 SavedPlan::new(&plan, &report).write(path)?;
             }
@@ -310,7 +371,7 @@ fn execute(command: Command, verbose: u8) -> miette::Result<u8> {
                 EXIT_OK
             })
         }
-        Command::Apply(args) => runtime()?.block_on(apply_command(args, verbose)),
+        Command::Apply(args) => runtime()?.block_on(apply_command(args, ctx)),
         Command::Show { saved, output } => {
             let plan = SavedPlan::read(&saved)?;
             let report = plan.to_report(&saved)?;
@@ -319,9 +380,20 @@ fn execute(command: Command, verbose: u8) -> miette::Result<u8> {
         }
         Command::Check { plan } => {
             let plan = planfile::load(&plan)?;
+            let quick = RetryPolicy {
+                request_timeout: ctx
+                    .policy
+                    .request_timeout
+                    .min(RetryPolicy::quick().request_timeout),
+                connect_timeout: ctx
+                    .policy
+                    .connect_timeout
+                    .min(RetryPolicy::quick().connect_timeout),
+                ..RetryPolicy::quick()
+            };
             let sides = runtime()?.block_on(async {
-                let source = Side::new(&plan.source, RetryPolicy::quick());
-                let destination = Side::new(&plan.destination, RetryPolicy::quick());
+                let source = Side::new(&plan.source, quick.clone());
+                let destination = Side::new(&plan.destination, quick);
                 let froms: Vec<Vec<u8>> = plan.mappings.iter().map(|m| m.from.clone()).collect();
                 let tos: Vec<Vec<u8>> = plan.mappings.iter().map(|m| m.to.clone()).collect();
                 // Move mode deletes from the source: it needs write there too.
@@ -358,17 +430,23 @@ fn execute(command: Command, verbose: u8) -> miette::Result<u8> {
 }
 
 /// Plans with a progress line on a terminal (keys read per side), and on a
-/// pipe a log line every few seconds when `-v` is given.
+/// pipe a log line every few seconds when `-v` is given. When history is
+/// compacted under a scan, plans again at a fresh revision and says so.
 pub async fn plan_with_progress(
     plan: &planfile::Plan,
+    source: Arc<Side>,
+    destination: Arc<Side>,
     options: PlanOptions,
     verbose: u8,
 ) -> Result<PlanReport, PlanError> {
-    let source = Arc::new(Side::new(&plan.source, RetryPolicy::default()));
-    let destination = Arc::new(Side::new(&plan.destination, RetryPolicy::default()));
     let progress = Arc::new(Progress::default());
     let ticker = spawn_progress(progress.clone(), verbose);
-    let result = make_plan(plan, source, destination, &options, progress).await;
+    let result = make_plan_fresh(plan, source, destination, &options, progress, |e, n| {
+        eprintln!(
+            "{e}: history was compacted while planning; planning again at a fresh revision ({n} of {MAX_REPLANS}). Nothing has been written."
+        );
+    })
+    .await;
     ticker.abort();
     let _ = ticker.await;
     result
@@ -410,16 +488,16 @@ impl Drop for ClearOnDrop {
     }
 }
 
-async fn apply_command(args: ApplyArgs, verbose: u8) -> miette::Result<u8> {
+async fn apply_command(args: ApplyArgs, ctx: &Ctx) -> miette::Result<u8> {
     let json = args.output.format == Format::Json;
     // Ctrl-C or SIGTERM from here on stops cleanly: before writing, nothing is
     // written; while writing, the transactions in flight finish first.
     let stop = Arc::new(AtomicBool::new(false));
     let signals = spawn_signal_watch(stop.clone());
     let result = if args.follow {
-        follow_command(args, verbose, json, stop).await
+        follow_command(args, ctx, json, stop).await
     } else {
-        apply_guarded(args, verbose, json, stop)
+        apply_guarded(args, ctx, json, stop)
             .await
             .map(|(code, _)| code)
     };
@@ -432,7 +510,7 @@ async fn apply_command(args: ApplyArgs, verbose: u8) -> miette::Result<u8> {
 /// fresh plan-and-apply and following again.
 async fn follow_command(
     args: ApplyArgs,
-    verbose: u8,
+    ctx: &Ctx,
     json: bool,
     stop: Arc<AtomicBool>,
 ) -> miette::Result<u8> {
@@ -458,8 +536,7 @@ async fn follow_command(
             "--follow cannot be combined with `delete_source: true`: the source keeps changing while followed"
         ));
     }
-    let source = Arc::new(Side::new(&plan.source, RetryPolicy::default()));
-    let destination = Arc::new(Side::new(&plan.destination, RetryPolicy::default()));
+    let (source, destination) = ctx.sides(&plan);
     let (src_id, dst_id) = tokio::try_join!(
         crate::plan::cluster_id(&source),
         crate::plan::cluster_id(&destination)
@@ -500,7 +577,7 @@ async fn follow_command(
         None => {
             match initial_apply(
                 &args,
-                verbose,
+                ctx,
                 json,
                 &stop,
                 &destination,
@@ -539,7 +616,7 @@ async fn follow_command(
                 again.auto_approve = true;
                 applied = match initial_apply(
                     &again,
-                    verbose,
+                    ctx,
                     json,
                     &stop,
                     &destination,
@@ -589,7 +666,7 @@ async fn follow_command(
 #[allow(clippy::too_many_arguments)]
 async fn initial_apply(
     args: &ApplyArgs,
-    verbose: u8,
+    ctx: &Ctx,
     json: bool,
     stop: &Arc<AtomicBool>,
     destination: &Side,
@@ -597,7 +674,7 @@ async fn initial_apply(
     source_cluster_id: &str,
     plan: &planfile::Plan,
 ) -> miette::Result<Result<i64, u8>> {
-    let (code, revision) = apply_guarded(args.clone(), verbose, json, stop.clone()).await?;
+    let (code, revision) = apply_guarded(args.clone(), ctx, json, stop.clone()).await?;
     if code != EXIT_OK {
         return Ok(Err(code));
     }
@@ -621,19 +698,22 @@ async fn initial_apply(
 /// the source revision the plan was pinned at.
 async fn apply_guarded(
     args: ApplyArgs,
-    verbose: u8,
+    ctx: &Ctx,
     json: bool,
     stop: Arc<AtomicBool>,
 ) -> miette::Result<(u8, i64)> {
     let options = ApplyOptions {
         max_txn_ops: args.max_txn_ops as usize,
         max_txn_bytes: args.max_txn_bytes as usize,
+        max_request_bytes: args.limits.max_request_bytes as usize,
         concurrency: args.concurrency as usize,
         rate: args.rate,
     };
     let saved = SavedPlan::is_saved_plan(&args.target);
     let started = std::time::Instant::now();
-    let (plan, mut report) = if saved {
+    // One pair of sides for the plan and the writes: an endpoint that has
+    // answered the plan is known to speak the right protocol.
+    let (plan, source, destination, mut report) = if saved {
         let saved_plan = SavedPlan::read(&args.target)?;
         let plan = planfile::parse(
             &saved_plan.plan_file_text,
@@ -641,20 +721,30 @@ async fn apply_guarded(
             &planfile::ProcessEnv,
         )?;
         let report = saved_plan.to_report(&args.target)?;
-        (plan, report)
+        let (source, destination) = ctx.sides(&plan);
+        (plan, source, destination, report)
     } else {
         let plan = planfile::load(&args.target)?;
         let options = PlanOptions {
             keep_payload: true,
+            max_request_bytes: options.max_request_bytes,
             ..PlanOptions::default()
         };
-        let report = plan_with_progress(&plan, options, verbose).await?;
-        (plan, report)
+        let (source, destination) = ctx.sides(&plan);
+        let report = plan_with_progress(
+            &plan,
+            source.clone(),
+            destination.clone(),
+            options,
+            ctx.verbose,
+        )
+        .await?;
+        (plan, source, destination, report)
     };
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "planned");
     let revision = report.source.revision;
-    let source = Arc::new(Side::new(&plan.source, RetryPolicy::default()));
-    let destination = Arc::new(Side::new(&plan.destination, RetryPolicy::default()));
+    // The limit this run enforces, for the warning in the rendered plan.
+    report.max_request_bytes = options.max_request_bytes;
     if !json {
         print!("{}", args.output.render(&report));
     }
@@ -667,6 +757,8 @@ async fn apply_guarded(
         }
         return Ok((EXIT_OK, revision));
     }
+    // A key that no request can carry: refuse the plan before any write.
+    apply::check_sizes(&report, &options)?;
     if saved {
         // The saved plan names its clusters: refuse to write anywhere else.
         let (src_id, dst_id) = tokio::try_join!(
@@ -688,7 +780,6 @@ async fn apply_guarded(
                 .into());
             }
         }
-        apply::check_sizes(&report.changes, &options)?;
         if let Err(e) = apply::fetch_payloads(&source, &mut report).await {
             return Ok((report_error(e), revision));
         }
@@ -801,6 +892,15 @@ async fn apply_guarded(
         );
         return Ok((EXIT_ERROR, revision));
     }
+    // Keys the destination refused as too large were not written: verify
+    // the rest, and never delete their source keys in move mode.
+    if !stats.too_large.is_empty() {
+        let refused: std::collections::HashSet<&str> =
+            stats.too_large.iter().map(String::as_str).collect();
+        let kept = |key: &[u8]| !refused.contains(crate::keys::display_key(key).as_str());
+        report.changes.retain(|c| kept(&c.key));
+        report.source_deletes.retain(|d| kept(&d.key));
+    }
     let verified = match apply::verify(&destination, &report).await {
         Ok(n) => n,
         Err(e) => return Ok((report_error(e), revision)),
@@ -859,6 +959,20 @@ async fn apply_guarded(
             return Ok((EXIT_ERROR, revision));
         }
     }
+    if !stats.too_large.is_empty() {
+        if json {
+            print_apply_json(&report, &stats, "too_large", Some(verified));
+        }
+        eprintln!(
+            "{:?}",
+            miette::Report::new(ApplyError::RefusedTooLarge {
+                count: stats.too_large.len(),
+                limit: options.max_request_bytes,
+                listed: apply::list(&stats.too_large),
+            })
+        );
+        return Ok((EXIT_ERROR, revision));
+    }
     if json {
         print_apply_json(&report, &stats, "complete", Some(verified));
     }
@@ -898,6 +1012,7 @@ fn print_apply_json(report: &PlanReport, stats: &ApplyStats, result: &str, verif
             "already_in_place": stats.already_in_place,
             "not_attempted": stats.not_attempted,
             "foreign_keys": stats.foreign,
+            "too_large_keys": stats.too_large,
             "verified": verified,
         }
     });

@@ -50,12 +50,27 @@ pub struct PlanReport {
     /// Remaining TTL in seconds, at plan time, of each source lease a change
     /// carries (-1: expired).
     pub lease_ttls: BTreeMap<i64, i64>,
+    /// The destination's request limit the plan was checked against.
+    pub max_request_bytes: usize,
 }
 
 impl PlanReport {
     /// Whether applying would write anything, on either side.
     pub fn has_writes(&self) -> bool {
         self.summary.has_work()
+    }
+
+    /// Changes whose key and value cannot fit one request under
+    /// `max_request_bytes`, even alone: apply refuses them before writing.
+    pub fn too_large(&self, max_request_bytes: usize) -> impl Iterator<Item = &Change> {
+        self.changes.iter().filter(move |c| {
+            matches!(c.action, diff::Action::Create | diff::Action::Update)
+                && !crate::etcd::write::fits_alone(
+                    c.key.len(),
+                    c.source.as_ref().map_or(0, |v| v.size),
+                    max_request_bytes,
+                )
+        })
     }
 }
 
@@ -110,6 +125,9 @@ pub struct PlanOptions {
     pub keep_payload: bool,
     /// Source revision to read at; 0 pins the latest.
     pub source_revision: i64,
+    /// The destination's `--max-request-bytes`, to name keys that can never
+    /// be written.
+    pub max_request_bytes: usize,
 }
 
 impl Default for PlanOptions {
@@ -119,6 +137,7 @@ impl Default for PlanOptions {
             shown_limit: 64 << 10,
             keep_payload: false,
             source_revision: 0,
+            max_request_bytes: crate::etcd::write::DEFAULT_MAX_REQUEST_BYTES,
         }
     }
 }
@@ -140,6 +159,51 @@ pub async fn cluster_id(side: &Side) -> Result<u64, EtcdError> {
         .call(Op::REACH, |mut c| async move { c.status().await })
         .await?;
     Ok(status.header().map_or(0, |h| h.cluster_id()))
+}
+
+/// How many times a plan starts over at a fresh revision when history it
+/// was reading is compacted away underneath it.
+pub const MAX_REPLANS: u32 = 3;
+
+/// [`make_plan`], started over at a fresh revision (at most [`MAX_REPLANS`]
+/// times) when a side compacts the revision a scan was reading at. Nothing
+/// has been written at that point, so a fresh plan is exactly what the user
+/// asked for. A plan pinned to an explicit source revision is not retried.
+/// `on_replan` hears of each restart (to say so on stderr).
+pub async fn make_plan_fresh(
+    plan: &Plan,
+    source: Arc<Side>,
+    destination: Arc<Side>,
+    options: &PlanOptions,
+    progress: Arc<Progress>,
+    mut on_replan: impl FnMut(&EtcdError, u32),
+) -> Result<PlanReport, PlanError> {
+    let mut replans = 0;
+    loop {
+        let result = make_plan(
+            plan,
+            source.clone(),
+            destination.clone(),
+            options,
+            progress.clone(),
+        )
+        .await;
+        match result {
+            Err(PlanError::Etcd(e @ EtcdError::Compacted { .. }))
+                if options.source_revision == 0 && replans < MAX_REPLANS =>
+            {
+                replans += 1;
+                on_replan(&e, replans);
+                progress
+                    .source_keys
+                    .store(0, std::sync::atomic::Ordering::Relaxed);
+                progress
+                    .destination_keys
+                    .store(0, std::sync::atomic::Ordering::Relaxed);
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Reads both sides and diffs every mapping.
@@ -252,6 +316,7 @@ pub async fn make_plan(
         }
     }
     Ok(PlanReport {
+        max_request_bytes: options.max_request_bytes,
         lease_mode: plan.leases,
         lease_ttls,
         name: plan.name.clone(),

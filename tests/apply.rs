@@ -380,8 +380,12 @@ async fn apply_survives_a_member_stopping_mid_run() {
 #[tokio::test(flavor = "multi_thread")]
 async fn odd_values_are_copied_byte_for_byte() {
     let (src, dst) = tokio::join!(Cluster::plaintext(), Cluster::plaintext());
-    // The largest value that fits a default 1 MiB transaction.
-    let limit = (1 << 20) - 3 * "/o/big".len() - 48;
+    // The largest value etcd's default 1.5 MiB request limit admits: far
+    // over a 1 MiB batch, so it goes in a transaction of its own, by default.
+    let limit = etcdplan::etcd::write::DEFAULT_MAX_REQUEST_BYTES
+        - etcdplan::etcd::write::TXN_OVERHEAD_BYTES
+        - 3 * "/o/big".len()
+        - 48;
     let big: Vec<u8> = (0..limit).map(|i| (i % 251) as u8).collect();
     src.seed([
         (b"/o/big".to_vec(), big.clone()),
@@ -396,7 +400,8 @@ async fn odd_values_are_copied_byte_for_byte() {
     assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
     assert_eq!(dump(&dst, "/o/").await, dump(&src, "/o/").await);
 
-    // One byte more does not fit: refused before anything is written.
+    // One byte more can never fit: `plan` names it (text and JSON), and
+    // `apply` refuses before anything is written.
     let mut c = src.client().await;
     let mut bigger = big.clone();
     bigger.push(1);
@@ -408,6 +413,18 @@ async fn odd_values_are_copied_byte_for_byte() {
         plan + "on_conflict: overwrite\n",
     )
     .expect("write");
+    let ran = run(etcdplan(dir.path()).args(["plan", "plan.yaml"]));
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(
+        ran.stdout.contains("Cannot be written: 1 key(s)"),
+        "{}",
+        ran.stdout
+    );
+    assert!(ran.stdout.contains("✗ /o/big (1,572,"), "{}", ran.stdout);
+    let ran = run(etcdplan(dir.path()).args(["plan", "plan.yaml", "--format", "json"]));
+    let json: serde_json::Value = serde_json::from_str(&ran.stdout).expect("json");
+    assert_eq!(json["too_large"][0]["key"], "/o/big", "{}", ran.stdout);
+    assert_eq!(json["max_request_bytes"], 1_572_864);
     let before = dst.revision().await;
     let ran = run(etcdplan(dir.path()).args(["apply", "plan.yaml", "--auto-approve"]));
     assert_eq!(ran.code, Some(1), "{}", ran.stdout);
@@ -440,6 +457,7 @@ async fn no_write_permission_is_refused_before_any_write() {
                     Permission::read("/ro/").with_prefix(),
                 ],
             }],
+            ..Default::default()
         })
     );
     src.seed([("/a/1", "x"), ("/b/1", "y")]).await;

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{Cluster, write_plan};
+use common::proxy::Proxy;
+use common::{Cluster, write_plan, write_plan_via};
 use etcd_client::GetOptions;
 
 fn spawn_follow(dir: &Path, extra: &[&str]) -> Child {
@@ -329,4 +330,41 @@ async fn a_source_transaction_too_big_for_one_destination_transaction_is_split_a
         "says so: {stderr}"
     );
     assert_eq!(dst.dump(b"/f/").await, src.dump(b"/f/").await);
+}
+
+/// Both sides behind proxies that reset every connection after 0.3-1 s: the
+/// initial copy and the follow ride through the resets (the watch reopens
+/// from the last applied revision) and end equal to the source.
+#[tokio::test(flavor = "multi_thread")]
+async fn follows_through_repeated_connection_resets() {
+    let (src, dst, dir) = setup().await;
+    let (src_proxy, dst_proxy) = tokio::join!(
+        Proxy::start(src.client_port(0)),
+        Proxy::start(dst.client_port(0))
+    );
+    write_plan_via(
+        dir.path(),
+        (&src, &[src_proxy.endpoint("http")]),
+        (&dst, &[dst_proxy.endpoint("http")]),
+        "prefixes:\n  - from: /f/\nprune: true\non_conflict: overwrite\n",
+    );
+    for p in [&src_proxy, &dst_proxy] {
+        p.reset_after(Duration::from_millis(300), Duration::from_millis(1000));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = hammer(src.client().await, stop.clone());
+    let child = spawn_follow(dir.path(), &["--cutover-file", "cutover"]);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stop.store(true, Ordering::Relaxed);
+    let writes = writer.await.expect("writer");
+    assert!(writes > 100, "the writer was busy ({writes} writes)");
+    let cutover_revision = src.revision().await;
+    std::fs::write(dir.path().join("cutover"), "").expect("cutover file");
+    let (code, _, stderr) = tokio::task::spawn_blocking(move || finish(child))
+        .await
+        .expect("wait");
+    assert_eq!(code, Some(0), "{stderr}");
+    let resets = src_proxy.resets() + dst_proxy.resets();
+    assert!(resets >= 6, "the proxies reset connections ({resets})");
+    equal_at(&src, &dst, cutover_revision).await;
 }

@@ -52,6 +52,7 @@ async fn rbac_user_is_limited_to_its_prefix() {
             password: "readerpw",
             grants: vec![Permission::read("/data/").with_prefix()],
         }],
+        ..Default::default()
     })
     .await;
     cluster.seed([("/data/x", "1"), ("/other/y", "2")]).await;

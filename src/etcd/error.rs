@@ -114,6 +114,40 @@ pub enum EtcdError {
     )]
     Compacted { side: SideRole, revision: i64 },
 
+    #[error("{side} endpoint {endpoint}: the database is out of space ({detail})")]
+    #[diagnostic(
+        code(etcdplan::etcd::no_space),
+        help(
+            "the {side} hit its backend quota and raised the NOSPACE alarm; it refuses writes until an operator frees space and disarms it: \
+             compact old history (`etcdctl compact REVISION`, the current revision from `etcdctl endpoint status -w json`), \
+             defragment every member (`etcdctl defrag --cluster`), then `etcdctl alarm disarm`; or restart the members with a larger \
+             `--quota-backend-bytes`. Then rerun the same etcdplan command: it resumes, and what was written stays written"
+        )
+    )]
+    NoSpace {
+        side: SideRole,
+        endpoint: String,
+        detail: String,
+    },
+
+    #[error("{side}: the server refused a request as too large ({detail})")]
+    #[diagnostic(
+        code(etcdplan::etcd::request_too_large),
+        help(
+            "the server's --max-request-bytes is smaller than the request; lower --max-request-bytes here to match it, or raise it on the server"
+        )
+    )]
+    RequestTooLarge { side: SideRole, detail: String },
+
+    #[error("{side}: the authentication token kept going stale ({detail})")]
+    #[diagnostic(
+        code(etcdplan::etcd::auth_stale),
+        help(
+            "users or roles kept changing while etcdplan ran, so each new login was outdated at once; rerun when the auth changes are done"
+        )
+    )]
+    AuthStale { side: SideRole, detail: String },
+
     #[error("{side}: {operation} failed: {detail}")]
     #[diagnostic(
         code(etcdplan::etcd::request_failed),

@@ -7,7 +7,7 @@
 //! `\0`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use etcd_client::GetOptions;
 use tokio::sync::mpsc;
@@ -24,6 +24,9 @@ pub struct Entry {
     pub create_revision: i64,
     pub lease: i64,
 }
+
+/// The smallest page target that retries shrink pages to.
+const MIN_PAGE_BYTES: usize = 16 << 10;
 
 /// How big a page may get.
 #[derive(Debug, Clone, Copy)]
@@ -130,16 +133,20 @@ pub async fn scan(
         action: "read",
         prefix: &range.start,
     };
+    let mut page_bytes = limits.page_bytes;
     loop {
         let revision = pin.get();
-        let options = GetOptions::new()
-            .with_range(end.clone())
-            .with_limit(limit)
-            .with_revision(revision);
         let key = start.clone();
+        let tries = AtomicU32::new(0);
         let result = side
             .call(op, |c| {
-                let options = options.clone();
+                // A page cut off again and again (a connection that does not
+                // live long enough to carry it) is asked for in halves.
+                let retry = tries.fetch_add(1, Ordering::Relaxed).min(30);
+                let options = GetOptions::new()
+                    .with_range(end.clone())
+                    .with_limit((limit >> retry).max(1))
+                    .with_revision(revision);
                 let key = key.clone();
                 async move {
                     c.kv_client()
@@ -189,8 +196,11 @@ pub async fn scan(
         if !more || n == 0 {
             return Ok(());
         }
+        // Pages that needed retries stay smaller from then on.
+        let retries = tries.load(Ordering::Relaxed).saturating_sub(1).min(30);
+        page_bytes = (page_bytes >> retries).max(MIN_PAGE_BYTES.min(limits.page_bytes));
         // Aim the next page at page_bytes from the average entry size seen.
         let average = (bytes / n).max(1);
-        limit = ((limits.page_bytes / average) as i64).clamp(1, limits.max_keys);
+        limit = ((page_bytes / average) as i64).clamp(1, limits.max_keys);
     }
 }

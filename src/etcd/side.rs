@@ -3,7 +3,7 @@
 //! etcd-client neither retries nor fails over on its own.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
@@ -79,56 +79,99 @@ pub enum Failure {
     AuthenticationRequired,
     PermissionDenied,
     Compacted,
+    /// The token predates an auth store change (`revision of auth store is
+    /// old`) or expired: authenticate again and retry.
+    AuthStale,
+    /// The destination is out of quota (`mvcc: database space exceeded`).
+    NoSpace,
+    /// The server refused the request as larger than its limit.
+    TooLarge,
     /// Anything else: not retried.
     Other,
 }
 
 /// Sorts an etcd-client error into what to do about it. etcd-client and
 /// tonic expose transport failures only as text, so this reads the text.
-/// `tls` says whether the endpoint is https://: a dropped connection means
-/// a rejected handshake there, and a TLS listener on an http:// endpoint.
-pub fn classify(err: &etcd_client::Error, tls: bool) -> Failure {
+/// `tls` says whether the endpoint is https://. `answered` says whether the
+/// endpoint has answered a request before: on a first handshake a dropped
+/// connection means a TLS mismatch or a rejected client certificate, but on
+/// an endpoint that has been answering, it is a reset (a proxy, a load
+/// balancer, a restarting member) and worth another try.
+pub fn classify(err: &etcd_client::Error, tls: bool, answered: bool) -> Failure {
     let text = error_text(err).to_lowercase();
     let has = |s: &str| text.contains(s);
+    let any = |list: &[&str]| list.iter().any(|s| text.contains(s));
     if has("required revision has been compacted") {
         Failure::Compacted
+    } else if has("database space exceeded") || has("nospace") {
+        Failure::NoSpace
+    } else if any(&[
+        "request is too large",
+        "received message larger than max",
+        "message length too large",
+    ]) {
+        Failure::TooLarge
+    } else if any(&["revision of auth store is old", "invalid auth token"]) {
+        Failure::AuthStale
     } else if has("permission denied") {
         Failure::PermissionDenied
     } else if has("authentication failed") || has("invalid user id or password") {
         Failure::AuthenticationFailed
     } else if has("user name is empty") || has("token is not provided") {
         Failure::AuthenticationRequired
-    } else if has("unknownissuer")
-        || has("unknown issuer")
-        || has("notvalidforname")
-        || has("not valid for name")
-        || has("invalidcertificate")
-        || has("invalid peer certificate")
-    {
+    } else if any(&[
+        "unknownissuer",
+        "unknown issuer",
+        "notvalidforname",
+        "not valid for name",
+        "invalidcertificate",
+        "invalid peer certificate",
+    ]) {
+        // A certificate does not stop being untrusted between requests.
         Failure::UntrustedServer
-    } else if has("certificate required")
-        || has("bad certificate")
-        || has("badcertificate")
-        || has("unknown ca")
-        || has("certificaterequired")
-        || has("alert")
-    {
+    } else if any(&[
+        "request timed out",
+        "leader changed",
+        "no leader",
+        "too many requests",
+        "timeout expired",
+        "deadline",
+        "goaway",
+        "go away",
+        "keepalive",
+        "keep-alive",
+    ]) {
+        // etcd's own transient answers, and etcd-client's request timeout
+        // (`Cancelled: Timeout expired`).
+        Failure::Transient
+    } else if answered && is_dropped_connection(&has) {
+        Failure::Transient
+    } else if any(&[
+        "certificate required",
+        "bad certificate",
+        "badcertificate",
+        "unknown ca",
+        "certificaterequired",
+        "alert",
+    ]) {
         Failure::ClientCertificateRejected
-    } else if has("tls handshake eof")
-        || has("invalidcontenttype")
-        || has("corrupt message")
-        || has("wrong version number")
-        || has("invalid content type")
-    {
+    } else if any(&[
+        "tls handshake eof",
+        "invalidcontenttype",
+        "corrupt message",
+        "wrong version number",
+        "invalid content type",
+    ]) {
         Failure::TlsToPlaintext
-    } else if has("frame with invalid size")
-        || has("http2 error")
-        || has("protocol error")
-        || has("invalid http version")
-        || has("connection reset")
-        || has("broken pipe")
-        || has("h2 protocol")
-    {
+    } else if any(&[
+        "frame with invalid size",
+        "http2 error",
+        "protocol error",
+        "invalid http version",
+        "connection reset",
+        "broken pipe",
+        "h2 protocol",
+    ]) {
         if tls {
             // The server hung up during or right after our TLS handshake:
             // what etcd does to a missing or untrusted client certificate.
@@ -137,25 +180,49 @@ pub fn classify(err: &etcd_client::Error, tls: bool) -> Failure {
             // A plaintext HTTP/2 preface sent to a TLS listener gets these.
             Failure::PlaintextToTls
         }
-    } else if has("unavailable")
-        || has("deadline")
-        || has("timed out")
-        || has("timeout")
-        || has("connection refused")
-        || has("transport error")
-        || has("tcp connect error")
-        || has("leader changed")
-        || has("no leader")
-        || has("too many requests")
-        || has("error trying to connect")
-        || has("connection closed")
-        || has("dns error")
-        || has("failed to lookup")
-    {
+    } else if any(&[
+        "unavailable",
+        "timed out",
+        "timeout",
+        "connection refused",
+        "transport error",
+        "tcp connect error",
+        "error trying to connect",
+        "connection closed",
+        "connection aborted",
+        "unexpected eof",
+        "dns error",
+        "failed to lookup",
+    ]) {
         Failure::Transient
     } else {
         Failure::Other
     }
+}
+
+/// A connection that broke under a request: reset, closed, EOF, a broken
+/// HTTP/2 stream, or a TLS session cut short.
+fn is_dropped_connection(has: &dyn Fn(&str) -> bool) -> bool {
+    [
+        "connection reset",
+        "broken pipe",
+        "connection closed",
+        "connection aborted",
+        "eof",
+        "http2 error",
+        "h2 protocol",
+        "protocol error",
+        "frame with invalid size",
+        "stream closed",
+        "stream error",
+        "not connected",
+        "transport error",
+        "unavailable",
+        "close_notify",
+        "closenotify",
+    ]
+    .iter()
+    .any(|s| has(s))
 }
 
 /// The error text with every source in the chain, each new part once: tonic
@@ -193,6 +260,9 @@ pub fn error_text(err: &etcd_client::Error) -> String {
 struct Endpoint {
     url: String,
     client: OnceCell<Client>,
+    /// Set after the first request this endpoint answered: from then on a
+    /// dropped connection is a reset, not a TLS mismatch.
+    answered: AtomicBool,
 }
 
 /// A connection to one side of the migration.
@@ -237,6 +307,7 @@ impl Side {
                 .map(|url| Endpoint {
                     url: url.clone(),
                     client: OnceCell::new(),
+                    answered: AtomicBool::new(false),
                 })
                 .collect(),
             current: AtomicUsize::new(0),
@@ -278,6 +349,22 @@ impl Side {
             .cloned()
     }
 
+    /// How to handle a failure at endpoint `i`. A plaintext etcd sometimes
+    /// answers a TLS hello with a bare reset, which reads like a rejected
+    /// client certificate: a plaintext probe tells the two apart.
+    async fn classify_at(&self, i: usize, err: &etcd_client::Error) -> Failure {
+        let ep = &self.endpoints[i];
+        let kind = classify(
+            err,
+            self.config.uses_tls,
+            ep.answered.load(Ordering::Relaxed),
+        );
+        if kind == Failure::ClientCertificateRejected && speaks_plaintext(&ep.url).await {
+            return Failure::TlsToPlaintext;
+        }
+        kind
+    }
+
     /// Runs `f` against one endpoint (no failover), for per-endpoint probes.
     pub async fn on_endpoint<T, F, Fut>(&self, i: usize, op: Op<'_>, f: F) -> Result<T, EtcdError>
     where
@@ -288,14 +375,25 @@ impl Side {
             Ok(c) => f(c).await,
             Err(e) => Err(e),
         };
-        result.map_err(|e| {
-            let kind = classify(&e, self.config.uses_tls);
-            self.error(kind, &e, &self.endpoints[i].url, op)
-        })
+        let ep = &self.endpoints[i];
+        match result {
+            Ok(v) => {
+                ep.answered.store(true, Ordering::Relaxed);
+                Ok(v)
+            }
+            Err(e) => {
+                let kind = self.classify_at(i, &e).await;
+                Err(self.error(kind, &e, &ep.url, op))
+            }
+        }
     }
 
     /// Runs `f` with retry and failover: transient failures move to the next
-    /// endpoint, with exponential backoff after each full round.
+    /// endpoint, with exponential backoff after each full round. A stale auth
+    /// token is replaced by a fresh authentication and the request retried.
+    /// `f` may run more than once, so it must be safe to repeat: every write
+    /// etcdplan sends is guarded, and a retried write that had in fact been
+    /// applied is settled by its guard and read-back.
     pub async fn call<T, F, Fut>(&self, op: Op<'_>, f: F) -> Result<T, EtcdError>
     where
         F: Fn(Client) -> Fut,
@@ -309,18 +407,35 @@ impl Side {
         let mut hopeless = vec![false; n];
         loop {
             let i = self.current.load(Ordering::Relaxed) % n;
-            let url = &self.endpoints[i].url;
-            let result = match self.client(i).await {
-                Ok(c) => f(c).await,
-                Err(e) => Err(e),
+            let ep = &self.endpoints[i];
+            let url = &ep.url;
+            let (client, result) = match self.client(i).await {
+                Ok(c) => (Some(c.clone()), f(c).await),
+                Err(e) => (None, Err(e)),
             };
             let err = match result {
-                Ok(v) => return Ok(v),
+                Ok(v) => {
+                    ep.answered.store(true, Ordering::Relaxed);
+                    return Ok(v);
+                }
                 Err(e) => e,
             };
-            let kind = classify(&err, self.config.uses_tls);
+            let kind = self.classify_at(i, &err).await;
             attempt += 1;
             tracing::debug!(side = %self.role, endpoint = %url, ?kind, error = %error_text(&err), attempt, "request failed");
+            if kind == Failure::AuthStale && attempt < self.policy.max_attempts {
+                // Someone changed users or roles (the auth store revision
+                // moved) or the token expired: log in again, then retry.
+                if let Some(c) = &client
+                    && let Err(e) = c.refresh_token().await
+                {
+                    let kind = classify(&e, self.config.uses_tls, true);
+                    if !matches!(kind, Failure::Transient | Failure::AuthStale) {
+                        return Err(self.error(kind, &e, url, op));
+                    }
+                }
+                continue;
+            }
             // Endpoint-level failures (TLS mismatch, unreachable) may be one
             // bad member: try the others before giving up.
             let endpoint_level = matches!(
@@ -422,6 +537,13 @@ impl Side {
                 prefix: display_key(op.prefix),
             },
             Failure::Compacted => EtcdError::Compacted { side, revision: 0 },
+            Failure::NoSpace => EtcdError::NoSpace {
+                side,
+                endpoint,
+                detail,
+            },
+            Failure::TooLarge => EtcdError::RequestTooLarge { side, detail },
+            Failure::AuthStale => EtcdError::AuthStale { side, detail },
             Failure::Other => EtcdError::Request {
                 side,
                 operation: format!("{} `{}`", op.action, display_key(op.prefix)),
@@ -429,6 +551,36 @@ impl Side {
             },
         }
     }
+}
+
+/// Whether an https:// endpoint is in fact a plaintext etcd: it answers a
+/// plaintext `GET /version` with an HTTP response naming etcdserver, which a
+/// TLS listener cannot. Used only after a failed handshake, and bounded by a
+/// short timeout.
+async fn speaks_plaintext(endpoint: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some((host, port)) = url::Url::parse(endpoint).ok().and_then(|u| {
+        let host = u.host_str()?.trim_matches(['[', ']']).to_string();
+        Some((host, u.port_or_known_default()?))
+    }) else {
+        return false;
+    };
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .ok()?;
+        let request = format!("GET /version HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut answer = Vec::new();
+        let _ = stream.take(4096).read_to_end(&mut answer).await;
+        let text = String::from_utf8_lossy(&answer);
+        Some(text.starts_with("HTTP/1.") && text.contains("etcdserver"))
+    };
+    tokio::time::timeout(Duration::from_secs(2), probe)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
 
 fn tls_options(config: &SideConfig) -> TlsOptions {
@@ -447,4 +599,87 @@ fn tls_options(config: &SideConfig) -> TlsOptions {
         tls = tls.domain_name(name.clone());
     }
     tls
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(text: &str, tls: bool, answered: bool) -> Failure {
+        classify(&etcd_client::Error::InvalidArgs(text.into()), tls, answered)
+    }
+
+    #[test]
+    fn a_dropped_connection_is_a_mismatch_only_on_the_first_handshake() {
+        let reset = "transport error: connection error: connection reset";
+        assert_eq!(kind(reset, false, false), Failure::PlaintextToTls);
+        assert_eq!(kind(reset, true, false), Failure::ClientCertificateRejected);
+        for text in [
+            reset,
+            "h2 protocol error: error reading a body from connection: bytes remaining on stream",
+            "broken pipe",
+            "connection closed before message completed",
+            "unexpected EOF",
+            "peer closed connection without sending TLS close_notify",
+        ] {
+            assert_eq!(kind(text, false, true), Failure::Transient, "{text}");
+            assert_eq!(kind(text, true, true), Failure::Transient, "{text}");
+        }
+        // A certificate does not become trusted by retrying.
+        assert_eq!(
+            kind("invalid peer certificate: UnknownIssuer", true, true),
+            Failure::UntrustedServer
+        );
+    }
+
+    #[test]
+    fn etcd_and_client_timeouts_are_transient() {
+        for text in [
+            "Timeout expired",
+            "etcdserver: request timed out",
+            "etcdserver: leader changed",
+            "etcdserver: no leader",
+            "etcdserver: too many requests",
+            "http2 error: GOAWAY received",
+            "keepalive ping timeout",
+        ] {
+            assert_eq!(kind(text, true, false), Failure::Transient, "{text}");
+        }
+    }
+
+    #[test]
+    fn stale_tokens_quota_and_size_have_their_own_kinds() {
+        assert_eq!(
+            kind("etcdserver: revision of auth store is old", false, true),
+            Failure::AuthStale
+        );
+        assert_eq!(
+            kind("etcdserver: invalid auth token", false, true),
+            Failure::AuthStale
+        );
+        assert_eq!(
+            kind("etcdserver: mvcc: database space exceeded", false, true),
+            Failure::NoSpace
+        );
+        assert_eq!(
+            kind("etcdserver: request is too large", false, true),
+            Failure::TooLarge
+        );
+        assert_eq!(
+            kind(
+                "grpc: received message larger than max (2000000 vs. 1572864)",
+                false,
+                true
+            ),
+            Failure::TooLarge
+        );
+        assert_eq!(
+            kind(
+                "etcdserver: mvcc: required revision has been compacted",
+                false,
+                true
+            ),
+            Failure::Compacted
+        );
+    }
 }

@@ -40,6 +40,20 @@ pub fn request_bytes(key_len: usize, value_len: usize) -> usize {
     key_len * 3 + value_len + 48
 }
 
+/// etcd's default `--max-request-bytes` (1.5 MiB): the largest request a
+/// server accepts unless its operator changed the limit.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 3 << 19;
+
+/// What a transaction adds around its ops: the request header etcd wraps
+/// it in (id, user, auth revision) and the framing. Generous on purpose.
+pub const TXN_OVERHEAD_BYTES: usize = 512;
+
+/// Whether one key with a value of `value_len` bytes fits a request of at
+/// most `max_request_bytes`, alone in its transaction.
+pub fn fits_alone(key_len: usize, value_len: usize, max_request_bytes: usize) -> bool {
+    request_bytes(key_len, value_len) + TXN_OVERHEAD_BYTES <= max_request_bytes
+}
+
 impl WriteOp {
     pub fn request_bytes(&self) -> usize {
         request_bytes(self.key.len(), self.value.as_ref().map_or(0, Vec::len))
@@ -58,13 +72,42 @@ pub enum Outcome {
         /// The key's current mod revision, `None` when absent.
         mod_revision: Option<i64>,
     },
+    /// The server refused even a transaction holding only this key as too
+    /// large: not written, and nothing else held back by it.
+    TooLarge,
 }
 
 /// Applies a batch (no key twice) and returns one outcome per op, in order.
 /// A batch whose guards fail is never half-applied: keys whose guards still
 /// hold are retried in a smaller transaction, the others are classified.
 /// `extra` ops (a checkpoint) ride along in every transaction that writes.
+///
+/// When the server refuses the transaction as too large (its
+/// --max-request-bytes is lower than assumed), the batch is split in halves
+/// until the key that cannot fit stands alone: that key's outcome is
+/// [`Outcome::TooLarge`], and the others are written. A batch with `extra`
+/// ops is never split, since they must land together.
 pub async fn write_batch(
+    side: &Side,
+    ops: &[WriteOp],
+    extra: &[TxnOp],
+) -> Result<Vec<Outcome>, EtcdError> {
+    match write_whole(side, ops, extra).await {
+        Err(EtcdError::RequestTooLarge { .. }) if ops.len() == 1 && extra.is_empty() => {
+            tracing::warn!(key = %crate::keys::display_key(&ops[0].key), "the server refused the key as too large");
+            Ok(vec![Outcome::TooLarge])
+        }
+        Err(EtcdError::RequestTooLarge { .. }) if ops.len() > 1 && extra.is_empty() => {
+            let (left, right) = ops.split_at(ops.len() / 2);
+            let mut out = Box::pin(write_batch(side, left, extra)).await?;
+            out.extend(Box::pin(write_batch(side, right, extra)).await?);
+            Ok(out)
+        }
+        other => other,
+    }
+}
+
+async fn write_whole(
     side: &Side,
     ops: &[WriteOp],
     extra: &[TxnOp],

@@ -28,6 +28,25 @@ pub struct JsonPlan {
     /// How leased keys are written: preserve, drop or skip.
     #[serde(default)]
     pub lease_mode: LeaseMode,
+    /// The destination request limit the plan was checked against.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: u64,
+    /// Keys whose write cannot fit one request under that limit, even alone:
+    /// apply refuses the plan until the limit is raised.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub too_large: Vec<JsonTooLarge>,
+}
+
+fn default_max_request_bytes() -> u64 {
+    crate::etcd::write::DEFAULT_MAX_REQUEST_BYTES as u64
+}
+
+/// A key that cannot be written under the request limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JsonTooLarge {
+    #[serde(flatten)]
+    pub key: JsonKey<KeyTag>,
+    pub value_size: u64,
 }
 
 /// Move mode: one source key to delete after the copy.
@@ -277,6 +296,14 @@ impl JsonPlan {
                 .map(|c| JsonChange::from_change(c, &r.lease_ttls))
                 .collect(),
             lease_mode: r.lease_mode,
+            max_request_bytes: r.max_request_bytes as u64,
+            too_large: r
+                .too_large(r.max_request_bytes)
+                .map(|c| JsonTooLarge {
+                    key: JsonKey::new(c.key.clone()),
+                    value_size: c.source.as_ref().map_or(0, |v| v.size) as u64,
+                })
+                .collect(),
             source_deletes: r
                 .source_deletes
                 .iter()
@@ -331,6 +358,7 @@ impl JsonPlan {
                 .collect::<Result<_, String>>()?,
             summary: self.summary,
             lease_mode: self.lease_mode,
+            max_request_bytes: usize::try_from(self.max_request_bytes).unwrap_or(usize::MAX),
             lease_ttls: self
                 .changes
                 .iter()

@@ -4,7 +4,9 @@
 
 use std::fmt::Write as _;
 
-use super::{DiffLine, RenderOptions, notes, summary_line, thousands, value_diff};
+use super::{
+    DiffLine, RenderOptions, notes, summary_line, thousands, too_large_warning, value_diff,
+};
 use crate::diff::{Action, Change};
 use crate::keys::display_key;
 use crate::plan::PlanReport;
@@ -152,6 +154,13 @@ pub fn render_markdown(report: &PlanReport, options: RenderOptions) -> String {
         );
     }
     let _ = writeln!(out, "\n**{}**\n", summary_line(&report.summary));
+    if let Some((head, lines)) = too_large_warning(report) {
+        let _ = writeln!(out, "> [!CAUTION]\n> {head}");
+        for l in lines {
+            let _ = writeln!(out, "> - {}", code(&l));
+        }
+        let _ = writeln!(out);
+    }
 
     let mut budget = Budget {
         limit: options.max_listed.unwrap_or(usize::MAX),

@@ -50,6 +50,41 @@ pub fn thousands(n: u64) -> String {
 }
 
 /// The summary line: `Plan: 3 to create, 1 to update, 0 to delete, 4,211 unchanged.`
+/// Keys listed at most in the "cannot be written" warning.
+const TOO_LARGE_LISTED: usize = 50;
+
+/// The warning about keys no request can carry under the destination's
+/// limit, and one line per key (at most [`TOO_LARGE_LISTED`], then a count).
+pub fn too_large_warning(report: &PlanReport) -> Option<(String, Vec<String>)> {
+    let keys: Vec<&Change> = report.too_large(report.max_request_bytes).collect();
+    if keys.is_empty() {
+        return None;
+    }
+    let head = format!(
+        "Cannot be written: {} key(s) need a request larger than the destination's limit of {} bytes (--max-request-bytes), even alone in a transaction. Apply refuses this plan before writing anything; raise the limit on the destination etcd and here, or exclude these keys:",
+        thousands(keys.len() as u64),
+        thousands(report.max_request_bytes as u64)
+    );
+    let mut lines: Vec<String> = keys
+        .iter()
+        .take(TOO_LARGE_LISTED)
+        .map(|c| {
+            format!(
+                "{} ({} bytes)",
+                crate::keys::display_key(&c.key),
+                thousands(c.source.as_ref().map_or(0, |v| v.size) as u64)
+            )
+        })
+        .collect();
+    if keys.len() > TOO_LARGE_LISTED {
+        lines.push(format!(
+            "… and {} more",
+            thousands((keys.len() - TOO_LARGE_LISTED) as u64)
+        ));
+    }
+    Some((head, lines))
+}
+
 pub fn summary_line(s: &Summary) -> String {
     if !s.has_work() && s.conflict == 0 {
         if s.leased_skipped > 0 {

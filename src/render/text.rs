@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 
 use owo_colors::OwoColorize;
 
-use super::{DiffLine, RenderOptions, notes, summary_line, thousands, value_diff};
+use super::{
+    DiffLine, RenderOptions, notes, summary_line, thousands, too_large_warning, value_diff,
+};
 use crate::diff::Action;
 use crate::keys::display_key;
 use crate::plan::{ClusterInfo, PlanReport};
@@ -112,6 +114,16 @@ pub fn render_text(report: &PlanReport, options: RenderOptions) -> String {
             thousands((total - listed) as u64),
             limit
         );
+    }
+    if let Some((head, lines)) = too_large_warning(report) {
+        let _ = writeln!(
+            out,
+            "\n{}",
+            paint(color, &head, |t| t.red().bold().to_string())
+        );
+        for l in lines {
+            let _ = writeln!(out, "  ✗ {l}");
+        }
     }
     let _ = writeln!(out);
     let _ = writeln!(

