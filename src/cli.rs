@@ -1118,7 +1118,8 @@ pub fn man_pages() -> std::io::Result<Vec<(String, Vec<u8>)>> {
     let mut page = Vec::new();
     clap_mangen::Man::new(command.clone()).render(&mut page)?;
     pages.push(("etcdplan.1".to_string(), page));
-    for sub in command.get_subcommands() {
+    // clap's own `help` command needs no page of its own.
+    for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
         let name = format!("etcdplan-{}", sub.get_name());
         // Each page names its command as the shell sees it, with the version.
         let sub = sub
