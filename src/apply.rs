@@ -473,8 +473,18 @@ pub async fn prepare_leases(
 /// saved revision and checked against the saved sha256; if that revision is
 /// compacted, the current value is accepted only if its hash still matches.
 pub async fn fetch_payloads(source: &Arc<Side>, report: &mut PlanReport) -> Result<(), ApplyError> {
-    let wanted: Vec<usize> = report
-        .changes
+    let revision = report.source.revision;
+    fetch_values(source, &mut report.changes, revision).await
+}
+
+/// [`fetch_payloads`] for any changes: each create's and update's value is
+/// read from `side` at `revision` (its `source_key`) and hash-checked.
+pub async fn fetch_values(
+    side: &Arc<Side>,
+    changes: &mut [Change],
+    revision: i64,
+) -> Result<(), ApplyError> {
+    let wanted: Vec<usize> = changes
         .iter()
         .enumerate()
         .filter(|(_, c)| matches!(c.action, Action::Create | Action::Update))
@@ -482,22 +492,22 @@ pub async fn fetch_payloads(source: &Arc<Side>, report: &mut PlanReport) -> Resu
         .collect();
     let keys: Vec<Vec<u8>> = wanted
         .iter()
-        .map(|&i| report.changes[i].source_key.clone())
+        .map(|&i| changes[i].source_key.clone())
         .collect();
-    let values = match read_keys(source, &keys, report.source.revision).await {
+    let values = match read_keys(side, &keys, revision).await {
         Ok(v) => v,
         Err(EtcdError::Compacted { .. }) => {
             tracing::warn!(
-                revision = report.source.revision,
-                "the saved source revision is compacted; reading current values and accepting only unchanged ones"
+                revision,
+                "the saved revision is compacted; reading current values and accepting only unchanged ones"
             );
-            read_keys(source, &keys, 0).await?
+            read_keys(side, &keys, 0).await?
         }
         Err(e) => return Err(e.into()),
     };
     let mut changed = Vec::new();
     for (&i, value) in wanted.iter().zip(values) {
-        let change = &mut report.changes[i];
+        let change = &mut changes[i];
         let expected = change.source.as_ref().map(|v| v.sha256);
         match value {
             Some((bytes, _)) if Some(<[u8; 32]>::from(Sha256::digest(&bytes))) == expected => {
@@ -513,6 +523,39 @@ pub async fn fetch_payloads(source: &Arc<Side>, report: &mut PlanReport) -> Resu
         });
     }
     Ok(())
+}
+
+/// An undo's leases: a key goes back on the very lease it had, on the same
+/// cluster, while that lease lives. A key whose lease has expired since is
+/// taken out of the changes (and listed): it is not resurrected.
+pub async fn live_leases(side: &Side, changes: &mut Vec<Change>) -> Result<Leases, ApplyError> {
+    let mut out = Leases::default();
+    let mut dead = std::collections::HashSet::new();
+    for c in changes
+        .iter()
+        .filter(|c| matches!(c.action, Action::Create | Action::Update))
+    {
+        let Some(id) = c.source.as_ref().map(|v| v.lease).filter(|&l| l != 0) else {
+            continue;
+        };
+        if out.map.contains_key(&id) || dead.contains(&id) {
+            continue;
+        }
+        if crate::plan::lease_ttl(side, id).await? > 0 {
+            out.map.insert(id, id);
+        } else {
+            dead.insert(id);
+        }
+    }
+    changes.retain(|c| {
+        let lease = c.source.as_ref().map_or(0, |v| v.lease);
+        let gone = dead.contains(&lease) && matches!(c.action, Action::Create | Action::Update);
+        if gone {
+            out.expired.push(display_key(&c.key));
+        }
+        !gone
+    });
+    Ok(out)
 }
 
 /// Re-reads every planned key and checks it holds what was planned. A

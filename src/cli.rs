@@ -82,11 +82,19 @@ pub enum Command {
     /// Read both clusters at a pinned source revision and show what apply would
     /// change. Writes nothing.
     #[command(
-        after_help = "Examples:\n  etcdplan plan plans/trident-external-etcd.yaml\n  etcdplan plan plan.yaml --format markdown --detailed-exitcode > comment.md\n  etcdplan plan plan.yaml --out plan.saved.json   # for `etcdplan apply plan.saved.json`"
+        after_help = "Examples:\n  etcdplan plan plans/trident-external-etcd.yaml\n  etcdplan plan plan.yaml --format markdown --detailed-exitcode > comment.md\n  etcdplan plan plan.yaml --out plan.saved.json   # for `etcdplan apply plan.saved.json`\n  etcdplan plan --undo plan.saved.json --out undo.saved.json   # then `etcdplan apply undo.saved.json`"
     )]
     Plan {
         /// The plan file (YAML).
-        plan: PathBuf,
+        #[arg(required_unless_present = "undo", conflicts_with = "undo")]
+        plan: Option<PathBuf>,
+        /// Plan the exact inverse of an applied saved plan, from the
+        /// destination's own history: created keys deleted, updated keys
+        /// given their earlier values, pruned keys put back (move mode: source
+        /// keys restored). Only keys still holding what the apply wrote are
+        /// undone. Possible until the destination compacts that history.
+        #[arg(long, value_name = "SAVED_PLAN")]
+        undo: Option<PathBuf>,
         #[command(flatten)]
         output: OutputArgs,
         /// Save the plan (no values, only hashes) for an exact apply later,
@@ -344,12 +352,59 @@ impl Ctx {
 fn execute(command: Command, ctx: &Ctx) -> miette::Result<u8> {
     match command {
         Command::Plan {
+            undo: Some(saved),
+            output,
+            out,
+            detailed_exitcode,
+            ..
+        } => {
+            let applied = SavedPlan::read(&saved)?;
+            let plan = planfile::parse(
+                &applied.plan_file_text,
+                std::path::Path::new(&applied.report.plan.path),
+                &planfile::ProcessEnv,
+            )?;
+            let applied = applied.to_report(&saved)?;
+            let (source, destination) = ctx.sides(&plan);
+            let report = runtime()?.block_on(crate::undo::plan_undo(
+                &plan,
+                &applied,
+                source,
+                destination,
+            ))?;
+            if let Some(path) = &out {
+                SavedPlan::new(&plan, &report).write(path)?;
+            }
+            print!("{}", output.render(&report));
+            if let Some(path) = &out {
+                eprintln!(
+                    "Saved the undo plan to {}; apply it with: etcdplan apply {}",
+                    path.display(),
+                    path.display()
+                );
+            }
+            let has_work = report.has_writes()
+                || report
+                    .undo
+                    .as_ref()
+                    .is_some_and(|u| u.restores.iter().any(|c| c.action.writes()));
+            Ok(if detailed_exitcode && has_work {
+                EXIT_CHANGES
+            } else {
+                EXIT_OK
+            })
+        }
+        Command::Plan {
             plan,
             output,
             out,
             detailed_exitcode,
             limits,
+            ..
         } => {
+            let Some(plan) = plan else {
+                return Err(miette::miette!("a plan file is required"));
+            };
             let plan = planfile::load(&plan)?;
             let options = PlanOptions {
                 max_request_bytes: limits.max_request_bytes as usize,
@@ -776,7 +831,25 @@ async fn apply_guarded(
         print!("{}", args.output.render(&report));
     }
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "rendered");
-    if !report.has_writes() {
+    // An undo plan: source keys to restore first (move mode), and keys
+    // changed since the undone apply, which are left alone (exit 3).
+    let mut undo = report.undo.take();
+    let undo_kept: Vec<String> = undo.as_ref().map_or_else(Vec::new, |u| {
+        report
+            .changes
+            .iter()
+            .chain(&u.restores)
+            .filter(|c| c.action == crate::diff::Action::Conflict)
+            .map(|c| crate::keys::display_key(&c.key))
+            .collect()
+    });
+    let restores_write = undo
+        .as_ref()
+        .is_some_and(|u| u.restores.iter().any(|c| c.action.writes()));
+    if !report.has_writes() && !restores_write {
+        if !undo_kept.is_empty() {
+            return Ok((undo_stale(&undo_kept), revision));
+        }
         if json {
             print_apply_json(&report, &ApplyStats::default(), "no_changes", None);
         } else {
@@ -788,26 +861,48 @@ async fn apply_guarded(
     apply::check_sizes(&report, &options)?;
     if saved {
         // The saved plan names its clusters: refuse to write anywhere else.
-        let (src_id, dst_id) = tokio::try_join!(
-            crate::plan::cluster_id(&source),
-            crate::plan::cluster_id(&destination)
-        )
-        .map_err(PlanError::from)?;
-        for (side, expected, found) in [
-            ("source", &report.source.cluster_id, src_id),
-            ("destination", &report.destination.cluster_id, dst_id),
-        ] {
+        // An undo reads from the destination's history, and needs the source
+        // only to restore moved keys there.
+        let dst_id = crate::plan::cluster_id(&destination)
+            .await
+            .map_err(PlanError::from)?;
+        let mut expect = vec![("destination", report.destination.cluster_id.clone(), dst_id)];
+        match &undo {
+            None => {
+                let src_id = crate::plan::cluster_id(&source)
+                    .await
+                    .map_err(PlanError::from)?;
+                expect.push(("source", report.source.cluster_id.clone(), src_id));
+            }
+            Some(u) => {
+                expect.push(("destination", report.source.cluster_id.clone(), dst_id));
+                if restores_write {
+                    let src_id = crate::plan::cluster_id(&source)
+                        .await
+                        .map_err(PlanError::from)?;
+                    expect.push(("source", u.source_cluster_id.clone(), src_id));
+                }
+            }
+        }
+        for (side, expected, found) in expect {
             let found = format!("{found:016x}");
             if *expected != found {
                 return Err(ApplyError::ClusterMismatch {
                     side,
-                    expected: expected.clone(),
+                    expected,
                     found,
                 }
                 .into());
             }
         }
-        if let Err(e) = apply::fetch_payloads(&source, &mut report).await {
+        let payloads = match &mut undo {
+            None => apply::fetch_payloads(&source, &mut report).await,
+            Some(u) => match apply::fetch_payloads(&destination, &mut report).await {
+                Ok(()) => apply::fetch_values(&source, &mut u.restores, u.source_revision).await,
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = payloads {
             return Ok((report_error(e), revision));
         }
     } else if !args.auto_approve {
@@ -845,7 +940,12 @@ async fn apply_guarded(
     // Move mode deletes from the source: refuse before any write when a
     // `from` range with keys to move is not writable there.
     for (i, m) in plan.mappings.iter().enumerate() {
-        let moves_here = report.source_deletes.iter().any(|d| d.mapping == i);
+        let moves_here = report.source_deletes.iter().any(|d| d.mapping == i)
+            || undo.as_ref().is_some_and(|u| {
+                u.restores
+                    .iter()
+                    .any(|c| c.mapping == i && c.action.writes())
+            });
         if moves_here && let Err(why) = check::probe_write(&source, &m.from).await {
             return Err(miette::miette!(
                 code = "etcdplan::apply::source_not_writable",
@@ -859,10 +959,55 @@ async fn apply_guarded(
         eprintln!("Interrupted before writing anything.");
         return Ok((EXIT_ERROR, revision));
     }
-    let leases = match apply::prepare_leases(&source, &destination, &mut report).await {
+    let leases = match &undo {
+        None => apply::prepare_leases(&source, &destination, &mut report).await,
+        Some(_) => apply::live_leases(&destination, &mut report.changes).await,
+    };
+    let leases = match leases {
         Ok(l) => l,
         Err(e) => return Ok((report_error(e), revision)),
     };
+    // Undo of a move: the source keys go back first, so that no moment
+    // holds a key on neither side.
+    if let Some(u) = &mut undo
+        && restores_write
+    {
+        let restored = match apply::live_leases(&source, &mut u.restores).await {
+            Ok(l) => {
+                apply::apply_changes(
+                    source.clone(),
+                    &u.restores,
+                    &l.map,
+                    &options,
+                    stop.clone(),
+                    Arc::new(ApplyProgress::default()),
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        let restored = match restored {
+            Ok(stats) => stats,
+            Err(e) => return Ok((report_error(e), revision)),
+        };
+        if !restored.foreign.is_empty() {
+            return Ok((undo_stale(&restored.foreign), revision));
+        }
+        if restored.not_attempted > 0 {
+            eprintln!(
+                "\nInterrupted while restoring source keys.\nResume with: etcdplan apply {}",
+                args.target.display()
+            );
+            return Ok((EXIT_ERROR, revision));
+        }
+        if !json {
+            println!(
+                "Restored on the source: {} key(s), {} already in place.",
+                render::thousands(restored.created),
+                render::thousands(restored.already_in_place)
+            );
+        }
+    }
     if !leases.expired.is_empty() {
         eprintln!(
             "{} key(s) not written: their source lease expired since the plan, and expired keys are not resurrected:\n{}",
@@ -1000,10 +1145,28 @@ async fn apply_guarded(
         );
         return Ok((EXIT_ERROR, revision));
     }
+    if !undo_kept.is_empty() {
+        if json {
+            print_apply_json(&report, &stats, "stale", Some(verified));
+        }
+        return Ok((undo_stale(&undo_kept), revision));
+    }
     if json {
         print_apply_json(&report, &stats, "complete", Some(verified));
     }
     Ok((EXIT_OK, revision))
+}
+
+/// An undo that left keys alone because they changed since the undone
+/// apply: says which, and returns exit 3.
+fn undo_stale(kept: &[String]) -> u8 {
+    eprintln!(
+        "\n{} key(s) changed since the undone apply and were left alone:\n{}",
+        kept.len(),
+        apply::list(kept)
+    );
+    eprintln!("Error: stale plan or concurrent writer: these keys were not undone.");
+    EXIT_STALE
 }
 
 /// Prints an apply error and returns its exit code (3 for a stale plan).

@@ -16,5 +16,6 @@ pub mod planfile;
 pub mod render;
 pub mod saved;
 pub mod schema;
+pub mod undo;
 
 pub use cli::run;

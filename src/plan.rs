@@ -52,6 +52,23 @@ pub struct PlanReport {
     pub lease_ttls: BTreeMap<i64, i64>,
     /// The destination's request limit the plan was checked against.
     pub max_request_bytes: usize,
+    /// Set on an undo plan (`plan --undo`).
+    pub undo: Option<UndoInfo>,
+}
+
+/// What makes a plan an undo: its changes put the destination back as it was
+/// at the undone plan's destination revision, with values read from the
+/// destination's own history there (`source` in the report names that
+/// cluster and revision); in move mode it also restores the source keys the
+/// apply deleted, from the source's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UndoInfo {
+    /// The original source cluster, for the move-mode restores.
+    pub source_cluster_id: String,
+    /// The source revision the undone plan read at: restores read there.
+    pub source_revision: i64,
+    /// Move mode: source keys to put back, each a create guarded by absence.
+    pub restores: Vec<Change>,
 }
 
 impl PlanReport {
@@ -152,13 +169,20 @@ pub struct Progress {
 /// The cluster id of a side, from a status request (which also proves the
 /// side is reachable before a long scan starts).
 pub async fn cluster_id(side: &Side) -> Result<u64, EtcdError> {
+    Ok(cluster_head(side).await?.0)
+}
+
+/// The cluster id and current revision of a side (0 for v2).
+pub async fn cluster_head(side: &Side) -> Result<(u64, i64), EtcdError> {
     if let Some(v2) = side.v2()? {
-        return v2.cluster_id().await;
+        return Ok((v2.cluster_id().await?, 0));
     }
     let status = side
         .call(Op::REACH, |mut c| async move { c.status().await })
         .await?;
-    Ok(status.header().map_or(0, |h| h.cluster_id()))
+    Ok(status
+        .header()
+        .map_or((0, 0), |h| (h.cluster_id(), h.revision())))
 }
 
 /// How many times a plan starts over at a fresh revision when history it
@@ -316,6 +340,7 @@ pub async fn make_plan(
         }
     }
     Ok(PlanReport {
+        undo: None,
         max_request_bytes: options.max_request_bytes,
         lease_mode: plan.leases,
         lease_ttls,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 
 use super::side::{MAX_DECODE_BYTES, Op};
-use super::{EtcdError, Side};
+use super::{Entry, EtcdError, Side};
 
 /// The destination state a write was planned against.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,7 +238,20 @@ pub async fn read_keys(
     keys: &[Vec<u8>],
     revision: i64,
 ) -> Result<Vec<Current>, EtcdError> {
-    let mut chunks: Vec<Option<Vec<Current>>> = vec![None; keys.len().div_ceil(128)];
+    Ok(read_entries(side, keys, revision)
+        .await?
+        .into_iter()
+        .map(|e| e.map(|e| (e.value, e.mod_revision)))
+        .collect())
+}
+
+/// [`read_keys`] with everything etcd says of each key (its lease too).
+pub async fn read_entries(
+    side: &Arc<Side>,
+    keys: &[Vec<u8>],
+    revision: i64,
+) -> Result<Vec<Option<Entry>>, EtcdError> {
+    let mut chunks: Vec<Option<Vec<Option<Entry>>>> = vec![None; keys.len().div_ceil(128)];
     let mut set = tokio::task::JoinSet::new();
     let mut pending = keys.chunks(128).map(<[Vec<u8>]>::to_vec).enumerate();
     loop {
@@ -274,19 +287,25 @@ pub async fn read_keys(
     Ok(out)
 }
 
-/// Batches of reads in flight at once in [`read_keys`].
+/// Batches of reads in flight at once in [`read_entries`].
 const READ_CONCURRENCY: usize = 8;
 
 async fn read_chunk(
     side: &Side,
     chunk: Vec<Vec<u8>>,
     revision: i64,
-) -> Result<Vec<Current>, EtcdError> {
+) -> Result<Vec<Option<Entry>>, EtcdError> {
     if let Some(v2) = side.v2()? {
         // v2 cannot read at a revision: current values (callers check hashes).
         let mut out = Vec::with_capacity(chunk.len());
         for key in &chunk {
-            out.push(v2.get(key).await?);
+            out.push(v2.get(key).await?.map(|(value, mod_revision)| Entry {
+                key: key.clone(),
+                value,
+                mod_revision,
+                create_revision: 0,
+                lease: 0,
+            }));
         }
         return Ok(out);
     }
@@ -319,11 +338,13 @@ async fn read_chunk(
         .op_responses()
         .into_iter()
         .filter_map(|r| match r {
-            TxnOpResponse::Get(g) => Some(
-                g.kvs()
-                    .first()
-                    .map(|kv| (kv.value().to_vec(), kv.mod_revision())),
-            ),
+            TxnOpResponse::Get(g) => Some(g.kvs().first().map(|kv| Entry {
+                key: kv.key().to_vec(),
+                value: kv.value().to_vec(),
+                mod_revision: kv.mod_revision(),
+                create_revision: kv.create_revision(),
+                lease: kv.lease(),
+            })),
             _ => None,
         })
         .collect())

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use crate::diff::{Action, Change, SourceDelete, Summary, Value};
-use crate::plan::{ClusterInfo, MappingReport, PlanReport};
+use crate::plan::{ClusterInfo, MappingReport, PlanReport, UndoInfo};
 use crate::planfile::LeaseMode;
 
 /// The JSON document, format version "1".
@@ -35,6 +35,22 @@ pub struct JsonPlan {
     /// apply refuses the plan until the limit is raised.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub too_large: Vec<JsonTooLarge>,
+    /// Present on an undo plan (`plan --undo`): `source` above is then the
+    /// destination at the undone plan's revision, where values are read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<JsonUndo>,
+}
+
+/// The undo part of an undo plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JsonUndo {
+    /// The original source cluster (move mode restores keys there).
+    pub source_cluster_id: String,
+    /// The source revision the undone plan read at.
+    pub source_revision: i64,
+    /// Move mode: source keys to put back, read at `source_revision`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restores: Vec<JsonChange>,
 }
 
 fn default_max_request_bytes() -> u64 {
@@ -234,11 +250,8 @@ impl JsonChange {
             )?,
             None => None,
         };
-        if matches!(
-            self.action,
-            Action::Update | Action::Delete | Action::Conflict
-        ) && destination.is_none()
-        {
+        // A conflict of an undo plan may be a key deleted since the apply.
+        if matches!(self.action, Action::Update | Action::Delete) && destination.is_none() {
             return Err(format!(
                 "a {:?} change needs the destination's planned state",
                 self.action
@@ -297,6 +310,15 @@ impl JsonPlan {
                 .collect(),
             lease_mode: r.lease_mode,
             max_request_bytes: r.max_request_bytes as u64,
+            undo: r.undo.as_ref().map(|u| JsonUndo {
+                source_cluster_id: u.source_cluster_id.clone(),
+                source_revision: u.source_revision,
+                restores: u
+                    .restores
+                    .iter()
+                    .map(|c| JsonChange::from_change(c, &BTreeMap::new()))
+                    .collect(),
+            }),
             too_large: r
                 .too_large(r.max_request_bytes)
                 .map(|c| JsonTooLarge {
@@ -359,6 +381,18 @@ impl JsonPlan {
             summary: self.summary,
             lease_mode: self.lease_mode,
             max_request_bytes: usize::try_from(self.max_request_bytes).unwrap_or(usize::MAX),
+            undo: match &self.undo {
+                None => None,
+                Some(u) => Some(UndoInfo {
+                    source_cluster_id: u.source_cluster_id.clone(),
+                    source_revision: u.source_revision,
+                    restores: u
+                        .restores
+                        .iter()
+                        .map(JsonChange::to_change)
+                        .collect::<Result<_, _>>()?,
+                }),
+            },
             lease_ttls: self
                 .changes
                 .iter()

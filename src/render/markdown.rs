@@ -191,8 +191,17 @@ pub fn render_markdown(report: &PlanReport, options: RenderOptions) -> String {
         .iter()
         .map(|d| format!("- {}\n", display_key(&d.source_key)));
     section(&mut out, &title, moved, &mut budget);
+    let restores = report.undo.as_ref().map_or(&[][..], |u| &u.restores[..]);
+    let title = format!(
+        "{} to put back on the source (undo of a move)",
+        thousands(restores.len() as u64)
+    );
+    let restored = restores
+        .iter()
+        .map(|c| format!("{} {}\n", c.action.symbol(), display_key(&c.key)));
+    section(&mut out, &title, restored, &mut budget);
     let (limit, listed, full) = (budget.limit, budget.listed, budget.full);
-    let total = report.changes.len() + report.source_deletes.len();
+    let total = report.changes.len() + report.source_deletes.len() + restores.len();
     if listed < total {
         let why = if full {
             format!(

@@ -106,7 +106,22 @@ pub fn render_text(report: &PlanReport, options: RenderOptions) -> String {
             let _ = writeln!(out, "{}", paint(color, &line, |t| t.red().to_string()));
         }
     }
-    let total = report.changes.len() + report.source_deletes.len();
+    let restores = report.undo.as_ref().map_or(&[][..], |u| &u.restores[..]);
+    if !restores.is_empty() && listed < limit {
+        let _ = writeln!(
+            out,
+            "\nUndo of a move: put back on the source from its history (only while still absent):"
+        );
+        for c in restores {
+            if listed >= limit {
+                break;
+            }
+            listed += 1;
+            let line = format!("  {} {}", c.action.symbol(), display_key(&c.key));
+            let _ = writeln!(out, "{}", paint(color, &line, |t| t.green().to_string()));
+        }
+    }
+    let total = report.changes.len() + report.source_deletes.len() + restores.len();
     if listed < total {
         let _ = writeln!(
             out,
