@@ -372,27 +372,7 @@ fn execute(command: Command, ctx: &Ctx) -> miette::Result<u8> {
                 source,
                 destination,
             ))?;
-            if let Some(path) = &out {
-                SavedPlan::new(&plan, &report).write(path)?;
-            }
-            print!("{}", output.render(&report));
-            if let Some(path) = &out {
-                eprintln!(
-                    "Saved the undo plan to {}; apply it with: etcdplan apply {}",
-                    path.display(),
-                    path.display()
-                );
-            }
-            let has_work = report.has_writes()
-                || report
-                    .undo
-                    .as_ref()
-                    .is_some_and(|u| u.restores.iter().any(|c| c.action.writes()));
-            Ok(if detailed_exitcode && has_work {
-                EXIT_CHANGES
-            } else {
-                EXIT_OK
-            })
+            finish_plan(&plan, &report, &output, out.as_deref(), detailed_exitcode)
         }
         Command::Plan {
             plan,
@@ -418,22 +398,7 @@ fn execute(command: Command, ctx: &Ctx) -> miette::Result<u8> {
                 options,
                 ctx.verbose,
             ))?;
-            if let Some(path) = &out {
-                SavedPlan::new(&plan, &report).write(path)?;
-            }
-            print!("{}", output.render(&report));
-            if let Some(path) = &out {
-                eprintln!(
-                    "Saved plan to {}; apply exactly these changes with: etcdplan apply {}",
-                    path.display(),
-                    path.display()
-                );
-            }
-            Ok(if detailed_exitcode && report.has_writes() {
-                EXIT_CHANGES
-            } else {
-                EXIT_OK
-            })
+            finish_plan(&plan, &report, &output, out.as_deref(), detailed_exitcode)
         }
         Command::Apply(args) => runtime()?.block_on(apply_command(args, ctx)),
         Command::Show { saved, output } => {
@@ -509,6 +474,33 @@ fn execute(command: Command, ctx: &Ctx) -> miette::Result<u8> {
             Ok(EXIT_OK)
         }
     }
+}
+
+/// The end of `plan` (and `plan --undo`): save the plan when asked, print
+/// it, and pick the exit code.
+fn finish_plan(
+    plan: &planfile::Plan,
+    report: &PlanReport,
+    output: &OutputArgs,
+    out: Option<&std::path::Path>,
+    detailed_exitcode: bool,
+) -> miette::Result<u8> {
+    if let Some(path) = out {
+        SavedPlan::new(plan, report).write(path)?;
+    }
+    print!("{}", output.render(report));
+    if let Some(path) = out {
+        eprintln!(
+            "Saved plan to {}; apply exactly these changes with: etcdplan apply {}",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(if detailed_exitcode && report.has_writes() {
+        EXIT_CHANGES
+    } else {
+        EXIT_OK
+    })
 }
 
 /// Plans with a progress line on a terminal (keys read per side), and on a

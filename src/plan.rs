@@ -72,9 +72,14 @@ pub struct UndoInfo {
 }
 
 impl PlanReport {
-    /// Whether applying would write anything, on either side.
+    /// Whether applying would write anything, on either side (an undo's
+    /// source restores included).
     pub fn has_writes(&self) -> bool {
         self.summary.has_work()
+            || self
+                .undo
+                .as_ref()
+                .is_some_and(|u| u.restores.iter().any(|c| c.action.writes()))
     }
 
     /// Changes whose key and value cannot fit one request under

@@ -307,12 +307,7 @@ impl Cluster {
                 log: self.dir.path().join(format!("m{i}.log")),
             });
         }
-        let initial = self
-            .members
-            .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
-            .collect::<Vec<_>>()
-            .join(",");
+        let initial = self.initial_cluster();
         for i in 0..n {
             let child = self.spawn_member(bin, i, &initial, &token, "new");
             self.members[i].child = Some(child);
@@ -589,18 +584,22 @@ impl Cluster {
         nix::sys::signal::kill(pid, signal).expect("signal etcd");
     }
 
+    /// The `--initial-cluster` value naming every member.
+    fn initial_cluster(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// Stops a member and starts it again on its data dir, with `extra_args`
     /// in place of the spec's extra flags (e.g. a larger quota).
     pub async fn restart_member(&mut self, i: usize, extra_args: Vec<String>) {
         self.stop_member(i);
         self.spec.extra_args = extra_args;
         let bin = self.spec.binary.clone().unwrap_or_else(etcd_binary);
-        let initial = self
-            .members
-            .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
-            .collect::<Vec<_>>()
-            .join(",");
+        let initial = self.initial_cluster();
         let child = self.spawn_member(&bin, i, &initial, "unused-when-existing", "existing");
         self.members[i].child = Some(child);
         if let Err(logs) = self.wait_ready(Duration::from_secs(30)).await {
