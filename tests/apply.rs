@@ -4,7 +4,6 @@
 mod common;
 
 use std::process::{Command as StdCommand, Stdio};
-use std::time::Duration;
 
 use common::{Cluster, ClusterSpec, UserSpec, etcdplan, run, write_file, write_plan};
 use etcd_client::Permission;
@@ -37,29 +36,6 @@ fn mapped(kvs: &[(Vec<u8>, Vec<u8>)], from: &str, to: &str) -> Vec<(Vec<u8>, Vec
             (key, v.clone())
         })
         .collect()
-}
-
-/// Polls until `prefix` holds at least `n` keys (for at most a minute).
-async fn wait_for_keys(c: &Cluster, prefix: &str, n: u64) {
-    let mut client = c.client().await;
-    for _ in 0..6000 {
-        let resp = client
-            .get(
-                prefix,
-                Some(
-                    etcd_client::GetOptions::new()
-                        .with_prefix()
-                        .with_count_only(),
-                ),
-            )
-            .await
-            .expect("count");
-        if resp.count() as u64 >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{prefix} never reached {n} keys");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -196,7 +172,7 @@ async fn sigkill_at_several_points_then_rerun_converges() {
     // Kill as soon as the destination holds at least this many keys.
     for at_least in [1u64, 6_000, 12_000] {
         let mut child = spawn_apply(dir.path(), &["--concurrency", "2"]);
-        wait_for_keys(&dst, "/big/", at_least).await;
+        dst.wait_for_keys("/big/", at_least).await;
         child.kill().expect("SIGKILL");
         let _ = child.wait();
         progressed.push(dump(&dst, "/big/").await.len());
@@ -223,7 +199,7 @@ async fn sigint_finishes_in_flight_and_says_how_to_resume() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_plan(dir.path(), &src, &dst, "prefixes:\n  - from: /s/\n");
     let child = spawn_apply(dir.path(), &["--rate", "4000"]);
-    wait_for_keys(&dst, "/s/", 2_000).await;
+    dst.wait_for_keys("/s/", 2_000).await;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -356,7 +332,7 @@ async fn apply_survives_a_member_stopping_mid_run() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_plan(dir.path(), &src, &dst, "prefixes:\n  - from: /m/\n");
     let child = spawn_apply(dir.path(), &["--rate", "5000"]);
-    wait_for_keys(&dst, "/m/", 1_000).await;
+    dst.wait_for_keys("/m/", 1_000).await;
     let before = dump(&dst, "/m/").await.len();
     // Stop the leader: the hardest case, an election mid-run.
     let leader = dst.leader().await;

@@ -153,7 +153,7 @@ async fn a_blackholed_endpoint_fails_over_to_the_next() {
         c
     });
     let apply = tokio::spawn(apply);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    dst.wait_for_keys("/copy/", 1000).await;
     assert!(dark.accepted() > 0, "the first endpoint was in use");
     assert_eq!(other.accepted(), 0, "the second was not needed yet");
     dark.blackhole(true);
@@ -184,7 +184,7 @@ async fn a_destination_member_paused_past_the_request_timeout_costs_nothing() {
         ]);
         c
     }));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    dst.wait_for_keys("/copy/", 1000).await;
     let partial = dst.dump(b"/copy/").await.len();
     assert!(
         partial > 0 && partial < 12_000,

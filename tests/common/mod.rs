@@ -553,6 +553,26 @@ impl Cluster {
             .collect()
     }
 
+    /// Polls until `prefix` holds at least `n` keys (for at most a minute):
+    /// a run under test is under way, however slow the machine.
+    pub async fn wait_for_keys(&self, prefix: &str, n: u64) {
+        let mut client = self.client().await;
+        for _ in 0..6000 {
+            let resp = client
+                .get(
+                    prefix,
+                    Some(GetOptions::new().with_prefix().with_count_only()),
+                )
+                .await
+                .expect("count");
+            if resp.count() as u64 >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{prefix} never reached {n} keys");
+    }
+
     /// The cluster's current revision.
     pub async fn revision(&self) -> i64 {
         let mut c = self.client().await;
