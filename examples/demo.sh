@@ -37,12 +37,23 @@ mkdir -p "$work/certs"
 start_etcd trident-local http; SRC=$url
 start_etcd external https --cert-file "$work/certs/server.pem" --key-file "$work/certs/server-key.pem" \
   --trusted-ca-file "$work/certs/ca.pem" --client-cert-auth; DST=$url
-src() { etcdctl --endpoints="$SRC" "$@"; }
+# Generous timeouts: a busy machine (a CI runner building in parallel) can
+# take seconds to answer, and the demo should wait rather than fail.
+src() { etcdctl --command-timeout=30s --endpoints="$SRC" "$@"; }
 dst() {
-  etcdctl --endpoints="$DST" --cacert "$work/certs/ca.pem" --cert "$work/certs/client.pem" \
+  etcdctl --command-timeout=30s --endpoints="$DST" --cacert "$work/certs/ca.pem" --cert "$work/certs/client.pem" \
     --key "$work/certs/client-key.pem" "$@"
 }
-for _ in $(seq 100); do src endpoint health >/dev/null 2>&1 && dst endpoint health >/dev/null 2>&1 && break; sleep 0.1; done
+ready=""
+for _ in $(seq 600); do
+  if src endpoint health >/dev/null 2>&1 && dst endpoint health >/dev/null 2>&1; then ready=yes; break; fi
+  sleep 0.1
+done
+if [ -z "$ready" ]; then
+  echo "demo: the etcd servers did not become healthy within a minute; their logs:" >&2
+  tail -n 20 "$work"/*.log >&2
+  exit 1
+fi
 echo "source (Trident's local etcd): $SRC    destination (external, TLS): $DST"
 
 # A realistic Trident state: the store version, backends with credentials in
