@@ -239,7 +239,7 @@ async fn user_changes_during_an_apply_with_auth_cost_nothing() {
     // token issued before it stale ("revision of auth store is old").
     tokio::time::sleep(Duration::from_millis(800)).await;
     let endpoint = dst.endpoint(0);
-    for n in 0..6 {
+    for n in 0..12 {
         let out = tokio::task::spawn_blocking({
             let endpoint = endpoint.clone();
             move || {
@@ -267,7 +267,7 @@ async fn user_changes_during_an_apply_with_auth_cost_nothing() {
             "etcdctl user add: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let ran = apply.await.expect("apply task");
     assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);

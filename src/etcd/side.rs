@@ -111,7 +111,12 @@ pub fn classify(err: &etcd_client::Error, tls: bool, answered: bool) -> Failure 
         "message length too large",
     ]) {
         Failure::TooLarge
-    } else if any(&["revision of auth store is old", "invalid auth token"]) {
+    } else if any(&[
+        "revision of auth store is old",
+        // etcd 3.5's wording when the check happens as the request is applied.
+        "revision in header is old",
+        "invalid auth token",
+    ]) {
         Failure::AuthStale
     } else if has("permission denied") {
         Failure::PermissionDenied
@@ -655,6 +660,10 @@ mod tests {
         );
         assert_eq!(
             kind("etcdserver: invalid auth token", false, true),
+            Failure::AuthStale
+        );
+        assert_eq!(
+            kind("auth: revision in header is old", false, true),
             Failure::AuthStale
         );
         assert_eq!(
