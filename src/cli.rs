@@ -825,6 +825,7 @@ async fn apply_guarded(
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "rendered");
     // An undo plan: source keys to restore first (move mode), and keys
     // changed since the undone apply, which are left alone (exit 3).
+    let has_writes = report.has_writes();
     let mut undo = report.undo.take();
     let undo_kept: Vec<String> = undo.as_ref().map_or_else(Vec::new, |u| {
         report
@@ -838,7 +839,7 @@ async fn apply_guarded(
     let restores_write = undo
         .as_ref()
         .is_some_and(|u| u.restores.iter().any(|c| c.action.writes()));
-    if !report.has_writes() && !restores_write {
+    if !has_writes {
         if !undo_kept.is_empty() {
             return Ok((undo_stale(&undo_kept), revision));
         }
