@@ -11,15 +11,14 @@ use std::time::{Duration, Instant};
 use miette::Diagnostic;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::diff::{Action, Change, SourceDelete};
-use crate::etcd::scan::scan;
-use crate::etcd::write::{Guard, Outcome, WriteOp, read_keys, write_batch};
-use crate::etcd::{Entry, EtcdError, KeyRange, PageLimits, Pin, Side};
+use crate::etcd::write::{Guard, Outcome, WriteOp, read_sorted, write_batch};
+use crate::etcd::{EtcdError, Side};
 use crate::keys::display_key;
 use crate::plan::PlanReport;
-use crate::planfile::LeaseMode;
 
 /// How writes are batched and paced.
 #[derive(Debug, Clone)]
@@ -69,6 +68,21 @@ pub enum ApplyError {
         )
     )]
     TooLarge {
+        count: usize,
+        limit: usize,
+        listed: String,
+    },
+
+    #[error(
+        "{count} key(s) cannot fit one request of at most {limit} bytes, even alone: they were not written, every other key was:\n{listed}"
+    )]
+    #[diagnostic(
+        code(etcdplan::apply::value_too_large),
+        help(
+            "etcd refuses requests over its --max-request-bytes (1.5 MiB by default): raise it on the destination and pass the same --max-request-bytes here, then rerun to write these keys; or exclude them"
+        )
+    )]
+    SkippedTooLarge {
         count: usize,
         limit: usize,
         listed: String,
@@ -141,6 +155,35 @@ pub struct ApplyStats {
     pub not_attempted: u64,
     /// Keys the destination refused as too large, even alone: not written.
     pub too_large: Vec<String>,
+    /// Keys that cannot fit one request under --max-request-bytes, even
+    /// alone, found while writing overlapped with the plan: not written.
+    pub oversized: Vec<String>,
+    /// Source keys whose value at the pinned revision no longer matches the
+    /// plan (history compacted and the key changed): their batch was held back.
+    pub source_changed: Vec<String>,
+    /// Keys not written because their source lease expired since the plan.
+    pub lease_expired: Vec<String>,
+}
+
+impl ApplyStats {
+    /// Keys whose guarded transaction proved they hold the planned state:
+    /// a compare that held and wrote, or a read-back showing it in place.
+    pub fn proven(&self) -> u64 {
+        self.created + self.updated + self.deleted + self.already_in_place
+    }
+
+    pub fn add(&mut self, other: ApplyStats) {
+        self.created += other.created;
+        self.updated += other.updated;
+        self.deleted += other.deleted;
+        self.already_in_place += other.already_in_place;
+        self.foreign.extend(other.foreign);
+        self.not_attempted += other.not_attempted;
+        self.too_large.extend(other.too_large);
+        self.oversized.extend(other.oversized);
+        self.source_changed.extend(other.source_changed);
+        self.lease_expired.extend(other.lease_expired);
+    }
 }
 
 /// Live counters for progress displays.
@@ -150,40 +193,12 @@ pub struct ApplyProgress {
     pub total: AtomicU64,
 }
 
-/// The guarded write for a change, or `None` for a change that writes
-/// nothing. `leases` maps source leases to the destination leases granted.
-fn write_op(change: &Change, leases: &HashMap<i64, i64>) -> Option<WriteOp> {
-    let guard = match &change.destination {
-        None => Guard::Absent,
-        Some(v) => Guard::ModRevision(v.mod_revision),
-    };
-    match change.action {
-        Action::Create | Action::Update => Some(WriteOp {
-            key: change.key.clone(),
-            value: Some(change.payload.clone().unwrap_or_default()),
-            guard,
-            lease: change
-                .source
-                .as_ref()
-                .and_then(|v| leases.get(&v.lease))
-                .copied()
-                .unwrap_or(0),
-        }),
-        Action::Delete => Some(WriteOp {
-            key: change.key.clone(),
-            value: None,
-            guard,
-            lease: 0,
-        }),
-        Action::Conflict => None,
-    }
-}
-
 /// Refuses, before anything is written, a plan holding a key no request
 /// can carry under `max_request_bytes` (sizes come from the plan).
 pub fn check_sizes(report: &PlanReport, options: &ApplyOptions) -> Result<(), ApplyError> {
     let keys: Vec<String> = report
         .too_large(options.max_request_bytes)
+        .iter()
         .map(|c| {
             format!(
                 "{} ({} bytes)",
@@ -202,131 +217,529 @@ pub fn check_sizes(report: &PlanReport, options: &ApplyOptions) -> Result<(), Ap
     })
 }
 
-/// Cuts guarded writes into transactions of at most `max_txn_ops` keys and
-/// `max_txn_bytes` bytes. Callers hold each key once, so no batch repeats one.
-pub(crate) fn batches(
-    ops: Vec<(usize, WriteOp)>,
-    options: &ApplyOptions,
-) -> impl Iterator<Item = Vec<(usize, WriteOp)>> + '_ {
-    let mut ops = ops.into_iter().peekable();
-    let max_ops = options.max_txn_ops.max(1);
-    std::iter::from_fn(move || {
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        while let Some((_, next)) = ops.peek() {
-            let b = next.request_bytes();
-            if !batch.is_empty() && (batch.len() >= max_ops || bytes + b > options.max_txn_bytes) {
-                break;
-            }
-            bytes += b;
-            batch.extend(ops.next());
+/// One change on its way to the destination, with its value when the
+/// caller already holds it (read by the plan's own scan); otherwise the
+/// writer reads it from the source just before writing.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub change: Change,
+    pub value: Option<Vec<u8>>,
+}
+
+/// Cuts a stream of items (in key order) into transactions of at most
+/// `max_txn_ops` keys and `max_txn_bytes` bytes, by the planned value
+/// sizes. A batch never spans two mappings (so its source keys are sorted)
+/// and never holds a key twice. A key too big for a batch goes alone.
+pub struct Batcher {
+    max_ops: usize,
+    max_bytes: usize,
+    max_request_bytes: usize,
+    batch: Vec<Item>,
+    bytes: usize,
+}
+
+impl Batcher {
+    pub fn new(options: &ApplyOptions) -> Batcher {
+        Batcher {
+            max_ops: options.max_txn_ops.max(1),
+            max_bytes: options.max_txn_bytes,
+            max_request_bytes: options.max_request_bytes,
+            batch: Vec::new(),
+            bytes: 0,
         }
-        (!batch.is_empty()).then_some(batch)
+    }
+
+    /// Whether the change can be written at all under the request limit.
+    pub fn fits(&self, change: &Change) -> bool {
+        !matches!(change.action, Action::Create | Action::Update)
+            || crate::etcd::write::fits_alone(
+                change.key.len(),
+                change.source.as_ref().map_or(0, |v| v.size),
+                self.max_request_bytes,
+            )
+    }
+
+    /// Adds an item that writes; returns a full batch to send, if any.
+    pub fn push(&mut self, item: Item) -> Option<Vec<Item>> {
+        let b = crate::plan::write_bytes(&item.change);
+        let full = !self.batch.is_empty()
+            && (self.batch.len() >= self.max_ops
+                || self.bytes + b > self.max_bytes
+                || self.batch[0].change.mapping != item.change.mapping);
+        let out = if full { self.flush() } else { None };
+        self.bytes += b;
+        self.batch.push(item);
+        out
+    }
+
+    /// The last, partial batch.
+    pub fn flush(&mut self) -> Option<Vec<Item>> {
+        self.bytes = 0;
+        (!self.batch.is_empty()).then(|| std::mem::take(&mut self.batch))
+    }
+}
+
+/// The plan's hand-off to the writers when writing overlaps the plan: the
+/// diff offers each write with the value its scan just read (at the pinned
+/// revision), and full batches go to the writer pool. When the channel is
+/// full the diff waits, and so do the scans: memory stays bounded.
+pub struct Tap {
+    batcher: Batcher,
+    tx: Option<mpsc::Sender<Vec<Item>>>,
+    progress: Arc<ApplyProgress>,
+    /// Writes that cannot fit one request under --max-request-bytes.
+    pub oversized: Vec<String>,
+    /// Writes not sent because the writers stopped.
+    pub unsent: u64,
+}
+
+impl Tap {
+    pub fn new(
+        options: &ApplyOptions,
+        tx: mpsc::Sender<Vec<Item>>,
+        progress: Arc<ApplyProgress>,
+    ) -> Tap {
+        Tap {
+            batcher: Batcher::new(options),
+            tx: Some(tx),
+            progress,
+            oversized: Vec::new(),
+            unsent: 0,
+        }
+    }
+
+    /// Offers one write (called from the blocking diff thread).
+    pub fn offer(&mut self, change: Change, value: Option<Vec<u8>>) {
+        if !self.batcher.fits(&change) {
+            self.oversized.push(display_key(&change.key));
+            return;
+        }
+        if let Some(batch) = self.batcher.push(Item { change, value }) {
+            self.send(batch);
+        }
+    }
+
+    fn send(&mut self, batch: Vec<Item>) {
+        let n = batch.len() as u64;
+        match &self.tx {
+            Some(tx) if tx.blocking_send(batch).is_ok() => {
+                self.progress.total.fetch_add(n, Ordering::Relaxed);
+            }
+            _ => {
+                self.tx = None;
+                self.unsent += n;
+            }
+        }
+    }
+
+    /// Sends the last batch and hangs up, so the writers finish.
+    pub fn finish(&mut self) {
+        if let Some(batch) = self.batcher.flush() {
+            self.send(batch);
+        }
+        self.tx = None;
+    }
+}
+
+/// Streams the writing changes of a spilled plan into batches on `tx`,
+/// from a blocking thread. Returns how many writes it sent; stops early
+/// when the writer hangs up.
+pub fn feed_from_spool(
+    changes: &crate::spool::Spool<Change>,
+    options: &ApplyOptions,
+    tx: &mpsc::Sender<Vec<Item>>,
+) -> std::io::Result<()> {
+    let mut batcher = Batcher::new(options);
+    for change in changes.try_iter() {
+        let change = change?;
+        if !change.action.writes() {
+            continue;
+        }
+        if let Some(batch) = batcher.push(Item {
+            change,
+            value: None,
+        }) && tx.blocking_send(batch).is_err()
+        {
+            return Ok(());
+        }
+    }
+    if let Some(batch) = batcher.flush() {
+        let _ = tx.blocking_send(batch);
+    }
+    Ok(())
+}
+
+/// Where the writer reads values the items do not carry: `side` at
+/// `revision`, checked against the planned sha256. `dense[m]` says whether
+/// mapping `m` writes most keys of its source range (then one bounded range
+/// read per batch beats point reads).
+#[derive(Clone)]
+pub struct ValueSource {
+    pub side: Arc<Side>,
+    pub revision: i64,
+    pub dense: Vec<bool>,
+}
+
+impl ValueSource {
+    /// Reads the plan's source at its pinned revision.
+    pub fn of_report(side: Arc<Side>, report: &PlanReport) -> ValueSource {
+        let dense = report
+            .mappings
+            .iter()
+            .map(|m| {
+                let s = &m.summary;
+                let read = s.create + s.update + s.conflict + s.unchanged + s.leased_skipped;
+                (s.create + s.update) * 2 >= read
+            })
+            .collect();
+        ValueSource {
+            side,
+            revision: report.source.revision,
+            dense,
+        }
+    }
+}
+
+/// How the writer attaches leases to puts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeasePolicy {
+    /// Written without a lease (`leases: drop`, or none in the plan).
+    None,
+    /// `leases: preserve`: one destination lease per source lease, granted
+    /// with the source lease's remaining TTL read right before first use.
+    Grant,
+    /// An undo on one cluster: back on the very same lease, while it lives.
+    Same,
+}
+
+/// The leases of one apply, granted as the writes first need them. A key
+/// whose source lease has expired is not written: it is not resurrected.
+pub struct LeaseBook {
+    policy: LeasePolicy,
+    source: Arc<Side>,
+    destination: Arc<Side>,
+    /// Source lease to destination lease; `None`: expired.
+    map: tokio::sync::Mutex<HashMap<i64, Option<i64>>>,
+    warned_v2: AtomicBool,
+}
+
+impl LeaseBook {
+    pub fn new(policy: LeasePolicy, source: Arc<Side>, destination: Arc<Side>) -> LeaseBook {
+        LeaseBook {
+            policy,
+            source,
+            destination,
+            map: tokio::sync::Mutex::new(HashMap::new()),
+            warned_v2: AtomicBool::new(false),
+        }
+    }
+
+    /// The lease to put with (0: none), or `None` for a key not to write.
+    async fn lease_for(&self, change: &Change) -> Result<Option<i64>, EtcdError> {
+        let id = change.source.as_ref().map_or(0, |v| v.lease);
+        if id == 0 || self.policy == LeasePolicy::None {
+            return Ok(Some(0));
+        }
+        if self.destination.config.api == crate::planfile::Api::V2 {
+            if !self.warned_v2.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "the destination speaks v2, which has no leases: leased keys are written without one"
+                );
+            }
+            return Ok(Some(0));
+        }
+        // Held across the grant so that keys sharing a lease share one grant.
+        let mut map = self.map.lock().await;
+        if let Some(known) = map.get(&id) {
+            return Ok(*known);
+        }
+        let granted = match self.policy {
+            LeasePolicy::Same => {
+                (crate::plan::lease_ttl(&self.destination, id).await? > 0).then_some(id)
+            }
+            _ => {
+                let ttl = crate::plan::lease_ttl(&self.source, id).await?;
+                if ttl > 0 {
+                    Some(crate::etcd::write::grant_lease(&self.destination, ttl).await?)
+                } else {
+                    None
+                }
+            }
+        };
+        map.insert(id, granted);
+        Ok(granted)
+    }
+}
+
+/// What one transaction did.
+struct Settled {
+    items: Vec<Change>,
+    outcomes: Vec<Option<Outcome>>,
+    source_changed: Vec<String>,
+    lease_expired: Vec<String>,
+}
+
+/// Fills values, attaches leases and writes one batch.
+async fn write_one(
+    destination: Arc<Side>,
+    values: Option<ValueSource>,
+    leases: Arc<LeaseBook>,
+    batch: Vec<Item>,
+) -> Result<Settled, EtcdError> {
+    let mut items = batch;
+    let mut source_changed = Vec::new();
+    let needs: Vec<usize> = items
+        .iter()
+        .enumerate()
+        .filter(|(_, it)| it.value.is_none() && it.change.action != Action::Delete)
+        .map(|(i, _)| i)
+        .collect();
+    if !needs.is_empty() {
+        let Some(values) = &values else {
+            return Err(EtcdError::Request {
+                side: destination.role,
+                operation: "write".into(),
+                detail: "a change without its value and nowhere to read it".into(),
+            });
+        };
+        let keys: Vec<Vec<u8>> = needs
+            .iter()
+            .map(|&i| items[i].change.source_key.clone())
+            .collect();
+        let dense = values
+            .dense
+            .get(items[0].change.mapping)
+            .copied()
+            .unwrap_or(false);
+        let read = match read_sorted(&values.side, &keys, values.revision, dense).await {
+            Err(EtcdError::Compacted { .. }) => {
+                tracing::warn!(
+                    revision = values.revision,
+                    "the planned revision is compacted; reading current values and accepting only unchanged ones"
+                );
+                read_sorted(&values.side, &keys, 0, dense).await?
+            }
+            other => other?,
+        };
+        for (&i, entry) in needs.iter().zip(read) {
+            let item = &mut items[i];
+            let expected = item.change.source.as_ref().map(|v| v.sha256);
+            match entry {
+                Some(e) if Some(<[u8; 32]>::from(Sha256::digest(&e.value))) == expected => {
+                    item.value = Some(e.value);
+                }
+                _ => source_changed.push(display_key(&item.change.source_key)),
+            }
+        }
+        if !source_changed.is_empty() {
+            // Never half a batch: nothing of it is written.
+            let n = items.len();
+            return Ok(Settled {
+                items: items.into_iter().map(|i| i.change).collect(),
+                outcomes: vec![None; n],
+                source_changed,
+                lease_expired: Vec::new(),
+            });
+        }
+    }
+    let mut lease_expired = Vec::new();
+    let mut ops = Vec::with_capacity(items.len());
+    let mut kept = Vec::with_capacity(items.len());
+    for item in items {
+        let c = &item.change;
+        let guard = match &c.destination {
+            None => Guard::Absent,
+            Some(v) => Guard::ModRevision(v.mod_revision),
+        };
+        let op = match c.action {
+            Action::Delete => WriteOp {
+                key: c.key.clone(),
+                value: None,
+                guard,
+                lease: 0,
+            },
+            _ => {
+                let Some(lease) = leases.lease_for(c).await? else {
+                    lease_expired.push(display_key(&c.key));
+                    continue;
+                };
+                WriteOp {
+                    key: c.key.clone(),
+                    value: Some(item.value.unwrap_or_default()),
+                    guard,
+                    lease,
+                }
+            }
+        };
+        ops.push(op);
+        kept.push(item.change);
+    }
+    let outcomes = if ops.is_empty() {
+        Vec::new()
+    } else {
+        write_batch(&destination, &ops, &[]).await?
+    };
+    Ok(Settled {
+        items: kept,
+        outcomes: outcomes.into_iter().map(Some).collect(),
+        source_changed,
+        lease_expired,
     })
 }
 
-/// The indices of one transaction and what happened to each key.
-type BatchResult = (Vec<usize>, Result<Vec<Outcome>, EtcdError>);
-
-/// Runs guarded writes on `side`, `concurrency` transactions at a time and
-/// at most `rate` keys per second. Stops dispatching when `stop` is set, a
-/// foreign write is found or a transaction fails, and always waits for the
-/// transactions in flight. Returns one outcome per op, `None` for an op
-/// never attempted.
-async fn run_guarded(
-    side: Arc<Side>,
-    ops: Vec<WriteOp>,
+/// The writer pool: takes batches from `rx` in order and runs them as
+/// guarded transactions, `concurrency` at a time and at most `rate` keys per
+/// second. Stops dispatching when `stop` is set, a foreign write or a
+/// changed source value is found, or a transaction fails, and always waits
+/// for the transactions in flight. Nothing it holds grows with the plan:
+/// a few batches, and the names of keys that went wrong.
+pub async fn write_stream(
+    destination: Arc<Side>,
+    mut rx: mpsc::Receiver<Vec<Item>>,
+    values: Option<ValueSource>,
+    leases: Arc<LeaseBook>,
     options: &ApplyOptions,
     stop: &AtomicBool,
     progress: &ApplyProgress,
-) -> Result<Vec<Option<Outcome>>, ApplyError> {
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; ops.len()];
+) -> Result<ApplyStats, ApplyError> {
+    let mut stats = ApplyStats::default();
     let mut first_error: Option<ApplyError> = None;
-    let mut foreign = false;
-    let mut in_flight: JoinSet<BatchResult> = JoinSet::new();
+    let mut in_flight: JoinSet<Result<Settled, EtcdError>> = JoinSet::new();
     let mut next_slot = Instant::now();
-    let settle = |joined: Result<BatchResult, tokio::task::JoinError>,
-                  outcomes: &mut Vec<Option<Outcome>>,
-                  first_error: &mut Option<ApplyError>,
-                  foreign: &mut bool| match joined {
-        Ok((indices, Ok(results))) => {
-            for (i, outcome) in indices.into_iter().zip(results) {
-                *foreign |= matches!(outcome, Outcome::Foreign { .. });
-                outcomes[i] = Some(outcome);
-                progress.done.fetch_add(1, Ordering::Relaxed);
+    let mut halt = false;
+    let settle = |joined: Result<Result<Settled, EtcdError>, tokio::task::JoinError>,
+                  stats: &mut ApplyStats,
+                  first_error: &mut Option<ApplyError>| {
+        match joined {
+            Ok(Ok(settled)) => {
+                stats.source_changed.extend(settled.source_changed);
+                stats.lease_expired.extend(settled.lease_expired);
+                for (c, outcome) in settled.items.iter().zip(settled.outcomes) {
+                    match outcome {
+                        Some(Outcome::Written) => match c.action {
+                            Action::Create => stats.created += 1,
+                            Action::Update => stats.updated += 1,
+                            Action::Delete => stats.deleted += 1,
+                            Action::Conflict => {}
+                        },
+                        Some(Outcome::InPlace) => stats.already_in_place += 1,
+                        Some(Outcome::Foreign { .. }) => stats.foreign.push(display_key(&c.key)),
+                        Some(Outcome::TooLarge) => stats.too_large.push(display_key(&c.key)),
+                        None => stats.not_attempted += 1,
+                    }
+                    progress.done.fetch_add(1, Ordering::Relaxed);
+                }
             }
-        }
-        Ok((_, Err(e))) => {
-            first_error.get_or_insert(ApplyError::Etcd(e));
-        }
-        Err(e) => {
-            first_error.get_or_insert(ApplyError::Internal(e.to_string()));
+            Ok(Err(e)) => {
+                first_error.get_or_insert(ApplyError::Etcd(e));
+            }
+            Err(e) => {
+                first_error.get_or_insert(ApplyError::Internal(e.to_string()));
+            }
         }
     };
-    let indexed: Vec<(usize, WriteOp)> = ops.into_iter().enumerate().collect();
-    for batch in batches(indexed, options) {
-        while in_flight.len() >= options.concurrency.max(1) {
-            if let Some(joined) = in_flight.join_next().await {
-                settle(joined, &mut outcomes, &mut first_error, &mut foreign);
+    while let Some(batch) = rx.recv().await {
+        if !halt {
+            while in_flight.len() >= options.concurrency.max(1) {
+                if let Some(joined) = in_flight.join_next().await {
+                    settle(joined, &mut stats, &mut first_error);
+                }
             }
+            halt = stop.load(Ordering::SeqCst)
+                || first_error.is_some()
+                || !stats.foreign.is_empty()
+                || !stats.source_changed.is_empty();
         }
-        if stop.load(Ordering::SeqCst) || first_error.is_some() || foreign {
-            break;
+        if halt {
+            // Keep draining so the producer finishes; count what is skipped.
+            stats.not_attempted += batch.len() as u64;
+            continue;
         }
         if let Some(rate) = options.rate.filter(|r| *r > 0.0) {
             tokio::time::sleep_until(next_slot.into()).await;
             next_slot =
                 next_slot.max(Instant::now()) + Duration::from_secs_f64(batch.len() as f64 / rate);
         }
-        let side = side.clone();
-        in_flight.spawn(async move {
-            let (indices, ops): (Vec<usize>, Vec<WriteOp>) = batch.into_iter().unzip();
-            let result = write_batch(&side, &ops, &[]).await;
-            (indices, result)
-        });
+        in_flight.spawn(write_one(
+            destination.clone(),
+            values.clone(),
+            leases.clone(),
+            batch,
+        ));
     }
     while let Some(joined) = in_flight.join_next().await {
-        settle(joined, &mut outcomes, &mut first_error, &mut foreign);
+        settle(joined, &mut stats, &mut first_error);
     }
     match first_error {
         Some(e) => Err(e),
-        None => Ok(outcomes),
+        None => Ok(stats),
     }
 }
 
-/// Writes every change that writes, through [`run_guarded`].
-pub async fn apply_changes(
+/// Writes every change of a spilled plan that writes: the spill is streamed
+/// into batches, each batch's values are read from `values` just before it
+/// is written.
+pub async fn apply_spool(
     destination: Arc<Side>,
-    changes: &[Change],
-    leases: &HashMap<i64, i64>,
+    changes: &crate::spool::Spool<Change>,
+    values: ValueSource,
+    leases: Arc<LeaseBook>,
     options: &ApplyOptions,
-    stop: Arc<AtomicBool>,
-    progress: Arc<ApplyProgress>,
+    stop: &AtomicBool,
+    progress: &ApplyProgress,
 ) -> Result<ApplyStats, ApplyError> {
-    let (indices, ops): (Vec<usize>, Vec<WriteOp>) = changes
-        .iter()
-        .enumerate()
-        .filter_map(|(i, c)| write_op(c, leases).map(|o| (i, o)))
-        .unzip();
-    progress.total.store(ops.len() as u64, Ordering::Relaxed);
-    let outcomes = run_guarded(destination, ops, options, &stop, &progress).await?;
-    let mut stats = ApplyStats::default();
-    for (i, outcome) in indices.into_iter().zip(outcomes) {
-        let c = &changes[i];
-        match outcome {
-            Some(Outcome::Written) => match c.action {
-                Action::Create => stats.created += 1,
-                Action::Update => stats.updated += 1,
-                Action::Delete => stats.deleted += 1,
-                Action::Conflict => {}
-            },
-            Some(Outcome::InPlace) => stats.already_in_place += 1,
-            Some(Outcome::Foreign { .. }) => stats.foreign.push(display_key(&c.key)),
-            Some(Outcome::TooLarge) => stats.too_large.push(display_key(&c.key)),
-            None => stats.not_attempted += 1,
+    let (tx, rx) = mpsc::channel(options.concurrency.max(1) * 2);
+    let feed = {
+        let (changes, options) = (changes.clone(), options.clone());
+        tokio::task::spawn_blocking(move || feed_from_spool(&changes, &options, &tx))
+    };
+    let written = write_stream(
+        destination,
+        rx,
+        Some(values),
+        leases,
+        options,
+        stop,
+        progress,
+    )
+    .await;
+    feed.await
+        .map_err(|e| ApplyError::Internal(e.to_string()))?
+        .map_err(|e| ApplyError::Internal(format!("reading the spilled plan: {e}")))?;
+    written
+}
+
+/// Undo of a move: put source keys back (`restores`, values read from
+/// `values`), each a create guarded by absence.
+pub async fn apply_changes(
+    side: Arc<Side>,
+    changes: Vec<Change>,
+    values: ValueSource,
+    leases: Arc<LeaseBook>,
+    options: &ApplyOptions,
+    stop: &AtomicBool,
+) -> Result<ApplyStats, ApplyError> {
+    let (tx, rx) = mpsc::channel(options.concurrency.max(1) * 2);
+    let mut batcher = Batcher::new(options);
+    let feed = tokio::spawn(async move {
+        for change in changes.into_iter().filter(|c| c.action.writes()) {
+            if let Some(batch) = batcher.push(Item {
+                change,
+                value: None,
+            }) && tx.send(batch).await.is_err()
+            {
+                return;
+            }
         }
-    }
-    Ok(stats)
+        if let Some(batch) = batcher.flush() {
+            let _ = tx.send(batch).await;
+        }
+    });
+    let progress = ApplyProgress::default();
+    let written = write_stream(side, rx, Some(values), leases, options, stop, &progress).await;
+    feed.await
+        .map_err(|e| ApplyError::Internal(e.to_string()))?;
+    written
 }
 
 /// What move mode did on the source.
@@ -344,362 +757,150 @@ pub struct MoveStats {
     pub not_attempted: u64,
 }
 
-/// Move mode, after the copy is verified: deletes each planned source key,
-/// but only once the destination holds its planned value (re-read now), and
-/// only if the key's mod revision is still the planned one.
+/// Source deletes checked and sent per round of [`delete_moved`].
+const MOVE_CHUNK: usize = 4096;
+
+/// Move mode, after the copy: deletes each planned source key, but only
+/// once the destination holds its planned value (re-read now), and only if
+/// the key's mod revision is still the planned one. Streams the spilled
+/// deletes a chunk at a time.
 pub async fn delete_moved(
     source: Arc<Side>,
     destination: &Arc<Side>,
-    deletes: &[SourceDelete],
+    deletes: &crate::spool::Spool<SourceDelete>,
+    skip: &std::collections::HashSet<String>,
     options: &ApplyOptions,
-    stop: Arc<AtomicBool>,
-    progress: Arc<ApplyProgress>,
+    stop: &AtomicBool,
+    progress: &ApplyProgress,
 ) -> Result<MoveStats, ApplyError> {
     let mut stats = MoveStats::default();
-    let keys: Vec<Vec<u8>> = deletes.iter().map(|d| d.key.clone()).collect();
-    let on_destination = read_keys(destination, &keys, 0).await?;
-    let mut eligible = Vec::new();
-    for (d, now) in deletes.iter().zip(on_destination) {
-        let holds = now.is_some_and(|(v, _)| <[u8; 32]>::from(Sha256::digest(&v)) == d.sha256);
-        if holds {
-            eligible.push(d);
-        } else {
-            stats.not_on_destination.push(display_key(&d.source_key));
-        }
-    }
-    let ops: Vec<WriteOp> = eligible
-        .iter()
-        .map(|d| WriteOp {
-            key: d.source_key.clone(),
-            value: None,
-            guard: Guard::ModRevision(d.mod_revision),
-            lease: 0,
-        })
-        .collect();
     progress.done.store(0, Ordering::Relaxed);
-    progress.total.store(ops.len() as u64, Ordering::Relaxed);
-    let outcomes = run_guarded(source, ops, options, &stop, &progress).await?;
-    for (d, outcome) in eligible.iter().zip(outcomes) {
-        match outcome {
-            Some(Outcome::Written) => stats.deleted_from_source += 1,
-            Some(Outcome::InPlace) => stats.already_gone += 1,
-            Some(Outcome::Foreign { .. }) => {
-                stats.changed_on_source.push(display_key(&d.source_key))
+    progress.total.store(deletes.len(), Ordering::Relaxed);
+    let mut records = deletes.try_iter();
+    loop {
+        let mut chunk = Vec::with_capacity(MOVE_CHUNK);
+        let mut exhausted = true;
+        for d in records.by_ref().take(MOVE_CHUNK) {
+            exhausted = false;
+            let d =
+                d.map_err(|e| ApplyError::Internal(format!("reading the spilled plan: {e}")))?;
+            if !skip.contains(&display_key(&d.key)) {
+                chunk.push(d);
             }
-            // A delete is a key and nothing else: only a server limit below
-            // the key's own size refuses it, and then the key stays.
-            Some(Outcome::TooLarge) => stats.changed_on_source.push(display_key(&d.source_key)),
-            None => stats.not_attempted += 1,
+        }
+        if exhausted {
+            break;
+        }
+        if chunk.is_empty() {
+            continue;
+        }
+        if stop.load(Ordering::SeqCst) {
+            stats.not_attempted += chunk.len() as u64;
+            continue;
+        }
+        let keys: Vec<Vec<u8>> = chunk.iter().map(|d| d.key.clone()).collect();
+        let on_destination = read_sorted(destination, &keys, 0, true).await?;
+        let mut eligible = Vec::new();
+        for (d, now) in chunk.into_iter().zip(on_destination) {
+            let holds = now.is_some_and(|e| <[u8; 32]>::from(Sha256::digest(&e.value)) == d.sha256);
+            if holds {
+                eligible.push(d);
+            } else {
+                stats.not_on_destination.push(display_key(&d.source_key));
+            }
+        }
+        let ops: Vec<WriteOp> = eligible
+            .iter()
+            .map(|d| WriteOp {
+                key: d.source_key.clone(),
+                value: None,
+                guard: Guard::ModRevision(d.mod_revision),
+                lease: 0,
+            })
+            .collect();
+        let outcomes = run_guarded(source.clone(), ops, options, stop, progress).await?;
+        for (d, outcome) in eligible.iter().zip(outcomes) {
+            match outcome {
+                Some(Outcome::Written) => stats.deleted_from_source += 1,
+                Some(Outcome::InPlace) => stats.already_gone += 1,
+                // A delete is a key and nothing else: only a server limit
+                // below the key's own size refuses it, and then it stays.
+                Some(Outcome::Foreign { .. }) | Some(Outcome::TooLarge) => {
+                    stats.changed_on_source.push(display_key(&d.source_key))
+                }
+                None => stats.not_attempted += 1,
+            }
         }
     }
     Ok(stats)
 }
 
-/// What `leases: preserve` did before the writes.
-#[derive(Debug, Clone, Default)]
-pub struct Leases {
-    /// Source lease id to the destination lease granted for it.
-    pub map: HashMap<i64, i64>,
-    /// Keys not written because their source lease expired since the plan.
-    pub expired: Vec<String>,
-}
+/// The indices of one transaction and what happened to each key.
+type BatchResult = (Vec<usize>, Result<Vec<Outcome>, EtcdError>);
 
-/// `leases: preserve`, right before the writes: for each source lease the
-/// writes carry, reads its remaining TTL now and grants one destination lease
-/// with that TTL (keys sharing a source lease share it). A key whose source
-/// lease has expired since the plan is taken out of the changes: it is not
-/// resurrected. Other modes need nothing here.
-pub async fn prepare_leases(
-    source: &Side,
-    destination: &Side,
-    report: &mut PlanReport,
-) -> Result<Leases, ApplyError> {
-    let mut out = Leases::default();
-    if report.lease_mode != LeaseMode::Preserve {
-        return Ok(out);
-    }
-    if destination.config.api == crate::planfile::Api::V2 {
-        // v2 has no leases: leased keys are written without one.
-        if report
-            .changes
-            .iter()
-            .any(|c| c.source.as_ref().is_some_and(|v| v.lease != 0))
-        {
-            tracing::warn!(
-                "the destination speaks v2, which has no leases: leased keys are written without one"
-            );
+/// Runs a bounded list of guarded writes, `concurrency` transactions at a
+/// time. Returns one outcome per op, `None` for an op never attempted.
+async fn run_guarded(
+    side: Arc<Side>,
+    ops: Vec<WriteOp>,
+    options: &ApplyOptions,
+    stop: &AtomicBool,
+    progress: &ApplyProgress,
+) -> Result<Vec<Option<Outcome>>, ApplyError> {
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; ops.len()];
+    let mut first_error: Option<ApplyError> = None;
+    let mut in_flight: JoinSet<BatchResult> = JoinSet::new();
+    let settle = |joined: Result<BatchResult, tokio::task::JoinError>,
+                  outcomes: &mut Vec<Option<Outcome>>,
+                  first_error: &mut Option<ApplyError>| match joined {
+        Ok((indices, Ok(results))) => {
+            for (i, outcome) in indices.into_iter().zip(results) {
+                outcomes[i] = Some(outcome);
+                progress.done.fetch_add(1, Ordering::Relaxed);
+            }
         }
-        return Ok(out);
-    }
-    let mut expired_leases = std::collections::HashSet::new();
-    for c in report
-        .changes
-        .iter()
-        .filter(|c| matches!(c.action, Action::Create | Action::Update))
-    {
-        let Some(id) = c.source.as_ref().map(|v| v.lease).filter(|&l| l != 0) else {
-            continue;
-        };
-        if out.map.contains_key(&id) || expired_leases.contains(&id) {
-            continue;
+        Ok((_, Err(e))) => {
+            first_error.get_or_insert(ApplyError::Etcd(e));
         }
-        let ttl = crate::plan::lease_ttl(source, id).await?;
-        if ttl <= 0 {
-            expired_leases.insert(id);
-            continue;
+        Err(e) => {
+            first_error.get_or_insert(ApplyError::Internal(e.to_string()));
         }
-        let op = crate::etcd::Op {
-            action: "write",
-            prefix: b"",
-        };
-        let granted = destination
-            .call(op, |mut c| async move { c.lease_grant(ttl, None).await })
-            .await?;
-        out.map.insert(id, granted.id());
-    }
-    report.changes.retain(|c| {
-        let lease = c.source.as_ref().map_or(0, |v| v.lease);
-        let gone =
-            expired_leases.contains(&lease) && matches!(c.action, Action::Create | Action::Update);
-        if gone {
-            out.expired.push(display_key(&c.key));
-        }
-        !gone
-    });
-    Ok(out)
-}
-
-/// Fills each write's payload from the source for a saved plan: read at the
-/// saved revision and checked against the saved sha256; if that revision is
-/// compacted, the current value is accepted only if its hash still matches.
-pub async fn fetch_payloads(source: &Arc<Side>, report: &mut PlanReport) -> Result<(), ApplyError> {
-    let revision = report.source.revision;
-    fetch_values(source, &mut report.changes, revision).await
-}
-
-/// [`fetch_payloads`] for any changes: each create's and update's value is
-/// read from `side` at `revision` (its `source_key`) and hash-checked.
-pub async fn fetch_values(
-    side: &Arc<Side>,
-    changes: &mut [Change],
-    revision: i64,
-) -> Result<(), ApplyError> {
-    let wanted: Vec<usize> = changes
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| matches!(c.action, Action::Create | Action::Update))
-        .map(|(i, _)| i)
-        .collect();
-    let keys: Vec<Vec<u8>> = wanted
-        .iter()
-        .map(|&i| changes[i].source_key.clone())
-        .collect();
-    let values = match read_keys(side, &keys, revision).await {
-        Ok(v) => v,
-        Err(EtcdError::Compacted { .. }) => {
-            tracing::warn!(
-                revision,
-                "the saved revision is compacted; reading current values and accepting only unchanged ones"
-            );
-            read_keys(side, &keys, 0).await?
-        }
-        Err(e) => return Err(e.into()),
     };
-    let mut changed = Vec::new();
-    for (&i, value) in wanted.iter().zip(values) {
-        let change = &mut changes[i];
-        let expected = change.source.as_ref().map(|v| v.sha256);
-        match value {
-            Some((bytes, _)) if Some(<[u8; 32]>::from(Sha256::digest(&bytes))) == expected => {
-                change.payload = Some(bytes);
+    let mut indexed = ops.into_iter().enumerate().peekable();
+    let max_ops = options.max_txn_ops.max(1);
+    while indexed.peek().is_some() {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while let Some((_, next)) = indexed.peek() {
+            let b = next.request_bytes();
+            if !batch.is_empty() && (batch.len() >= max_ops || bytes + b > options.max_txn_bytes) {
+                break;
             }
-            _ => changed.push(display_key(&change.source_key)),
+            bytes += b;
+            batch.extend(indexed.next());
         }
-    }
-    if !changed.is_empty() {
-        return Err(ApplyError::SourceChanged {
-            count: changed.len(),
-            listed: list(&changed),
+        while in_flight.len() >= options.concurrency.max(1) {
+            if let Some(joined) = in_flight.join_next().await {
+                settle(joined, &mut outcomes, &mut first_error);
+            }
+        }
+        if stop.load(Ordering::SeqCst) || first_error.is_some() {
+            break;
+        }
+        let side = side.clone();
+        in_flight.spawn(async move {
+            let (indices, ops): (Vec<usize>, Vec<WriteOp>) = batch.into_iter().unzip();
+            let result = write_batch(&side, &ops, &[]).await;
+            (indices, result)
         });
     }
-    Ok(())
-}
-
-/// An undo's leases: a key goes back on the very lease it had, on the same
-/// cluster, while that lease lives. A key whose lease has expired since is
-/// taken out of the changes (and listed): it is not resurrected.
-pub async fn live_leases(side: &Side, changes: &mut Vec<Change>) -> Result<Leases, ApplyError> {
-    let mut out = Leases::default();
-    let mut dead = std::collections::HashSet::new();
-    for c in changes
-        .iter()
-        .filter(|c| matches!(c.action, Action::Create | Action::Update))
-    {
-        let Some(id) = c.source.as_ref().map(|v| v.lease).filter(|&l| l != 0) else {
-            continue;
-        };
-        if out.map.contains_key(&id) || dead.contains(&id) {
-            continue;
-        }
-        if crate::plan::lease_ttl(side, id).await? > 0 {
-            out.map.insert(id, id);
-        } else {
-            dead.insert(id);
-        }
+    while let Some(joined) = in_flight.join_next().await {
+        settle(joined, &mut outcomes, &mut first_error);
     }
-    changes.retain(|c| {
-        let lease = c.source.as_ref().map_or(0, |v| v.lease);
-        let gone = dead.contains(&lease) && matches!(c.action, Action::Create | Action::Update);
-        if gone {
-            out.expired.push(display_key(&c.key));
-        }
-        !gone
-    });
-    Ok(out)
-}
-
-/// Re-reads every planned key and checks it holds what was planned. A
-/// mapping where most keys changed is re-read with one paged scan of its
-/// range (far cheaper than per-key reads); a sparse one key by key.
-pub async fn verify(destination: &Arc<Side>, report: &PlanReport) -> Result<u64, ApplyError> {
-    let mut wrong = Vec::new();
-    let mut checked = 0u64;
-    for (index, mapping) in report.mappings.iter().enumerate() {
-        let planned: Vec<&Change> = report
-            .changes
-            .iter()
-            .filter(|c| c.mapping == index && c.action.writes())
-            .collect();
-        if planned.is_empty() {
-            continue;
-        }
-        let s = &mapping.summary;
-        let range_keys = s.create + s.update + s.conflict + s.unchanged;
-        let current = if planned.len() as u64 * 4 >= range_keys {
-            scan_planned_parallel(destination, &mapping.to, &planned).await?
-        } else {
-            let keys: Vec<Vec<u8>> = planned.iter().map(|c| c.key.clone()).collect();
-            read_keys(destination, &keys, 0)
-                .await?
-                .into_iter()
-                .map(|v| v.map(|(value, _)| value))
-                .collect()
-        };
-        for (c, now) in planned.iter().zip(current) {
-            let ok = match (c.action, now) {
-                (Action::Delete, None) => true,
-                (Action::Create | Action::Update, Some(v)) => {
-                    Some(<[u8; 32]>::from(Sha256::digest(&v)))
-                        == c.source.as_ref().map(|s| s.sha256)
-                }
-                _ => false,
-            };
-            if !ok {
-                wrong.push(display_key(&c.key));
-            }
-            checked += 1;
-        }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(outcomes),
     }
-    if !wrong.is_empty() {
-        return Err(ApplyError::VerifyFailed {
-            count: wrong.len(),
-            listed: list(&wrong),
-        });
-    }
-    Ok(checked)
-}
-
-/// Chunks of planned keys scanned at once by [`scan_planned_parallel`].
-const VERIFY_CHUNKS: usize = 4;
-
-/// [`scan_planned`] over contiguous chunks of the (sorted) planned keys in
-/// parallel, each scanning only its own key range: etcd 3.4 walks the rest
-/// of a range on every page, so short ranges are cheaper as well as
-/// concurrent. A v2 side reads whole prefixes, so it gets one scan.
-async fn scan_planned_parallel(
-    destination: &Arc<Side>,
-    to: &[u8],
-    planned: &[&Change],
-) -> Result<Vec<Option<Vec<u8>>>, ApplyError> {
-    let whole = KeyRange::prefix(to);
-    if destination.config.api == crate::planfile::Api::V2 || planned.len() < VERIFY_CHUNKS * 1000 {
-        return scan_planned(destination, whole, planned).await;
-    }
-    let size = planned.len().div_ceil(VERIFY_CHUNKS);
-    let scans = planned.chunks(size).map(|chunk| {
-        let first = chunk.first().map(|c| c.key.clone()).unwrap_or_default();
-        let mut end = chunk.last().map(|c| c.key.clone()).unwrap_or_default();
-        end.push(0);
-        let range = KeyRange {
-            start: first,
-            end: Some(end),
-            prefix: to.to_vec(),
-        };
-        scan_planned(destination, range, chunk)
-    });
-    let mut out = Vec::with_capacity(planned.len());
-    for part in futures::future::join_all(scans).await {
-        out.extend(part?);
-    }
-    Ok(out)
-}
-
-/// The current value of each planned key (in key order), from one paged
-/// scan of `range`, which holds all of them.
-async fn scan_planned(
-    destination: &Arc<Side>,
-    range: KeyRange,
-    planned: &[&Change],
-) -> Result<Vec<Option<Vec<u8>>>, ApplyError> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
-    let side = destination.clone();
-    let scanner = tokio::spawn(async move {
-        let counter = AtomicU64::new(0);
-        scan(
-            &side,
-            &range,
-            &Pin::latest(),
-            PageLimits::default(),
-            &counter,
-            &tx,
-        )
-        .await
-    });
-    let mut out = Vec::with_capacity(planned.len());
-    let mut page: std::vec::IntoIter<Entry> = Vec::new().into_iter();
-    let mut next = None;
-    for c in planned {
-        loop {
-            if next.is_none() {
-                next = match page.next() {
-                    Some(e) => Some(e),
-                    None => match rx.recv().await {
-                        Some(p) => {
-                            page = p.into_iter();
-                            continue;
-                        }
-                        None => None,
-                    },
-                };
-            }
-            match &next {
-                Some(e) if e.key < c.key => next = None,
-                _ => break,
-            }
-        }
-        match next.take() {
-            Some(e) if e.key == c.key => out.push(Some(e.value)),
-            other => {
-                next = other;
-                out.push(None);
-            }
-        }
-    }
-    drop(rx);
-    scanner
-        .await
-        .map_err(|e| ApplyError::Internal(e.to_string()))??;
-    Ok(out)
 }
 
 /// Lists keys for a message: the first 20, then a count.
@@ -709,4 +910,74 @@ pub fn list(keys: &[String]) -> String {
         lines.push(format!("  … and {} more", keys.len() - 20));
     }
     lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff::Value;
+
+    fn change(mapping: usize, key: &str, size: usize) -> Item {
+        Item {
+            change: Change {
+                action: Action::Create,
+                mapping,
+                key: key.as_bytes().to_vec(),
+                source_key: key.as_bytes().to_vec(),
+                sensitive: false,
+                source: Some(Value {
+                    sha256: [0; 32],
+                    size,
+                    mod_revision: 1,
+                    lease: 0,
+                    shown: None,
+                }),
+                destination: None,
+                payload: None,
+            },
+            value: None,
+        }
+    }
+
+    #[test]
+    fn batches_stay_within_ops_bytes_and_one_mapping() {
+        let options = ApplyOptions {
+            max_txn_ops: 3,
+            max_txn_bytes: 1000,
+            ..ApplyOptions::default()
+        };
+        let mut b = Batcher::new(&options);
+        let mut batches = Vec::new();
+        let items = [
+            change(0, "/a", 10),
+            change(0, "/b", 10),
+            change(0, "/c", 10),
+            change(0, "/d", 10),
+            change(0, "/e", 900),
+            change(1, "/f", 10),
+            change(1, "/g", 5000),
+        ];
+        for it in items {
+            batches.extend(b.push(it));
+        }
+        batches.extend(b.flush());
+        let keys: Vec<Vec<String>> = batches
+            .iter()
+            .map(|b| {
+                b.iter()
+                    .map(|i| String::from_utf8_lossy(&i.change.key).into_owned())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                vec!["/a", "/b", "/c"],
+                vec!["/d"],
+                vec!["/e"],
+                vec!["/f"],
+                vec!["/g"]
+            ]
+        );
+    }
 }

@@ -13,6 +13,7 @@ use miette::{IntoDiagnostic, WrapErr};
 
 use crate::apply::{self, ApplyError, ApplyOptions, ApplyProgress, ApplyStats};
 use crate::check;
+use crate::engine;
 use crate::etcd::{RetryPolicy, Side};
 use crate::follow::{self, FollowEnd, FollowError, FollowOptions};
 use crate::plan::{MAX_REPLANS, PlanError, PlanOptions, PlanReport, Progress, make_plan_fresh};
@@ -250,15 +251,23 @@ pub struct OutputArgs {
 }
 
 impl OutputArgs {
-    fn render(&self, report: &PlanReport) -> String {
+    /// Prints the plan on stdout, streamed: a plan of a million changes
+    /// goes from the spill file to the terminal without being held.
+    fn print(&self, report: &PlanReport) {
         let options = RenderOptions {
             color: stdout_color(),
             max_listed: self.max_listed,
         };
-        match self.format {
-            Format::Text => render::render_text(report, options),
-            Format::Markdown => render::render_markdown(report, options),
-            Format::Json => render::render_json(report),
+        let mut out = std::io::stdout().lock();
+        let written = match self.format {
+            Format::Text => render::write_text(report, options, &mut out),
+            Format::Json => render::write_json(report, &mut out),
+            Format::Markdown => out.write_all(render::render_markdown(report, options).as_bytes()),
+        };
+        if let Err(e) = written
+            && e.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            tracing::error!("printing the plan failed: {e}");
         }
     }
 }
@@ -404,7 +413,8 @@ fn execute(command: Command, ctx: &Ctx) -> miette::Result<u8> {
         Command::Show { saved, output } => {
             let plan = SavedPlan::read(&saved)?;
             let report = plan.to_report(&saved)?;
-            print!("{}", output.render(&report));
+            output.print(&report);
+            report.changes.check().map_err(PlanError::Spill)?;
             Ok(EXIT_OK)
         }
         Command::Check { plan } => {
@@ -488,7 +498,8 @@ fn finish_plan(
     if let Some(path) = out {
         SavedPlan::new(plan, report).write(path)?;
     }
-    print!("{}", output.render(report));
+    output.print(report);
+    report.changes.check().map_err(PlanError::Spill)?;
     if let Some(path) = out {
         eprintln!(
             "Saved plan to {}; apply exactly these changes with: etcdplan apply {}",
@@ -579,9 +590,6 @@ async fn apply_command(args: ApplyArgs, ctx: &Ctx) -> miette::Result<u8> {
     result
 }
 
-/// `apply --follow`: the initial apply (skipped when a checkpoint of this
-/// plan exists), then following; after a compaction past the checkpoint, a
-/// fresh plan-and-apply and following again.
 async fn follow_command(
     args: ApplyArgs,
     ctx: &Ctx,
@@ -768,386 +776,313 @@ async fn initial_apply(
     Ok(Ok(revision))
 }
 
-/// Plans (or loads a saved plan) and applies it. Returns the exit code and
-/// the source revision the plan was pinned at.
+/// The CLI as an observer of the engine: spinners and progress bars on a
+/// terminal, the plan printed for review, and the approval prompt.
+struct CliObserver {
+    output: OutputArgs,
+    json: bool,
+    verbose: u8,
+    ticker: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Approval was needed but there is no terminal to ask on.
+    no_terminal: AtomicBool,
+}
+
+impl CliObserver {
+    fn swap_ticker(&self, next: Option<tokio::task::JoinHandle<()>>) {
+        if let Ok(mut t) = self.ticker.lock()
+            && let Some(old) = std::mem::replace(&mut *t, next)
+        {
+            old.abort();
+        }
+    }
+}
+
+impl Drop for CliObserver {
+    fn drop(&mut self) {
+        self.swap_ticker(None);
+    }
+}
+
+impl engine::Observer for CliObserver {
+    fn planning(&self, progress: &Arc<Progress>) {
+        self.swap_ticker(Some(spawn_progress(progress.clone(), self.verbose)));
+    }
+
+    fn replanning(&self, e: &crate::etcd::EtcdError, n: u32, max: u32) {
+        eprintln!(
+            "{e}: history was compacted while planning; planning again at a fresh revision ({n} of {max}). Nothing has been written."
+        );
+    }
+
+    fn review(&self, report: &PlanReport, review: engine::Review) -> bool {
+        if review != engine::Review::Overlapped {
+            self.swap_ticker(None);
+        }
+        if !self.json {
+            self.output.print(report);
+        }
+        if review != engine::Review::Approve || !report.has_writes() {
+            return true;
+        }
+        if !std::io::stdin().is_terminal() {
+            self.no_terminal.store(true, Ordering::SeqCst);
+            return false;
+        }
+        print!("\nApply these changes? Only 'yes' will be accepted: ");
+        let _ = std::io::stdout().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        answer.trim() == "yes"
+    }
+
+    fn writing(&self, progress: &Arc<ApplyProgress>) {
+        self.swap_ticker(Some(spawn_apply_progress(progress.clone())));
+    }
+}
+
+/// Plans (or loads a saved plan) and applies it through the engine, then
+/// says how it went. Returns the exit code and the source revision the
+/// plan was pinned at.
 async fn apply_guarded(
     args: ApplyArgs,
     ctx: &Ctx,
     json: bool,
     stop: Arc<AtomicBool>,
 ) -> miette::Result<(u8, i64)> {
-    let options = ApplyOptions {
-        max_txn_ops: args.max_txn_ops as usize,
-        max_txn_bytes: args.max_txn_bytes as usize,
-        max_request_bytes: args.limits.max_request_bytes as usize,
-        concurrency: args.concurrency as usize,
-        rate: args.rate,
+    let request = engine::ApplyRequest {
+        target: args.target.clone(),
+        options: ApplyOptions {
+            max_txn_ops: args.max_txn_ops as usize,
+            max_txn_bytes: args.max_txn_bytes as usize,
+            max_request_bytes: args.limits.max_request_bytes as usize,
+            concurrency: args.concurrency as usize,
+            rate: args.rate,
+        },
+        policy: ctx.policy.clone(),
+        auto_approve: args.auto_approve,
     };
-    let saved = SavedPlan::is_saved_plan(&args.target);
-    let started = std::time::Instant::now();
-    // One pair of sides for the plan and the writes: an endpoint that has
-    // answered the plan is known to speak the right protocol.
-    let (plan, source, destination, mut report) = if saved {
-        let saved_plan = SavedPlan::read(&args.target)?;
-        let plan = planfile::parse(
-            &saved_plan.plan_file_text,
-            std::path::Path::new(&saved_plan.report.plan.path),
-            &planfile::ProcessEnv,
-        )?;
-        let report = saved_plan.to_report(&args.target)?;
-        let (source, destination) = ctx.sides(&plan);
-        (plan, source, destination, report)
-    } else {
-        let plan = planfile::load(&args.target)?;
-        let options = PlanOptions {
-            keep_payload: true,
-            max_request_bytes: options.max_request_bytes,
-            ..PlanOptions::default()
-        };
-        let (source, destination) = ctx.sides(&plan);
-        let report = plan_with_progress(
-            &plan,
-            source.clone(),
-            destination.clone(),
-            options,
-            ctx.verbose,
-        )
-        .await?;
-        (plan, source, destination, report)
+    let observer = CliObserver {
+        output: args.output.clone(),
+        json,
+        verbose: ctx.verbose,
+        ticker: std::sync::Mutex::new(None),
+        no_terminal: AtomicBool::new(false),
     };
-    tracing::info!(seconds = started.elapsed().as_secs_f64(), "planned");
-    let revision = report.source.revision;
-    // The limit this run enforces, for the warning in the rendered plan.
-    report.max_request_bytes = options.max_request_bytes;
-    if !json {
-        print!("{}", args.output.render(&report));
-    }
-    tracing::info!(seconds = started.elapsed().as_secs_f64(), "rendered");
-    // An undo plan: source keys to restore first (move mode), and keys
-    // changed since the undone apply, which are left alone (exit 3).
-    let has_writes = report.has_writes();
-    let mut undo = report.undo.take();
-    let undo_kept: Vec<String> = undo.as_ref().map_or_else(Vec::new, |u| {
-        report
-            .changes
-            .iter()
-            .chain(&u.restores)
-            .filter(|c| c.action == crate::diff::Action::Conflict)
-            .map(|c| crate::keys::display_key(&c.key))
-            .collect()
-    });
-    let restores_write = undo
-        .as_ref()
-        .is_some_and(|u| u.restores.iter().any(|c| c.action.writes()));
-    if !has_writes {
-        if !undo_kept.is_empty() {
-            return Ok((undo_stale(&undo_kept), revision));
-        }
-        if json {
-            print_apply_json(&report, &ApplyStats::default(), "no_changes", None);
-        } else {
-            println!("\nNothing to apply.");
-        }
-        return Ok((EXIT_OK, revision));
-    }
-    // A key that no request can carry: refuse the plan before any write.
-    apply::check_sizes(&report, &options)?;
-    if saved {
-        // The saved plan names its clusters: refuse to write anywhere else.
-        // An undo reads from the destination's history, and needs the source
-        // only to restore moved keys there.
-        let dst_id = crate::plan::cluster_id(&destination)
-            .await
-            .map_err(PlanError::from)?;
-        let mut expect = vec![("destination", report.destination.cluster_id.clone(), dst_id)];
-        match &undo {
-            None => {
-                let src_id = crate::plan::cluster_id(&source)
-                    .await
-                    .map_err(PlanError::from)?;
-                expect.push(("source", report.source.cluster_id.clone(), src_id));
+    let result = engine::apply(&request, &observer, stop).await;
+    observer.swap_ticker(None);
+    let outcome = match result {
+        Ok(o) => o,
+        Err(e) => {
+            let code = if e.is_stale() { EXIT_STALE } else { EXIT_ERROR };
+            if matches!(
+                e,
+                engine::EngineError::PlanFile(_)
+                    | engine::EngineError::Saved(_)
+                    | engine::EngineError::Plan(_)
+                    | engine::EngineError::NotWritable { .. }
+                    | engine::EngineError::SourceNotWritable { .. }
+                    | engine::EngineError::Apply(
+                        ApplyError::TooLarge { .. } | ApplyError::ClusterMismatch { .. }
+                    )
+            ) {
+                return Err(e.into());
             }
-            Some(u) => {
-                expect.push(("destination", report.source.cluster_id.clone(), dst_id));
-                if restores_write {
-                    let src_id = crate::plan::cluster_id(&source)
-                        .await
-                        .map_err(PlanError::from)?;
-                    expect.push(("source", u.source_cluster_id.clone(), src_id));
-                }
-            }
+            eprintln!("{:?}", miette::Report::new(e));
+            return Ok((code, 0));
         }
-        for (side, expected, found) in expect {
-            let found = format!("{found:016x}");
-            if *expected != found {
-                return Err(ApplyError::ClusterMismatch {
-                    side,
-                    expected,
-                    found,
-                }
-                .into());
-            }
-        }
-        let payloads = match &mut undo {
-            None => apply::fetch_payloads(&source, &mut report).await,
-            Some(u) => match apply::fetch_payloads(&destination, &mut report).await {
-                Ok(()) => apply::fetch_values(&source, &mut u.restores, u.source_revision).await,
-                Err(e) => Err(e),
-            },
-        };
-        if let Err(e) = payloads {
-            return Ok((report_error(e), revision));
-        }
-    } else if !args.auto_approve {
-        if !std::io::stdin().is_terminal() {
-            return Err(miette::miette!(
-                code = "etcdplan::apply::needs_approval",
-                help = "review the plan above, then rerun with --auto-approve; or save it with `etcdplan plan --out FILE` and apply that file",
-                "refusing to apply without a terminal to confirm on"
-            ));
-        }
-        print!("\nApply these changes? Only 'yes' will be accepted: ");
-        let _ = std::io::stdout().flush();
-        let mut answer = String::new();
-        let _ = std::io::stdin().read_line(&mut answer);
-        if answer.trim() != "yes" {
-            println!("Apply cancelled; nothing was written.");
-            return Ok((EXIT_ERROR, revision));
-        }
-    }
-    // Refuse before any write when a range to write is not writable.
-    for (i, m) in plan.mappings.iter().enumerate() {
-        let writes_here = report
-            .changes
-            .iter()
-            .any(|c| c.mapping == i && c.action.writes());
-        if writes_here && let Err(why) = check::probe_write(&destination, &m.to).await {
-            return Err(miette::miette!(
-                code = "etcdplan::apply::not_writable",
-                help = "grant write permission on that prefix to the destination user (see `etcdplan check`); nothing was written",
-                "cannot write to `{}` on the destination: {why}",
-                crate::keys::display_key(&m.to)
-            ));
-        }
-    }
-    // Move mode deletes from the source: refuse before any write when a
-    // `from` range with keys to move is not writable there.
-    for (i, m) in plan.mappings.iter().enumerate() {
-        let moves_here = report.source_deletes.iter().any(|d| d.mapping == i)
-            || undo.as_ref().is_some_and(|u| {
-                u.restores
-                    .iter()
-                    .any(|c| c.mapping == i && c.action.writes())
-            });
-        if moves_here && let Err(why) = check::probe_write(&source, &m.from).await {
-            return Err(miette::miette!(
-                code = "etcdplan::apply::source_not_writable",
-                help = "delete_source needs write permission on each `from` range of the source; nothing was written",
-                "cannot delete from `{}` on the source: {why}",
-                crate::keys::display_key(&m.from)
-            ));
-        }
-    }
-    if stop.load(Ordering::SeqCst) {
-        eprintln!("Interrupted before writing anything.");
-        return Ok((EXIT_ERROR, revision));
-    }
-    let leases = match &undo {
-        None => apply::prepare_leases(&source, &destination, &mut report).await,
-        Some(_) => apply::live_leases(&destination, &mut report.changes).await,
     };
-    let leases = match leases {
-        Ok(l) => l,
-        Err(e) => return Ok((report_error(e), revision)),
-    };
-    // Undo of a move: the source keys go back first, so that no moment
-    // holds a key on neither side.
-    if let Some(u) = &mut undo
-        && restores_write
-    {
-        let restored = match apply::live_leases(&source, &mut u.restores).await {
-            Ok(l) => {
-                apply::apply_changes(
-                    source.clone(),
-                    &u.restores,
-                    &l.map,
-                    &options,
-                    stop.clone(),
-                    Arc::new(ApplyProgress::default()),
-                )
-                .await
-            }
-            Err(e) => Err(e),
-        };
-        let restored = match restored {
-            Ok(stats) => stats,
-            Err(e) => return Ok((report_error(e), revision)),
-        };
-        if !restored.foreign.is_empty() {
-            return Ok((undo_stale(&restored.foreign), revision));
-        }
-        if restored.not_attempted > 0 {
-            eprintln!(
-                "\nInterrupted while restoring source keys.\nResume with: etcdplan apply {}",
-                args.target.display()
-            );
-            return Ok((EXIT_ERROR, revision));
-        }
-        if !json {
-            println!(
-                "Restored on the source: {} key(s), {} already in place.",
-                render::thousands(restored.created),
-                render::thousands(restored.already_in_place)
-            );
-        }
-    }
-    if !leases.expired.is_empty() {
-        eprintln!(
-            "{} key(s) not written: their source lease expired since the plan, and expired keys are not resurrected:\n{}",
-            leases.expired.len(),
-            apply::list(&leases.expired)
-        );
-    }
-    let progress = Arc::new(ApplyProgress::default());
-    let ticker = spawn_apply_progress(progress.clone());
-    let result = apply::apply_changes(
-        destination.clone(),
-        &report.changes,
-        &leases.map,
-        &options,
-        stop.clone(),
-        progress.clone(),
-    )
-    .await;
-    ticker.abort();
-    let _ = ticker.await;
-    tracing::info!(seconds = started.elapsed().as_secs_f64(), "written");
-    let stats = match result {
-        Ok(stats) => stats,
-        Err(e) => return Ok((report_error(e), revision)),
-    };
-    let resume = if saved {
+    let code = report_outcome(
+        &args,
+        json,
+        &outcome,
+        observer.no_terminal.load(Ordering::SeqCst),
+    )?;
+    Ok((code, outcome.source_revision()))
+}
+
+/// Prints how an apply ended and picks the exit code.
+fn report_outcome(
+    args: &ApplyArgs,
+    json: bool,
+    outcome: &engine::ApplyOutcome,
+    no_terminal: bool,
+) -> miette::Result<u8> {
+    use engine::End;
+    let (report, stats) = (&outcome.report, &outcome.stats);
+    let resume = if outcome.saved {
         format!("etcdplan apply {}", args.target.display())
     } else {
         format!("etcdplan apply {} --auto-approve", args.target.display())
     };
-    if !stats.foreign.is_empty() {
+    let print_json = |result: &str| {
         if json {
-            print_apply_json(&report, &stats, "stale", None);
+            print_apply_json(report, stats, result, outcome.verified);
         }
-        eprintln!(
-            "\n{} key(s) were written by someone else since the plan and were left alone:\n{}",
-            stats.foreign.len(),
-            apply::list(&stats.foreign)
-        );
-        eprintln!("{}", stats_line("So far", &stats));
-        eprintln!("Error: stale plan or concurrent writer: run plan again.");
-        return Ok((EXIT_STALE, revision));
-    }
-    if stats.not_attempted > 0 {
-        if json {
-            print_apply_json(&report, &stats, "interrupted", None);
-        }
-        eprintln!(
-            "\nInterrupted after the transactions in flight: {} of {} changes done, {} not attempted.\n{}\nResume with: {resume}",
-            render::thousands(progress.done.load(Ordering::Relaxed)),
-            render::thousands(progress.total.load(Ordering::Relaxed)),
-            render::thousands(stats.not_attempted),
-            stats_line("So far", &stats)
-        );
-        return Ok((EXIT_ERROR, revision));
-    }
-    // Keys the destination refused as too large were not written: verify
-    // the rest, and never delete their source keys in move mode.
-    if !stats.too_large.is_empty() {
-        let refused: std::collections::HashSet<&str> =
-            stats.too_large.iter().map(String::as_str).collect();
-        let kept = |key: &[u8]| !refused.contains(crate::keys::display_key(key).as_str());
-        report.changes.retain(|c| kept(&c.key));
-        report.source_deletes.retain(|d| kept(&d.key));
-    }
-    let verified = match apply::verify(&destination, &report).await {
-        Ok(n) => n,
-        Err(e) => return Ok((report_error(e), revision)),
     };
-    tracing::info!(seconds = started.elapsed().as_secs_f64(), "verified");
-    if !json {
-        println!("\n{}", stats_line("Apply complete", &stats));
+    if let Some(restored) = &outcome.restored
+        && !json
+        && outcome.end != End::RestoreInterrupted
+        && !(outcome.end == End::Stale
+            && outcome.stats.proven() == 0
+            && !restored.foreign.is_empty())
+    {
         println!(
-            "Verified: {} planned key(s) hold what was planned.",
-            render::thousands(verified)
+            "Restored on the source: {} key(s), {} already in place.",
+            render::thousands(restored.created),
+            render::thousands(restored.already_in_place)
         );
     }
-    if !report.source_deletes.is_empty() {
-        let moved = apply::delete_moved(
-            source.clone(),
-            &destination,
-            &report.source_deletes,
-            &options,
-            stop.clone(),
-            progress.clone(),
-        )
-        .await;
-        let moved = match moved {
-            Ok(m) => m,
-            Err(e) => return Ok((report_error(e), revision)),
-        };
-        if !json {
-            println!(
-                "Moved: {} deleted from the source, {} already gone.",
-                render::thousands(moved.deleted_from_source),
-                render::thousands(moved.already_gone)
-            );
-        }
-        let mut kept = moved.changed_on_source.clone();
-        kept.extend(moved.not_on_destination.iter().cloned());
-        if !kept.is_empty() {
-            if json {
-                print_apply_json(&report, &stats, "stale", Some(verified));
-            }
-            eprintln!(
-                "\n{} source key(s) were kept: changed on the source since the plan, or not on the destination with the planned value:\n{}",
-                kept.len(),
-                apply::list(&kept)
-            );
-            eprintln!("Error: stale plan or concurrent writer: run plan again.");
-            return Ok((EXIT_STALE, revision));
-        }
-        if moved.not_attempted > 0 {
-            if json {
-                print_apply_json(&report, &stats, "interrupted", Some(verified));
-            }
-            eprintln!(
-                "\nInterrupted while deleting moved keys from the source: {} not attempted.\nResume with: {resume}",
-                render::thousands(moved.not_attempted)
-            );
-            return Ok((EXIT_ERROR, revision));
-        }
-    }
-    if !stats.too_large.is_empty() {
-        if json {
-            print_apply_json(&report, &stats, "too_large", Some(verified));
-        }
+    if !stats.lease_expired.is_empty() {
         eprintln!(
-            "{:?}",
-            miette::Report::new(ApplyError::RefusedTooLarge {
-                count: stats.too_large.len(),
-                limit: options.max_request_bytes,
-                listed: apply::list(&stats.too_large),
-            })
+            "{} key(s) not written: their source lease expired since the plan, and expired keys are not resurrected:\n{}",
+            stats.lease_expired.len(),
+            apply::list(&stats.lease_expired)
         );
-        return Ok((EXIT_ERROR, revision));
     }
-    if !undo_kept.is_empty() {
-        if json {
-            print_apply_json(&report, &stats, "stale", Some(verified));
+    match outcome.end {
+        End::NoChanges => {
+            print_json("no_changes");
+            if !json {
+                println!("\nNothing to apply.");
+            }
+            Ok(EXIT_OK)
         }
-        return Ok((undo_stale(&undo_kept), revision));
+        End::Cancelled if no_terminal => Err(miette::miette!(
+            code = "etcdplan::apply::needs_approval",
+            help = "review the plan above, then rerun with --auto-approve; or save it with `etcdplan plan --out FILE` and apply that file",
+            "refusing to apply without a terminal to confirm on"
+        )),
+        End::Cancelled => {
+            println!("Apply cancelled; nothing was written.");
+            Ok(EXIT_ERROR)
+        }
+        End::InterruptedBeforeWrites => {
+            eprintln!("Interrupted before writing anything.");
+            Ok(EXIT_ERROR)
+        }
+        End::RestoreInterrupted => {
+            eprintln!(
+                "\nInterrupted while restoring source keys.\nResume with: etcdplan apply {}",
+                args.target.display()
+            );
+            Ok(EXIT_ERROR)
+        }
+        End::SourceChanged => {
+            print_json("stale");
+            eprintln!(
+                "{:?}",
+                miette::Report::new(ApplyError::SourceChanged {
+                    count: stats.source_changed.len(),
+                    listed: apply::list(&stats.source_changed),
+                })
+            );
+            if stats.proven() > 0 {
+                eprintln!("{}", stats_line("So far", stats));
+            }
+            Ok(EXIT_STALE)
+        }
+        End::Stale
+            if report.undo.is_some()
+                && !outcome.undo_kept.is_empty()
+                && stats.foreign.is_empty() =>
+        {
+            print_json("stale");
+            if outcome.verified.is_some() && !json {
+                println!("\n{}", stats_line("Apply complete", stats));
+            }
+            Ok(undo_stale(&outcome.undo_kept))
+        }
+        End::Stale if !stats.foreign.is_empty() => {
+            print_json("stale");
+            eprintln!(
+                "\n{} key(s) were written by someone else since the plan and were left alone:\n{}",
+                stats.foreign.len(),
+                apply::list(&stats.foreign)
+            );
+            eprintln!("{}", stats_line("So far", stats));
+            eprintln!("Error: stale plan or concurrent writer: run plan again.");
+            Ok(EXIT_STALE)
+        }
+        End::Interrupted => {
+            print_json("interrupted");
+            eprintln!(
+                "\nInterrupted after the transactions in flight: {} of {} changes done, {} not attempted.\n{}\nResume with: {resume}",
+                render::thousands(stats.proven() + stats.foreign.len() as u64),
+                render::thousands(report.summary.writes()),
+                render::thousands(stats.not_attempted),
+                stats_line("So far", stats)
+            );
+            Ok(EXIT_ERROR)
+        }
+        End::Stale | End::MoveInterrupted | End::Complete | End::TooLarge => {
+            if !json {
+                println!("\n{}", stats_line("Apply complete", stats));
+                println!(
+                    "Verified: {} planned key(s) hold what was planned.",
+                    render::thousands(outcome.verified.unwrap_or(0))
+                );
+            }
+            if let Some(moved) = &outcome.moved {
+                if !json {
+                    println!(
+                        "Moved: {} deleted from the source, {} already gone.",
+                        render::thousands(moved.deleted_from_source),
+                        render::thousands(moved.already_gone)
+                    );
+                }
+                let mut kept = moved.changed_on_source.clone();
+                kept.extend(moved.not_on_destination.iter().cloned());
+                if !kept.is_empty() {
+                    print_json("stale");
+                    eprintln!(
+                        "\n{} source key(s) were kept: changed on the source since the plan, or not on the destination with the planned value:\n{}",
+                        kept.len(),
+                        apply::list(&kept)
+                    );
+                    eprintln!("Error: stale plan or concurrent writer: run plan again.");
+                    return Ok(EXIT_STALE);
+                }
+                if moved.not_attempted > 0 {
+                    print_json("interrupted");
+                    eprintln!(
+                        "\nInterrupted while deleting moved keys from the source: {} not attempted.\nResume with: {resume}",
+                        render::thousands(moved.not_attempted)
+                    );
+                    return Ok(EXIT_ERROR);
+                }
+            }
+            if outcome.end == End::TooLarge {
+                print_json("too_large");
+                if !stats.oversized.is_empty() {
+                    eprintln!(
+                        "{:?}",
+                        miette::Report::new(ApplyError::SkippedTooLarge {
+                            count: stats.oversized.len(),
+                            limit: outcome.max_request_bytes,
+                            listed: apply::list(&stats.oversized),
+                        })
+                    );
+                }
+                if !stats.too_large.is_empty() {
+                    eprintln!(
+                        "{:?}",
+                        miette::Report::new(ApplyError::RefusedTooLarge {
+                            count: stats.too_large.len(),
+                            limit: outcome.max_request_bytes,
+                            listed: apply::list(&stats.too_large),
+                        })
+                    );
+                }
+                return Ok(EXIT_ERROR);
+            }
+            if !outcome.undo_kept.is_empty() {
+                print_json("stale");
+                return Ok(undo_stale(&outcome.undo_kept));
+            }
+            print_json("complete");
+            Ok(EXIT_OK)
+        }
     }
-    if json {
-        print_apply_json(&report, &stats, "complete", Some(verified));
-    }
-    Ok((EXIT_OK, revision))
 }
 
 /// An undo that left keys alone because they changed since the undone
@@ -1160,16 +1095,6 @@ fn undo_stale(kept: &[String]) -> u8 {
     );
     eprintln!("Error: stale plan or concurrent writer: these keys were not undone.");
     EXIT_STALE
-}
-
-/// Prints an apply error and returns its exit code (3 for a stale plan).
-fn report_error(e: ApplyError) -> u8 {
-    let code = match &e {
-        ApplyError::SourceChanged { .. } => EXIT_STALE,
-        _ => EXIT_ERROR,
-    };
-    eprintln!("{:?}", miette::Report::new(e));
-    code
 }
 
 /// `Apply complete: 120 created, …` and the like, after `lead`.

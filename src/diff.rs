@@ -42,7 +42,7 @@ impl Action {
 }
 
 /// One side's value of a changed key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Value {
     pub sha256: [u8; 32],
     pub size: usize,
@@ -60,7 +60,7 @@ impl Value {
 }
 
 /// One change to one destination key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Change {
     pub action: Action,
     /// Index of the plan's mapping this change belongs to.
@@ -80,7 +80,7 @@ pub struct Change {
 }
 
 /// Move mode: a source key to delete once the destination holds its value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SourceDelete {
     pub mapping: usize,
     pub source_key: Vec<u8>,

@@ -18,7 +18,6 @@ use etcd_client::{EventType, GetOptions, Txn, TxnOp, WatchOptions, WatchResponse
 use miette::Diagnostic;
 use serde::{Deserialize, Serialize};
 
-use crate::apply::{ApplyOptions, batches};
 use crate::etcd::side::Op;
 use crate::etcd::write::{Guard, Outcome, WriteOp, write_batch};
 use crate::etcd::{EtcdError, Side};
@@ -501,14 +500,11 @@ async fn apply_revision(
         return Ok(());
     }
     // The same limits as apply, with one op kept for the checkpoint.
-    let limits = ApplyOptions {
-        max_txn_ops: options.max_txn_ops.saturating_sub(1).max(1),
-        max_txn_bytes: options.max_txn_bytes,
-        ..ApplyOptions::default()
-    };
-    let parts: Vec<Vec<WriteOp>> = batches(ops.iter().cloned().enumerate().collect(), &limits)
-        .map(|batch| batch.into_iter().map(|(_, op)| op).collect())
-        .collect();
+    let parts = crate::etcd::write::split_ops(
+        ops,
+        options.max_txn_ops.saturating_sub(1).max(1),
+        options.max_txn_bytes,
+    );
     if parts.len() > 1 {
         tracing::warn!(
             revision,

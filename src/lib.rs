@@ -8,6 +8,7 @@ pub mod apply;
 pub mod check;
 pub mod cli;
 pub mod diff;
+pub mod engine;
 pub mod etcd;
 pub mod follow;
 pub mod keys;
@@ -16,6 +17,7 @@ pub mod planfile;
 pub mod render;
 pub mod saved;
 pub mod schema;
+pub mod spool;
 pub mod undo;
 
 pub use cli::run;

@@ -14,6 +14,7 @@ use crate::diff::{self, Change, DiffOptions, SourceDelete, Summary};
 use crate::etcd::{Entry, EtcdError, KeyRange, Op, PageLimits, Pin, Side};
 use crate::keys::{display_key, prefixes_overlap};
 use crate::planfile::{LeaseMode, OnConflict, Plan};
+use crate::spool::{Spool, SpoolWriter};
 
 /// One cluster as the plan saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -42,9 +43,14 @@ pub struct PlanReport {
     pub source: ClusterInfo,
     pub destination: ClusterInfo,
     pub mappings: Vec<MappingReport>,
-    pub changes: Vec<Change>,
+    /// Every change, in mapping then key order, spilled to disk: memory
+    /// never grows with their number.
+    pub changes: Spool<Change>,
     /// Move mode: source keys to delete once the copy is verified.
-    pub source_deletes: Vec<SourceDelete>,
+    pub source_deletes: Spool<SourceDelete>,
+    /// The request bytes of the largest single write among the changes, so
+    /// that [`PlanReport::too_large`] reads the spill only when one may not fit.
+    pub largest_write: usize,
     pub summary: Summary,
     pub lease_mode: LeaseMode,
     /// Remaining TTL in seconds, at plan time, of each source lease a change
@@ -84,15 +90,32 @@ impl PlanReport {
 
     /// Changes whose key and value cannot fit one request under
     /// `max_request_bytes`, even alone: apply refuses them before writing.
-    pub fn too_large(&self, max_request_bytes: usize) -> impl Iterator<Item = &Change> {
-        self.changes.iter().filter(move |c| {
-            matches!(c.action, diff::Action::Create | diff::Action::Update)
-                && !crate::etcd::write::fits_alone(
-                    c.key.len(),
-                    c.source.as_ref().map_or(0, |v| v.size),
-                    max_request_bytes,
-                )
-        })
+    pub fn too_large(&self, max_request_bytes: usize) -> Vec<Change> {
+        if self.largest_write + crate::etcd::write::TXN_OVERHEAD_BYTES <= max_request_bytes {
+            return Vec::new();
+        }
+        self.changes
+            .iter()
+            .filter(move |c| {
+                matches!(c.action, diff::Action::Create | diff::Action::Update)
+                    && !crate::etcd::write::fits_alone(
+                        c.key.len(),
+                        c.source.as_ref().map_or(0, |v| v.size),
+                        max_request_bytes,
+                    )
+            })
+            .collect()
+    }
+}
+
+/// The request bytes one change's write needs (0 for one that writes nothing).
+pub fn write_bytes(c: &Change) -> usize {
+    match c.action {
+        diff::Action::Create | diff::Action::Update => {
+            crate::etcd::write::request_bytes(c.key.len(), c.source.as_ref().map_or(0, |v| v.size))
+        }
+        diff::Action::Delete => crate::etcd::write::request_bytes(c.key.len(), 0),
+        diff::Action::Conflict => 0,
     }
 }
 
@@ -129,6 +152,15 @@ pub enum PlanError {
     )]
     Conflicts { count: u64, listed: String },
 
+    #[error("cannot spill the plan's changes to a temporary file")]
+    #[diagnostic(
+        code(etcdplan::plan::spill),
+        help(
+            "the changes are kept in the temp folder (TMPDIR) while planning and applying: check that it exists and has free space"
+        )
+    )]
+    Spill(#[source] std::io::Error),
+
     #[error("internal error while planning: {0}")]
     #[diagnostic(
         code(etcdplan::plan::internal),
@@ -143,8 +175,6 @@ pub struct PlanOptions {
     pub limits: PageLimits,
     /// Keep values up to this size to display value diffs.
     pub shown_limit: usize,
-    /// Keep the bytes to write (apply needs them).
-    pub keep_payload: bool,
     /// Source revision to read at; 0 pins the latest.
     pub source_revision: i64,
     /// The destination's `--max-request-bytes`, to name keys that can never
@@ -157,7 +187,6 @@ impl Default for PlanOptions {
         Self {
             limits: PageLimits::default(),
             shown_limit: 64 << 10,
-            keep_payload: false,
             source_revision: 0,
             max_request_bytes: crate::etcd::write::DEFAULT_MAX_REQUEST_BYTES,
         }
@@ -243,6 +272,23 @@ pub async fn make_plan(
     options: &PlanOptions,
     progress: Arc<Progress>,
 ) -> Result<PlanReport, PlanError> {
+    make_plan_tapped(plan, source, destination, options, progress, None)
+        .await
+        .map(|(report, _)| report)
+}
+
+/// [`make_plan`], also handing every write, with the value its scan read,
+/// to `tap` as the diff finds it: the writers start while the scans are
+/// still reading. The tap comes back with what it could not send.
+pub async fn make_plan_tapped(
+    plan: &Plan,
+    source: Arc<Side>,
+    destination: Arc<Side>,
+    options: &PlanOptions,
+    progress: Arc<Progress>,
+    tap: Option<crate::apply::Tap>,
+) -> Result<(PlanReport, Option<crate::apply::Tap>), PlanError> {
+    let mut tap = tap;
     let (source_id, destination_id) =
         tokio::try_join!(cluster_id(&source), cluster_id(&destination))?;
     if source_id == destination_id {
@@ -263,9 +309,12 @@ pub async fn make_plan(
     let source_pin = Pin::at(options.source_revision);
     let destination_pin = Pin::latest();
     let mut mappings = Vec::new();
-    let mut changes = Vec::new();
-    let mut source_deletes = Vec::new();
+    let mut changes = Some(SpoolWriter::<Change>::new());
+    let mut moves = Some(SpoolWriter::<SourceDelete>::new());
     let mut summary = Summary::default();
+    let mut largest_write = 0;
+    let mut conflicts: Vec<String> = Vec::new();
+    let mut lease_ids = std::collections::BTreeSet::new();
     for (index, mapping) in plan.mappings.iter().enumerate() {
         let (src_rx, src_task) = spawn_scan(
             source.clone(),
@@ -287,18 +336,72 @@ pub async fn make_plan(
         let sensitive = plan.sensitive.clone();
         let (prune, on_conflict, move_source) = (plan.prune, plan.on_conflict, plan.delete_source);
         let skip_leased = plan.leases == LeaseMode::Skip;
-        let (shown_limit, keep_payload) = (options.shown_limit, options.keep_payload);
+        let shown_limit = options.shown_limit;
+        let (mut out, mut moved) = (
+            changes.take().unwrap_or_default(),
+            moves.take().unwrap_or_default(),
+        );
+        let mut mapping_tap = tap.take();
         let diffed = tokio::task::spawn_blocking(move || {
             let opts = DiffOptions {
                 prune,
                 on_conflict,
                 sensitive: &sensitive,
                 shown_limit,
-                keep_payload,
+                keep_payload: mapping_tap.is_some(),
                 move_source,
                 skip_leased,
             };
-            diff::diff(index, &mapping_clone, drain(src_rx), drain(dst_rx), &opts)
+            let mut failed: Option<std::io::Error> = None;
+            let mut failed_moves: Option<std::io::Error> = None;
+            let mut largest = 0;
+            let mut conflicts = Vec::new();
+            let mut leases = std::collections::BTreeSet::new();
+            let summary = diff::diff_into(
+                index,
+                &mapping_clone,
+                drain(src_rx),
+                drain(dst_rx),
+                &opts,
+                |mut c| {
+                    let value = c.payload.take();
+                    largest = largest.max(write_bytes(&c));
+                    if c.action == diff::Action::Conflict && conflicts.len() < 21 {
+                        conflicts.push(display_key(&c.key));
+                    }
+                    if let Some(l) = c.source.as_ref().map(|v| v.lease).filter(|&l| l != 0) {
+                        leases.insert(l);
+                    }
+                    if failed.is_none()
+                        && let Err(e) = out.push(&c)
+                    {
+                        failed = Some(e);
+                    }
+                    if let Some(tap) = mapping_tap.as_mut()
+                        && c.action.writes()
+                    {
+                        tap.offer(c, value);
+                    }
+                },
+                |d| {
+                    if failed_moves.is_none()
+                        && let Err(e) = moved.push(&d)
+                    {
+                        failed_moves = Some(e);
+                    }
+                },
+            );
+            let failed = failed.or(failed_moves);
+            (
+                summary,
+                out,
+                moved,
+                failed,
+                largest,
+                conflicts,
+                leases,
+                mapping_tap,
+            )
         })
         .await
         .map_err(|e| PlanError::Internal(e.to_string()))?;
@@ -307,27 +410,31 @@ pub async fn make_plan(
             task.await
                 .map_err(|e| PlanError::Internal(e.to_string()))??;
         }
-        summary.add(&diffed.summary);
+        let (diff_summary, out, moved, failed, largest, found_conflicts, leases, back) = diffed;
+        tap = back;
+        if let Some(e) = failed {
+            return Err(PlanError::Spill(e));
+        }
+        changes = Some(out);
+        moves = Some(moved);
+        largest_write = largest_write.max(largest);
+        conflicts.extend(found_conflicts);
+        lease_ids.extend(leases);
+        summary.add(&diff_summary);
         mappings.push(MappingReport {
             from: mapping.from.clone(),
             to: mapping.to.clone(),
-            summary: diffed.summary,
+            summary: diff_summary,
         });
-        changes.extend(diffed.changes);
-        source_deletes.extend(diffed.source_deletes);
     }
     if plan.on_conflict == OnConflict::Fail && summary.conflict > 0 {
-        let conflicts: Vec<&Change> = changes
-            .iter()
-            .filter(|c| c.action == diff::Action::Conflict)
-            .collect();
         let mut listed: Vec<String> = conflicts
             .iter()
             .take(20)
-            .map(|c| format!("  ! {}", display_key(&c.key)))
+            .map(|k| format!("  ! {k}"))
             .collect();
-        if conflicts.len() > 20 {
-            listed.push(format!("  … and {} more", conflicts.len() - 20));
+        if summary.conflict > 20 {
+            listed.push(format!("  … and {} more", summary.conflict - 20));
         }
         return Err(PlanError::Conflicts {
             count: summary.conflict,
@@ -336,15 +443,22 @@ pub async fn make_plan(
     }
     let mut lease_ttls = BTreeMap::new();
     if plan.leases != LeaseMode::Skip {
-        for c in &changes {
-            if let Some(id) = c.source.as_ref().map(|v| v.lease).filter(|&l| l != 0)
-                && !lease_ttls.contains_key(&id)
-            {
-                lease_ttls.insert(id, lease_ttl(&source, id).await?);
-            }
+        for id in lease_ids {
+            lease_ttls.insert(id, lease_ttl(&source, id).await?);
         }
     }
-    Ok(PlanReport {
+    if let Some(t) = tap.as_mut() {
+        t.finish();
+    }
+    let changes = changes
+        .unwrap_or_default()
+        .finish()
+        .map_err(PlanError::Spill)?;
+    let source_deletes = moves
+        .unwrap_or_default()
+        .finish()
+        .map_err(PlanError::Spill)?;
+    let report = PlanReport {
         undo: None,
         max_request_bytes: options.max_request_bytes,
         lease_mode: plan.leases,
@@ -365,8 +479,10 @@ pub async fn make_plan(
         mappings,
         changes,
         source_deletes,
+        largest_write,
         summary,
-    })
+    };
+    Ok((report, tap))
 }
 
 /// The remaining TTL of a lease on `side`, in seconds; -1 when expired.

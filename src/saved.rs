@@ -5,6 +5,7 @@
 //! the sha256 of the value to write. It holds no values, so it is safe to
 //! keep as a CI artifact.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use miette::Diagnostic;
@@ -18,7 +19,7 @@ use crate::render::JsonPlan;
 pub const KIND: &str = "etcdplan-saved-plan";
 
 /// A saved plan file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SavedPlan {
     pub kind: String,
     pub saved_format_version: u32,
@@ -77,14 +78,25 @@ impl SavedPlan {
             path: path.to_path_buf(),
             source,
         };
-        let text = serde_json::to_string_pretty(self).map_err(|e| err(std::io::Error::other(e)))?;
         let tmp = path.with_extension("tmp-etcdplan");
-        std::fs::write(&tmp, text + "\n").map_err(err)?;
+        // Streamed: the changes go from the spill file to the saved plan.
+        let write = || -> std::io::Result<()> {
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+            serde_json::to_writer_pretty(&mut out, self)?;
+            out.write_all(b"\n")?;
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            self.report.changes.changes.check()?;
+            self.report.source_deletes.0.check()
+        };
+        if let Err(e) = write() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(err(e));
+        }
         std::fs::rename(&tmp, path).map_err(err)
     }
 
     pub fn read(path: &Path) -> Result<SavedPlan, SavedPlanError> {
-        let bytes = std::fs::read(path).map_err(|source| SavedPlanError::Read {
+        let file = std::fs::File::open(path).map_err(|source| SavedPlanError::Read {
             path: path.to_path_buf(),
             source,
         })?;
@@ -92,8 +104,10 @@ impl SavedPlan {
             path: path.to_path_buf(),
             why,
         };
+        // Streamed: each change is spilled as it is parsed.
         let saved: SavedPlan =
-            serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+            serde_json::from_reader(std::io::BufReader::with_capacity(256 << 10, file))
+                .map_err(|e| invalid(e.to_string()))?;
         if saved.kind != KIND {
             return Err(invalid(format!("its kind is `{}`", saved.kind)));
         }
@@ -107,16 +121,28 @@ impl SavedPlan {
     }
 
     /// Whether a file is a saved plan, judged by its content (a JSON object
-    /// with our `kind`), not by its name.
+    /// whose `kind` is ours), not by its name. Only the file's head is read:
+    /// saved plans are written with `kind` first.
     pub fn is_saved_plan(path: &Path) -> bool {
-        let Ok(bytes) = std::fs::read(path) else {
+        use std::io::Read;
+        let Ok(file) = std::fs::File::open(path) else {
             return false;
         };
-        #[derive(Deserialize)]
-        struct Probe {
-            kind: String,
+        let mut head = Vec::new();
+        if file.take(4096).read_to_end(&mut head).is_err() {
+            return false;
         }
-        serde_json::from_slice::<Probe>(&bytes).is_ok_and(|p| p.kind == KIND)
+        let text = String::from_utf8_lossy(&head);
+        let Some(rest) = text.trim_start().strip_prefix('{') else {
+            return false;
+        };
+        let Some(rest) = rest.trim_start().strip_prefix("\"kind\"") else {
+            return false;
+        };
+        let Some(rest) = rest.trim_start().strip_prefix(':') else {
+            return false;
+        };
+        rest.trim_start().starts_with(&format!("\"{KIND}\""))
     }
 
     pub fn to_report(&self, path: &Path) -> Result<PlanReport, SavedPlanError> {

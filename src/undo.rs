@@ -23,6 +23,7 @@ use crate::etcd::{Entry, EtcdError, Side};
 use crate::keys::display_key;
 use crate::plan::{ClusterInfo, MappingReport, PlanReport, UndoInfo, cluster_head, lease_ttl};
 use crate::planfile::{Plan, SideRole};
+use crate::spool::Spool;
 
 #[derive(Debug, thiserror::Error, Diagnostic)]
 pub enum UndoError {
@@ -162,11 +163,20 @@ pub async fn plan_undo(
         });
     }
     let recorded = applied.destination.revision;
-    let written: Vec<&Change> = applied
+    // An undo reads each written key twice: it is bounded by what one
+    // apply wrote, and held in memory (unlike a plan's changes).
+    let written: Vec<Change> = applied
         .changes
         .iter()
         .filter(|c| c.action.writes())
         .collect();
+    applied.changes.check().map_err(|e| {
+        UndoError::Etcd(EtcdError::Request {
+            side: crate::planfile::SideRole::Destination,
+            operation: "read the saved plan's changes".into(),
+            detail: e.to_string(),
+        })
+    })?;
     let keys: Vec<Vec<u8>> = written.iter().map(|c| c.key.clone()).collect();
     let (before, now) = tokio::try_join!(
         read_at(&destination, &keys, recorded),
@@ -246,8 +256,19 @@ pub async fn plan_undo(
             endpoints,
         },
         mappings,
-        changes,
-        source_deletes: Vec::new(),
+        largest_write: changes
+            .iter()
+            .map(crate::plan::write_bytes)
+            .max()
+            .unwrap_or(0),
+        changes: Spool::from_records(&changes).map_err(|e| {
+            UndoError::Etcd(EtcdError::Request {
+                side: crate::planfile::SideRole::Destination,
+                operation: "spill the undo plan".into(),
+                detail: e.to_string(),
+            })
+        })?,
+        source_deletes: Spool::empty(),
         summary,
         lease_mode: applied.lease_mode,
         lease_ttls,

@@ -212,6 +212,39 @@ async fn write_whole(
         .collect())
 }
 
+/// Cuts guarded writes into transactions of at most `max_ops` keys and
+/// `max_bytes` request bytes; a key bigger than that goes alone.
+pub fn split_ops(ops: &[WriteOp], max_ops: usize, max_bytes: usize) -> Vec<Vec<WriteOp>> {
+    let mut out: Vec<Vec<WriteOp>> = Vec::new();
+    let mut bytes = 0;
+    for op in ops {
+        let b = op.request_bytes();
+        match out.last_mut() {
+            Some(batch) if batch.len() < max_ops.max(1) && bytes + b <= max_bytes => {
+                batch.push(op.clone());
+                bytes += b;
+            }
+            _ => {
+                out.push(vec![op.clone()]);
+                bytes = b;
+            }
+        }
+    }
+    out
+}
+
+/// Grants a lease of `ttl` seconds on `side`; returns its id.
+pub async fn grant_lease(side: &Side, ttl: i64) -> Result<i64, EtcdError> {
+    let op = Op {
+        action: "write",
+        prefix: b"",
+    };
+    let granted = side
+        .call(op, |mut c| async move { c.lease_grant(ttl, None).await })
+        .await?;
+    Ok(granted.id())
+}
+
 /// Settles one key after its transaction's guards failed. `None` means its
 /// guard still holds: write it again.
 pub(crate) fn classify(op: &WriteOp, current: Option<(&[u8], i64)>) -> Option<Outcome> {
@@ -283,6 +316,94 @@ pub async fn read_entries(
                 out.len()
             ),
         });
+    }
+    Ok(out)
+}
+
+/// Reads `keys` (sorted, distinct) at `revision` (0: the latest). When they
+/// are `dense` in their range, one range read bounded by the first and last
+/// key fetches them (etcd walks only that span); whatever it does not cover,
+/// and sparse keys, are read one by one in batched transactions.
+pub async fn read_sorted(
+    side: &Arc<Side>,
+    keys: &[Vec<u8>],
+    revision: i64,
+    dense: bool,
+) -> Result<Vec<Option<Entry>>, EtcdError> {
+    let (Some(first), Some(last)) = (keys.first(), keys.last()) else {
+        return Ok(Vec::new());
+    };
+    if !dense || keys.len() < 4 || side.v2()?.is_some() {
+        return read_entries(side, keys, revision).await;
+    }
+    let mut end = last.clone();
+    end.push(0);
+    let limit = (keys.len() * 2) as i64;
+    let op = Op {
+        action: "read",
+        prefix: first,
+    };
+    let resp = side
+        .call(op, |c| {
+            let options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(limit)
+                .with_revision(revision);
+            let key = first.clone();
+            async move {
+                c.kv_client()
+                    .max_decoding_message_size(MAX_DECODE_BYTES)
+                    .get(key, Some(options))
+                    .await
+            }
+        })
+        .await;
+    let mut resp = match resp {
+        Err(EtcdError::Compacted { side, .. }) => {
+            return Err(EtcdError::Compacted { side, revision });
+        }
+        other => other?,
+    };
+    let more = resp.more();
+    let kvs = resp.take_kvs();
+    // Without `more`, the read covered the whole span; with it, up to its last key.
+    let covered_to = if more {
+        kvs.last().map(|kv| kv.key().to_vec())
+    } else {
+        None
+    };
+    let mut found = kvs.into_iter().peekable();
+    let mut out: Vec<Option<Entry>> = Vec::with_capacity(keys.len());
+    let mut missing = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let covered = !more || covered_to.as_ref().is_some_and(|c| key <= c);
+        if !covered {
+            missing.push(i);
+            out.push(None);
+            continue;
+        }
+        while found.next_if(|kv| kv.key() < key.as_slice()).is_some() {}
+        out.push(found.next_if(|kv| kv.key() == key.as_slice()).map(|kv| {
+            let (mod_revision, create_revision, lease) =
+                (kv.mod_revision(), kv.create_revision(), kv.lease());
+            let (key, value) = kv.into_key_value();
+            Entry {
+                key,
+                value,
+                mod_revision,
+                create_revision,
+                lease,
+            }
+        }));
+    }
+    if !missing.is_empty() {
+        let wanted: Vec<Vec<u8>> = missing.iter().map(|&i| keys[i].clone()).collect();
+        for (i, entry) in missing
+            .into_iter()
+            .zip(read_entries(side, &wanted, revision).await?)
+        {
+            out[i] = entry;
+        }
     }
     Ok(out)
 }

@@ -11,9 +11,10 @@ use std::collections::BTreeMap;
 use crate::diff::{Action, Change, SourceDelete, Summary, Value};
 use crate::plan::{ClusterInfo, MappingReport, PlanReport, UndoInfo};
 use crate::planfile::LeaseMode;
+use crate::spool::{Spool, SpoolWriter};
 
 /// The JSON document, format version "1".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JsonPlan {
     pub format_version: String,
     pub plan: JsonPlanFile,
@@ -21,10 +22,10 @@ pub struct JsonPlan {
     pub destination: ClusterInfo,
     pub summary: Summary,
     pub mappings: Vec<JsonMapping>,
-    pub changes: Vec<JsonChange>,
+    pub changes: JsonChanges,
     /// Move mode: source keys deleted once the copy is verified.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub source_deletes: Vec<JsonSourceDelete>,
+    #[serde(default, skip_serializing_if = "JsonSourceDeletes::is_empty")]
+    pub source_deletes: JsonSourceDeletes,
     /// How leased keys are written: preserve, drop or skip.
     #[serde(default)]
     pub lease_mode: LeaseMode,
@@ -42,7 +43,7 @@ pub struct JsonPlan {
 }
 
 /// The undo part of an undo plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JsonUndo {
     /// The original source cluster (move mode restores keys there).
     pub source_cluster_id: String,
@@ -303,11 +304,11 @@ impl JsonPlan {
                     summary: m.summary,
                 })
                 .collect(),
-            changes: r
-                .changes
-                .iter()
-                .map(|c| JsonChange::from_change(c, &r.lease_ttls))
-                .collect(),
+            changes: JsonChanges {
+                changes: r.changes.clone(),
+                lease_ttls: r.lease_ttls.clone(),
+                largest_write: r.largest_write,
+            },
             lease_mode: r.lease_mode,
             max_request_bytes: r.max_request_bytes as u64,
             undo: r.undo.as_ref().map(|u| JsonUndo {
@@ -321,22 +322,13 @@ impl JsonPlan {
             }),
             too_large: r
                 .too_large(r.max_request_bytes)
+                .iter()
                 .map(|c| JsonTooLarge {
                     key: JsonKey::new(c.key.clone()),
                     value_size: c.source.as_ref().map_or(0, |v| v.size) as u64,
                 })
                 .collect(),
-            source_deletes: r
-                .source_deletes
-                .iter()
-                .map(|d| JsonSourceDelete {
-                    source_key: JsonKey::new(d.source_key.clone()),
-                    key: JsonKey::new(d.key.clone()),
-                    mapping: d.mapping,
-                    mod_revision: d.mod_revision,
-                    value_sha256: hex::encode(d.sha256),
-                })
-                .collect(),
+            source_deletes: JsonSourceDeletes(r.source_deletes.clone()),
         }
     }
 
@@ -356,28 +348,9 @@ impl JsonPlan {
                     summary: m.summary,
                 })
                 .collect(),
-            changes: self
-                .changes
-                .iter()
-                .map(JsonChange::to_change)
-                .collect::<Result<_, _>>()?,
-            source_deletes: self
-                .source_deletes
-                .iter()
-                .map(|d| {
-                    let sha = hex::decode(&d.value_sha256)
-                        .ok()
-                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                        .ok_or_else(|| format!("bad sha256 `{}`", d.value_sha256))?;
-                    Ok(SourceDelete {
-                        mapping: d.mapping,
-                        source_key: d.source_key.bytes.clone(),
-                        key: d.key.bytes.clone(),
-                        mod_revision: d.mod_revision,
-                        sha256: sha,
-                    })
-                })
-                .collect::<Result<_, String>>()?,
+            changes: self.changes.changes.clone(),
+            largest_write: self.changes.largest_write,
+            source_deletes: self.source_deletes.0.clone(),
             summary: self.summary,
             lease_mode: self.lease_mode,
             max_request_bytes: usize::try_from(self.max_request_bytes).unwrap_or(usize::MAX),
@@ -393,19 +366,143 @@ impl JsonPlan {
                         .collect::<Result<_, _>>()?,
                 }),
             },
-            lease_ttls: self
-                .changes
-                .iter()
-                .filter_map(|c| Some((c.source_lease?, c.lease_ttl?)))
-                .collect(),
+            lease_ttls: self.changes.lease_ttls.clone(),
         })
     }
 }
 
 /// Renders a plan as one pretty JSON object with a trailing newline.
 pub fn render_json(report: &PlanReport) -> String {
-    let mut text = serde_json::to_string_pretty(&JsonPlan::from_report(report))
-        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
-    text.push('\n');
-    text
+    let mut out = Vec::new();
+    if let Err(e) = write_json(report, &mut out) {
+        return format!("{{\"error\": \"{e}\"}}\n");
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`render_json`], streamed to `out`: the changes go from the spill file to
+/// the writer one by one.
+pub fn write_json(report: &PlanReport, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(out);
+    serde_json::to_writer_pretty(&mut out, &JsonPlan::from_report(report))?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    report.changes.check()?;
+    report.source_deletes.check()
+}
+
+/// A plan's changes in JSON: streamed from the spill file when written, and
+/// spilled record by record when read, so neither direction holds them all.
+#[derive(Debug, Clone, Default)]
+pub struct JsonChanges {
+    pub changes: Spool<Change>,
+    /// Remaining TTL at plan time of each source lease a change carries.
+    pub lease_ttls: BTreeMap<i64, i64>,
+    /// The largest single write, in request bytes.
+    pub largest_write: usize,
+}
+
+impl Serialize for JsonChanges {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            self.changes
+                .iter()
+                .map(|c| JsonChange::from_change(&c, &self.lease_ttls)),
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonChanges {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = JsonChanges;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of changes")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<JsonChanges, A::Error> {
+                use serde::de::Error;
+                let mut out = SpoolWriter::new();
+                let mut lease_ttls = BTreeMap::new();
+                let mut largest_write = 0;
+                while let Some(c) = seq.next_element::<JsonChange>()? {
+                    if let (Some(lease), Some(ttl)) = (c.source_lease, c.lease_ttl) {
+                        lease_ttls.insert(lease, ttl);
+                    }
+                    let change = c.to_change().map_err(A::Error::custom)?;
+                    largest_write = largest_write.max(crate::plan::write_bytes(&change));
+                    out.push(&change).map_err(A::Error::custom)?;
+                }
+                Ok(JsonChanges {
+                    changes: out.finish().map_err(A::Error::custom)?,
+                    lease_ttls,
+                    largest_write,
+                })
+            }
+        }
+        d.deserialize_seq(Visit)
+    }
+}
+
+/// Move mode's source deletes in JSON, streamed like [`JsonChanges`].
+#[derive(Debug, Clone, Default)]
+pub struct JsonSourceDeletes(pub Spool<SourceDelete>);
+
+impl JsonSourceDeletes {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for JsonSourceDeletes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|d| JsonSourceDelete {
+            source_key: JsonKey::new(d.source_key.clone()),
+            key: JsonKey::new(d.key.clone()),
+            mapping: d.mapping,
+            mod_revision: d.mod_revision,
+            value_sha256: hex::encode(d.sha256),
+        }))
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonSourceDeletes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = JsonSourceDeletes;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of source deletes")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<JsonSourceDeletes, A::Error> {
+                use serde::de::Error;
+                let mut out = SpoolWriter::new();
+                while let Some(d) = seq.next_element::<JsonSourceDelete>()? {
+                    let sha256 = hex::decode(&d.value_sha256)
+                        .ok()
+                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                        .ok_or_else(|| {
+                            A::Error::custom(format!("bad sha256 `{}`", d.value_sha256))
+                        })?;
+                    out.push(&SourceDelete {
+                        mapping: d.mapping,
+                        source_key: d.source_key.bytes,
+                        key: d.key.bytes,
+                        mod_revision: d.mod_revision,
+                        sha256,
+                    })
+                    .map_err(A::Error::custom)?;
+                }
+                Ok(JsonSourceDeletes(out.finish().map_err(A::Error::custom)?))
+            }
+        }
+        d.deserialize_seq(Visit)
+    }
 }

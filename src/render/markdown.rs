@@ -178,7 +178,7 @@ pub fn render_markdown(report: &PlanReport, options: RenderOptions) -> String {
         section(
             &mut out,
             &title,
-            of_action().map(|c| entry(report, c)),
+            of_action().map(|c| entry(report, &c)),
             &mut budget,
         );
     }
@@ -201,8 +201,8 @@ pub fn render_markdown(report: &PlanReport, options: RenderOptions) -> String {
         .map(|c| format!("{} {}\n", c.action.symbol(), display_key(&c.key)));
     section(&mut out, &title, restored, &mut budget);
     let (limit, listed, full) = (budget.limit, budget.listed, budget.full);
-    let total = report.changes.len() + report.source_deletes.len() + restores.len();
-    if listed < total {
+    let total = report.changes.len() + report.source_deletes.len() + restores.len() as u64;
+    if (listed as u64) < total {
         let why = if full {
             format!(
                 "to keep this comment under {} characters",
@@ -214,7 +214,7 @@ pub fn render_markdown(report: &PlanReport, options: RenderOptions) -> String {
         let _ = writeln!(
             out,
             "_{} of {} changes are not listed here ({why}); the summary above counts them all, and `etcdplan show` on the saved plan lists every one._",
-            thousands((total - listed) as u64),
+            thousands(total - listed as u64),
             thousands(total as u64)
         );
     }

@@ -7,9 +7,11 @@ mod json;
 mod markdown;
 mod text;
 
-pub use json::{JsonChange, JsonPlan, JsonSourceDelete, render_json};
+pub use json::{
+    JsonChange, JsonChanges, JsonPlan, JsonSourceDelete, JsonSourceDeletes, render_json, write_json,
+};
 pub use markdown::{MARKDOWN_LIMIT, render_markdown};
-pub use text::render_text;
+pub use text::{render_text, write_text};
 
 use similar::{ChangeTag, TextDiff};
 
@@ -56,7 +58,7 @@ const TOO_LARGE_LISTED: usize = 50;
 /// The warning about keys no request can carry under the destination's
 /// limit, and one line per key (at most [`TOO_LARGE_LISTED`], then a count).
 pub fn too_large_warning(report: &PlanReport) -> Option<(String, Vec<String>)> {
-    let keys: Vec<&Change> = report.too_large(report.max_request_bytes).collect();
+    let keys: Vec<Change> = report.too_large(report.max_request_bytes);
     if keys.is_empty() {
         return None;
     }

@@ -1,7 +1,7 @@
 //! The terminal rendering: a header, each change with its symbol, value
 //! diffs for updates, and the summary line.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 use owo_colors::OwoColorize;
 
@@ -27,8 +27,31 @@ fn side_line(label: &str, c: &ClusterInfo) -> String {
 
 /// Renders a plan for a terminal (or a log, with colour off).
 pub fn render_text(report: &PlanReport, options: RenderOptions) -> String {
+    let mut out = Vec::new();
+    let _ = write_text(report, options, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// [`render_text`], streamed to `out`: the changes come from the plan's
+/// spill file one by one, so memory does not grow with them.
+pub fn write_text(
+    report: &PlanReport,
+    options: RenderOptions,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(64 << 10, out);
+    write_text_to(report, options, &mut out)?;
+    out.flush()?;
+    report.changes.check()?;
+    report.source_deletes.check()
+}
+
+fn write_text_to(
+    report: &PlanReport,
+    options: RenderOptions,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
     let color = options.color;
-    let mut out = String::new();
     let title = match &report.name {
         Some(name) => format!("etcdplan plan: {name}"),
         None => "etcdplan plan".to_string(),
@@ -46,7 +69,7 @@ pub fn render_text(report: &PlanReport, options: RenderOptions) -> String {
     let limit = options.max_listed.unwrap_or(usize::MAX);
     let mut listed = 0;
     let mut current_mapping = None;
-    for change in &report.changes {
+    for change in report.changes.iter() {
         if listed >= limit {
             break;
         }
@@ -66,7 +89,7 @@ pub fn render_text(report: &PlanReport, options: RenderOptions) -> String {
             Action::Delete => t.red().to_string(),
             Action::Conflict => t.magenta().to_string(),
         });
-        match notes(report, change) {
+        match notes(report, &change) {
             Some(note) => {
                 let _ = writeln!(out, "{painted}  {note}");
             }
@@ -74,7 +97,7 @@ pub fn render_text(report: &PlanReport, options: RenderOptions) -> String {
                 let _ = writeln!(out, "{painted}");
             }
         }
-        if let Some(lines) = value_diff(change) {
+        if let Some(lines) = value_diff(&change) {
             for l in lines {
                 let text = match l {
                     DiffLine::Context(t) => format!("        {t}"),
@@ -97,7 +120,7 @@ pub fn render_text(report: &PlanReport, options: RenderOptions) -> String {
             out,
             "\nMove: deleted from the source once the destination holds them (guarded by mod revision):"
         );
-        for d in &report.source_deletes {
+        for d in report.source_deletes.iter() {
             if listed >= limit {
                 break;
             }
@@ -121,12 +144,12 @@ pub fn render_text(report: &PlanReport, options: RenderOptions) -> String {
             let _ = writeln!(out, "{}", paint(color, &line, |t| t.green().to_string()));
         }
     }
-    let total = report.changes.len() + report.source_deletes.len() + restores.len();
-    if listed < total {
+    let total = report.changes.len() + report.source_deletes.len() + restores.len() as u64;
+    if (listed as u64) < total {
         let _ = writeln!(
             out,
             "\n  … {} more change(s) not listed (--max-listed {})",
-            thousands((total - listed) as u64),
+            thousands(total - listed as u64),
             limit
         );
     }
@@ -148,5 +171,5 @@ pub fn render_text(report: &PlanReport, options: RenderOptions) -> String {
             .bold()
             .to_string())
     );
-    out
+    Ok(())
 }

@@ -1,0 +1,700 @@
+//! The apply workflow as one library call: load or make the plan, review
+//! it, guard, write, move, all as streams. A Rust program runs a migration
+//! with [`apply`] and an [`Observer`]; the CLI is one such observer.
+//!
+//! Two shapes, with the same guarantees:
+//! - **Overlapped** (a plan file with `auto_approve`): the diff hands each
+//!   write, with the value its scan just read at the pinned revision, to the
+//!   writer pool as it is found. Scanning, diffing and writing run together.
+//! - **Reviewed** (approval, a saved plan, `on_conflict: fail`, move mode,
+//!   undo): the whole plan is spilled to a file first and shown; then the
+//!   spill is streamed back, and each batch's values are read from the
+//!   source at the pinned revision just before it is written.
+//!
+//! Verification: every write is a guarded transaction whose response proves
+//! the key's state (the compare held and the put or delete happened, or the
+//! failure branch's read-back shows the planned value in place), so the
+//! proof is collected as the writes settle, with no second pass.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use miette::Diagnostic;
+use tokio::sync::mpsc;
+
+use crate::apply::{
+    self, ApplyError, ApplyOptions, ApplyProgress, ApplyStats, LeaseBook, LeasePolicy, MoveStats,
+    Tap, ValueSource,
+};
+use crate::diff::Action;
+use crate::etcd::{EtcdError, RetryPolicy, Side};
+use crate::plan::{MAX_REPLANS, PlanError, PlanOptions, PlanReport, Progress};
+use crate::planfile::{self, LeaseMode, OnConflict, Plan, PlanFileError};
+use crate::saved::{SavedPlan, SavedPlanError};
+
+/// What to apply, and how.
+#[derive(Debug, Clone)]
+pub struct ApplyRequest {
+    /// A plan file (YAML) or a saved plan, recognised by its content.
+    pub target: PathBuf,
+    pub options: ApplyOptions,
+    pub policy: RetryPolicy,
+    /// Apply a plan file without asking [`Observer::review`] first. With it,
+    /// writing overlaps planning where the plan allows.
+    pub auto_approve: bool,
+}
+
+/// What [`Observer::review`] is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Review {
+    /// Nothing is written unless this returns `true`.
+    Approve,
+    /// Approval is not needed (a saved plan, or `auto_approve` without
+    /// overlap): shown before any write.
+    Show,
+    /// The plan is complete and its writes are already under way.
+    Overlapped,
+}
+
+/// Hears how an apply goes. Every method has a default but `review`.
+pub trait Observer: Send + Sync {
+    /// Planning started; `progress` counts keys read per side.
+    fn planning(&self, _progress: &Arc<Progress>) {}
+    /// History was compacted under a scan; planning starts over.
+    fn replanning(&self, _error: &EtcdError, _attempt: u32, _max: u32) {}
+    /// The complete plan. For [`Review::Approve`], `false` cancels.
+    fn review(&self, report: &PlanReport, review: Review) -> bool;
+    /// Writing started; `progress` counts keys settled.
+    fn writing(&self, _progress: &Arc<ApplyProgress>) {}
+    /// A phase ended, `seconds` after the apply started.
+    fn phase(&self, _name: &'static str, _seconds: f64) {}
+}
+
+/// How an apply ended, as plain data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Nothing to write.
+    NoChanges,
+    /// The review said no; nothing was written.
+    Cancelled,
+    /// Stopped (Ctrl-C) before any write.
+    InterruptedBeforeWrites,
+    /// Every planned write is in place, proven by its transaction.
+    Complete,
+    /// Someone else wrote planned keys (or, for an undo or a move, keys
+    /// changed since): those were left alone.
+    Stale,
+    /// Stopped with writes not attempted; a rerun resumes.
+    Interrupted,
+    /// Stopped while an undo restored source keys.
+    RestoreInterrupted,
+    /// Stopped while deleting moved keys from the source.
+    MoveInterrupted,
+    /// Keys too large for one request were not written; the rest was.
+    TooLarge,
+    /// Source values changed since a saved plan (history compacted): their
+    /// batch was held back and the run stopped.
+    SourceChanged,
+}
+
+/// Everything an apply did.
+#[derive(Debug, Clone)]
+pub struct ApplyOutcome {
+    pub end: End,
+    pub report: PlanReport,
+    /// Whether the target was a saved plan.
+    pub saved: bool,
+    pub stats: ApplyStats,
+    /// An undo of a move: what was put back on the source.
+    pub restored: Option<ApplyStats>,
+    /// Move mode: what was deleted from the source.
+    pub moved: Option<MoveStats>,
+    /// An undo: keys changed since the undone apply, left alone.
+    pub undo_kept: Vec<String>,
+    /// Keys proven to hold what was planned (see the module docs).
+    pub verified: Option<u64>,
+    /// The request limit this apply enforced.
+    pub max_request_bytes: usize,
+}
+
+impl ApplyOutcome {
+    /// The source revision the plan was pinned at.
+    pub fn source_revision(&self) -> i64 {
+        self.report.source.revision
+    }
+}
+
+/// Why an apply stopped with an error.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+pub enum EngineError {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    PlanFile(#[from] PlanFileError),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Saved(#[from] SavedPlanError),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Plan(#[from] PlanError),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Apply(#[from] ApplyError),
+
+    #[error("cannot write to `{prefix}` on the destination: {why}")]
+    #[diagnostic(
+        code(etcdplan::apply::not_writable),
+        help(
+            "grant write permission on that prefix to the destination user (see `etcdplan check`); nothing was written"
+        )
+    )]
+    NotWritable { prefix: String, why: String },
+
+    #[error("cannot delete from `{prefix}` on the source: {why}")]
+    #[diagnostic(
+        code(etcdplan::apply::source_not_writable),
+        help(
+            "delete_source needs write permission on each `from` range of the source; nothing was written"
+        )
+    )]
+    SourceNotWritable { prefix: String, why: String },
+}
+
+impl EngineError {
+    /// Whether the error means the plan is stale (exit 3 in the CLI).
+    pub fn is_stale(&self) -> bool {
+        matches!(self, EngineError::Apply(ApplyError::SourceChanged { .. }))
+    }
+}
+
+/// The sides of a plan, with a run's retry policy.
+pub fn sides(plan: &Plan, policy: &RetryPolicy) -> (Arc<Side>, Arc<Side>) {
+    (
+        Arc::new(Side::new(&plan.source, policy.clone())),
+        Arc::new(Side::new(&plan.destination, policy.clone())),
+    )
+}
+
+/// A loaded target: the plan file, its sides, and for a saved plan its report.
+pub struct Loaded {
+    pub plan: Plan,
+    pub source: Arc<Side>,
+    pub destination: Arc<Side>,
+    pub saved: Option<PlanReport>,
+}
+
+/// Loads a plan file or a saved plan (recognised by content).
+pub fn load(request: &ApplyRequest) -> Result<Loaded, EngineError> {
+    if SavedPlan::is_saved_plan(&request.target) {
+        let saved_plan = SavedPlan::read(&request.target)?;
+        let plan = planfile::parse(
+            &saved_plan.plan_file_text,
+            std::path::Path::new(&saved_plan.report.plan.path),
+            &planfile::ProcessEnv,
+        )?;
+        let report = saved_plan.to_report(&request.target)?;
+        let (source, destination) = sides(&plan, &request.policy);
+        Ok(Loaded {
+            plan,
+            source,
+            destination,
+            saved: Some(report),
+        })
+    } else {
+        let plan = planfile::load(&request.target)?;
+        let (source, destination) = sides(&plan, &request.policy);
+        Ok(Loaded {
+            plan,
+            source,
+            destination,
+            saved: None,
+        })
+    }
+}
+
+/// Runs one whole apply. `stop` set (e.g. by Ctrl-C) stops it cleanly:
+/// before writing, nothing is written; while writing, the transactions in
+/// flight finish first.
+pub async fn apply(
+    request: &ApplyRequest,
+    observer: &dyn Observer,
+    stop: Arc<AtomicBool>,
+) -> Result<ApplyOutcome, EngineError> {
+    let loaded = load(request)?;
+    apply_loaded(request, loaded, observer, stop).await
+}
+
+/// [`apply`] of an already loaded target (its sides are reused).
+pub async fn apply_loaded(
+    request: &ApplyRequest,
+    loaded: Loaded,
+    observer: &dyn Observer,
+    stop: Arc<AtomicBool>,
+) -> Result<ApplyOutcome, EngineError> {
+    let started = Instant::now();
+    let Loaded {
+        plan,
+        source,
+        destination,
+        saved,
+    } = loaded;
+    let run = Run {
+        request,
+        plan: &plan,
+        source,
+        destination,
+        observer,
+        stop,
+        started,
+    };
+    match saved {
+        Some(report) => run.reviewed(report, true).await,
+        None => {
+            if request.auto_approve
+                && plan.on_conflict != OnConflict::Fail
+                && !plan.delete_source
+                && run.all_writable().await
+            {
+                return run.overlapped().await;
+            }
+            let report = run.plan_fresh().await?;
+            run.reviewed(report, false).await
+        }
+    }
+}
+
+struct Run<'a> {
+    request: &'a ApplyRequest,
+    plan: &'a Plan,
+    source: Arc<Side>,
+    destination: Arc<Side>,
+    observer: &'a dyn Observer,
+    stop: Arc<AtomicBool>,
+    started: Instant,
+}
+
+impl Run<'_> {
+    fn plan_options(&self) -> PlanOptions {
+        PlanOptions {
+            max_request_bytes: self.request.options.max_request_bytes,
+            ..PlanOptions::default()
+        }
+    }
+
+    fn phase(&self, name: &'static str) {
+        let seconds = self.started.elapsed().as_secs_f64();
+        tracing::info!(seconds, "{name}");
+        self.observer.phase(name, seconds);
+    }
+
+    fn lease_policy(&self) -> LeasePolicy {
+        match self.plan.leases {
+            LeaseMode::Preserve => LeasePolicy::Grant,
+            _ => LeasePolicy::None,
+        }
+    }
+
+    /// Whether every `to` range accepts writes (a probe that writes nothing).
+    async fn all_writable(&self) -> bool {
+        for m in &self.plan.mappings {
+            if crate::check::probe_write(&self.destination, &m.to)
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// A plan, started over at a fresh revision when compacted under a scan.
+    async fn plan_fresh(&self) -> Result<PlanReport, EngineError> {
+        let progress = Arc::new(Progress::default());
+        self.observer.planning(&progress);
+        let report = crate::plan::make_plan_fresh(
+            self.plan,
+            self.source.clone(),
+            self.destination.clone(),
+            &self.plan_options(),
+            progress,
+            |e, n| self.observer.replanning(e, n, MAX_REPLANS),
+        )
+        .await?;
+        self.phase("planned");
+        Ok(report)
+    }
+
+    /// Plan and write together; on a compaction under a scan, the writes
+    /// in flight finish and the whole run starts over at a fresh revision
+    /// (what was written is then found in place).
+    async fn overlapped(&self) -> Result<ApplyOutcome, EngineError> {
+        let options = &self.request.options;
+        let mut stats = ApplyStats::default();
+        let mut replans = 0;
+        loop {
+            let progress = Arc::new(Progress::default());
+            let writes = Arc::new(ApplyProgress::default());
+            self.observer.planning(&progress);
+            self.observer.writing(&writes);
+            let (tx, rx) = mpsc::channel(options.concurrency.max(1) * 2);
+            let tap = Tap::new(options, tx, writes.clone());
+            let leases = Arc::new(LeaseBook::new(
+                self.lease_policy(),
+                self.source.clone(),
+                self.destination.clone(),
+            ));
+            let planning = async {
+                let result = crate::plan::make_plan_tapped(
+                    self.plan,
+                    self.source.clone(),
+                    self.destination.clone(),
+                    &self.plan_options(),
+                    progress,
+                    Some(tap),
+                )
+                .await;
+                if let Ok((report, _)) = &result {
+                    // Shown as soon as it is complete, while writes drain.
+                    self.phase("planned");
+                    self.observer.review(report, Review::Overlapped);
+                }
+                result
+            };
+            let writing = apply::write_stream(
+                self.destination.clone(),
+                rx,
+                None,
+                leases,
+                options,
+                &self.stop,
+                &writes,
+            );
+            let (planned, written) = tokio::join!(planning, writing);
+            self.phase("written");
+            match planned {
+                Err(PlanError::Etcd(e @ EtcdError::Compacted { .. })) if replans < MAX_REPLANS => {
+                    replans += 1;
+                    stats.add(written?);
+                    stats.not_attempted = 0;
+                    self.observer.replanning(&e, replans, MAX_REPLANS);
+                }
+                Err(e) => {
+                    // The plan's error wins; the writes in flight have finished.
+                    let _ = written;
+                    return Err(e.into());
+                }
+                Ok((report, tap)) => {
+                    let mut round = written?;
+                    if let Some(tap) = tap {
+                        round.not_attempted += tap.unsent;
+                        round.oversized.extend(tap.oversized);
+                    }
+                    stats.add(round);
+                    return self.settle(report, false, stats, None, Vec::new()).await;
+                }
+            }
+        }
+    }
+
+    /// Review first, then stream the spilled plan to the writers.
+    async fn reviewed(
+        &self,
+        mut report: PlanReport,
+        saved: bool,
+    ) -> Result<ApplyOutcome, EngineError> {
+        let options = &self.request.options;
+        report.max_request_bytes = options.max_request_bytes;
+        let review = if saved || self.request.auto_approve {
+            Review::Show
+        } else {
+            Review::Approve
+        };
+        let approved = self.observer.review(&report, review);
+        let undo = report.undo.clone();
+        let undo_kept: Vec<String> = match &undo {
+            None => Vec::new(),
+            Some(u) => report
+                .changes
+                .iter()
+                .chain(u.restores.iter().cloned())
+                .filter(|c| c.action == Action::Conflict)
+                .map(|c| crate::keys::display_key(&c.key))
+                .collect(),
+        };
+        let outcome = |end: End, report: PlanReport, undo_kept: Vec<String>| ApplyOutcome {
+            end,
+            report,
+            saved,
+            stats: ApplyStats::default(),
+            restored: None,
+            moved: None,
+            undo_kept,
+            verified: None,
+            max_request_bytes: options.max_request_bytes,
+        };
+        if !report.has_writes() {
+            let end = if undo_kept.is_empty() {
+                End::NoChanges
+            } else {
+                End::Stale
+            };
+            return Ok(outcome(end, report, undo_kept));
+        }
+        if !approved {
+            return Ok(outcome(End::Cancelled, report, undo_kept));
+        }
+        apply::check_sizes(&report, options)?;
+        let restores_write = undo
+            .as_ref()
+            .is_some_and(|u| u.restores.iter().any(|c| c.action.writes()));
+        if saved {
+            self.check_clusters(&report, restores_write).await?;
+        }
+        // Refuse before any write when a range to write is not writable.
+        let mut writes_to = vec![false; self.plan.mappings.len()];
+        for c in report.changes.iter().filter(|c| c.action.writes()) {
+            if let Some(w) = writes_to.get_mut(c.mapping) {
+                *w = true;
+            }
+        }
+        report.changes.check().map_err(PlanError::Spill)?;
+        for (m, _) in self
+            .plan
+            .mappings
+            .iter()
+            .zip(&writes_to)
+            .filter(|(_, w)| **w)
+        {
+            if let Err(why) = crate::check::probe_write(&self.destination, &m.to).await {
+                return Err(EngineError::NotWritable {
+                    prefix: crate::keys::display_key(&m.to),
+                    why,
+                });
+            }
+        }
+        // Move mode deletes from the source; an undo of one restores there.
+        let mut moves_from = vec![false; self.plan.mappings.len()];
+        for d in report.source_deletes.iter() {
+            if let Some(w) = moves_from.get_mut(d.mapping) {
+                *w = true;
+            }
+        }
+        for c in undo.iter().flat_map(|u| &u.restores) {
+            if c.action.writes()
+                && let Some(w) = moves_from.get_mut(c.mapping)
+            {
+                *w = true;
+            }
+        }
+        for (m, _) in self
+            .plan
+            .mappings
+            .iter()
+            .zip(&moves_from)
+            .filter(|(_, w)| **w)
+        {
+            if let Err(why) = crate::check::probe_write(&self.source, &m.from).await {
+                return Err(EngineError::SourceNotWritable {
+                    prefix: crate::keys::display_key(&m.from),
+                    why,
+                });
+            }
+        }
+        if self.stop.load(Ordering::SeqCst) {
+            return Ok(outcome(End::InterruptedBeforeWrites, report, undo_kept));
+        }
+        // Undo of a move: the source keys go back first, so that no moment
+        // holds a key on neither side.
+        let mut restored = None;
+        if let Some(u) = &undo
+            && restores_write
+        {
+            let values = ValueSource {
+                side: self.source.clone(),
+                revision: u.source_revision,
+                dense: vec![false; self.plan.mappings.len()],
+            };
+            let leases = Arc::new(LeaseBook::new(
+                LeasePolicy::Same,
+                self.source.clone(),
+                self.source.clone(),
+            ));
+            let stats = apply::apply_changes(
+                self.source.clone(),
+                u.restores.clone(),
+                values,
+                leases,
+                options,
+                &self.stop,
+            )
+            .await?;
+            let end = if !stats.foreign.is_empty() {
+                Some(End::Stale)
+            } else if !stats.source_changed.is_empty() {
+                Some(End::SourceChanged)
+            } else if stats.not_attempted > 0 {
+                Some(End::RestoreInterrupted)
+            } else {
+                None
+            };
+            if let Some(end) = end {
+                let mut out = outcome(end, report, undo_kept);
+                if end == End::Stale {
+                    out.undo_kept = stats.foreign.clone();
+                }
+                out.restored = Some(stats);
+                return Ok(out);
+            }
+            restored = Some(stats);
+        }
+        // An undo reads its values from the destination's own history.
+        let (values, policy) = match &undo {
+            None => (
+                ValueSource::of_report(self.source.clone(), &report),
+                self.lease_policy(),
+            ),
+            Some(_) => (
+                ValueSource::of_report(self.destination.clone(), &report),
+                LeasePolicy::Same,
+            ),
+        };
+        let leases = Arc::new(LeaseBook::new(
+            policy,
+            self.source.clone(),
+            self.destination.clone(),
+        ));
+        let progress = Arc::new(ApplyProgress::default());
+        progress
+            .total
+            .store(report.summary.writes(), Ordering::Relaxed);
+        self.observer.writing(&progress);
+        let stats = apply::apply_spool(
+            self.destination.clone(),
+            &report.changes,
+            values,
+            leases,
+            options,
+            &self.stop,
+            &progress,
+        )
+        .await?;
+        self.phase("written");
+        self.settle(report, saved, stats, restored, undo_kept).await
+    }
+
+    /// A saved plan names its clusters: refuse to write anywhere else. An
+    /// undo reads from the destination's history, and needs the source only
+    /// to restore moved keys there.
+    async fn check_clusters(
+        &self,
+        report: &PlanReport,
+        restores_write: bool,
+    ) -> Result<(), EngineError> {
+        let dst_id = crate::plan::cluster_id(&self.destination)
+            .await
+            .map_err(PlanError::from)?;
+        let mut expect = vec![("destination", report.destination.cluster_id.clone(), dst_id)];
+        match &report.undo {
+            None => {
+                let src_id = crate::plan::cluster_id(&self.source)
+                    .await
+                    .map_err(PlanError::from)?;
+                expect.push(("source", report.source.cluster_id.clone(), src_id));
+            }
+            Some(u) => {
+                expect.push(("destination", report.source.cluster_id.clone(), dst_id));
+                if restores_write {
+                    let src_id = crate::plan::cluster_id(&self.source)
+                        .await
+                        .map_err(PlanError::from)?;
+                    expect.push(("source", u.source_cluster_id.clone(), src_id));
+                }
+            }
+        }
+        for (side, expected, found) in expect {
+            let found = format!("{found:016x}");
+            if expected != found {
+                return Err(ApplyError::ClusterMismatch {
+                    side,
+                    expected,
+                    found,
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// After the writes: how it ended, and in move mode the source deletes.
+    async fn settle(
+        &self,
+        report: PlanReport,
+        saved: bool,
+        stats: ApplyStats,
+        restored: Option<ApplyStats>,
+        undo_kept: Vec<String>,
+    ) -> Result<ApplyOutcome, EngineError> {
+        let mut out = ApplyOutcome {
+            end: End::Complete,
+            verified: None,
+            report,
+            saved,
+            stats,
+            restored,
+            moved: None,
+            undo_kept,
+            max_request_bytes: self.request.options.max_request_bytes,
+        };
+        if !out.stats.source_changed.is_empty() {
+            out.end = End::SourceChanged;
+            return Ok(out);
+        }
+        if !out.stats.foreign.is_empty() {
+            out.end = End::Stale;
+            return Ok(out);
+        }
+        if out.stats.not_attempted > 0 {
+            out.end = End::Interrupted;
+            return Ok(out);
+        }
+        out.verified = Some(out.stats.proven());
+        if !out.report.source_deletes.is_empty() {
+            // Keys refused as too large were not written: their source keys stay.
+            let skip: std::collections::HashSet<String> =
+                out.stats.too_large.iter().cloned().collect();
+            let progress = ApplyProgress::default();
+            let moved = apply::delete_moved(
+                self.source.clone(),
+                &self.destination,
+                &out.report.source_deletes,
+                &skip,
+                &self.request.options,
+                &self.stop,
+                &progress,
+            )
+            .await?;
+            self.phase("moved");
+            out.moved = Some(moved);
+            out.end = match &out.moved {
+                Some(m) if !m.changed_on_source.is_empty() || !m.not_on_destination.is_empty() => {
+                    End::Stale
+                }
+                Some(m) if m.not_attempted > 0 => End::MoveInterrupted,
+                _ => End::Complete,
+            };
+            if out.end != End::Complete {
+                return Ok(out);
+            }
+        }
+        if !out.stats.too_large.is_empty() || !out.stats.oversized.is_empty() {
+            out.end = End::TooLarge;
+        } else if !out.undo_kept.is_empty() {
+            out.end = End::Stale;
+        }
+        Ok(out)
+    }
+}
