@@ -333,9 +333,15 @@ impl Tap {
     }
 
     /// Sends the last batch and hangs up, so the writers finish.
-    pub fn finish(&mut self) {
+    pub async fn finish(&mut self) {
         if let Some(batch) = self.batcher.flush() {
-            self.send(batch);
+            let n = batch.len() as u64;
+            match self.tx.take() {
+                Some(tx) if tx.send(batch).await.is_ok() => {
+                    self.progress.total.fetch_add(n, Ordering::Relaxed);
+                }
+                _ => self.unsent += n,
+            }
         }
         self.tx = None;
     }

@@ -448,7 +448,7 @@ pub async fn make_plan_tapped(
         }
     }
     if let Some(t) = tap.as_mut() {
-        t.finish();
+        t.finish().await;
     }
     let changes = changes
         .unwrap_or_default()

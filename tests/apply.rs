@@ -376,8 +376,10 @@ async fn odd_values_are_copied_byte_for_byte() {
     assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
     assert_eq!(dump(&dst, "/o/").await, dump(&src, "/o/").await);
 
-    // One byte more can never fit: `plan` names it (text and JSON), and
-    // `apply` refuses before anything is written.
+    // One byte more can never fit: `plan` names it (text and JSON); a
+    // reviewed (saved) plan is refused before anything is written, and an
+    // auto-approved plan file, written as it is planned, writes every other
+    // key and names this one.
     let mut c = src.client().await;
     let mut bigger = big.clone();
     bigger.push(1);
@@ -402,6 +404,16 @@ async fn odd_values_are_copied_byte_for_byte() {
     assert_eq!(json["too_large"][0]["key"], "/o/big", "{}", ran.stdout);
     assert_eq!(json["max_request_bytes"], 1_572_864);
     let before = dst.revision().await;
+    let ran = run(etcdplan(dir.path()).args(["plan", "plan.yaml", "--out", "saved.json"]));
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let ran = run(etcdplan(dir.path()).args(["apply", "saved.json"]));
+    assert_eq!(ran.code, Some(1), "{}", ran.stdout);
+    assert!(
+        ran.stderr.contains("etcdplan::apply::value_too_large"),
+        "{}",
+        ran.stderr
+    );
+    assert_eq!(dst.revision().await, before, "nothing written");
     let ran = run(etcdplan(dir.path()).args(["apply", "plan.yaml", "--auto-approve"]));
     assert_eq!(ran.code, Some(1), "{}", ran.stdout);
     assert!(
@@ -414,7 +426,17 @@ async fn odd_values_are_copied_byte_for_byte() {
         "names the key: {}",
         ran.stderr
     );
-    assert_eq!(dst.revision().await, before, "nothing written");
+    let copied = dump(&dst, "/o/").await;
+    assert!(
+        copied.iter().any(|(k, _)| k == b"/o/new"),
+        "the rest is written"
+    );
+    assert!(
+        copied
+            .iter()
+            .all(|(k, v)| k != b"/o/big" || v.len() == big.len()),
+        "the key that cannot fit is left as it was"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -69,7 +69,28 @@ async fn a_key_the_destination_refuses_as_too_large_is_named_and_the_rest_writte
         "{}",
         ran.stdout
     );
+    // A reviewed (saved) plan is refused before anything is written.
     let before = dst.revision().await;
+    let ran = run(etcdplan(dir.path()).args([
+        "plan",
+        "plan.yaml",
+        "--max-request-bytes",
+        "65536",
+        "--out",
+        "saved.json",
+    ]));
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let ran =
+        run(etcdplan(dir.path()).args(["apply", "saved.json", "--max-request-bytes", "65536"]));
+    assert_eq!(ran.code, Some(1), "{}", ran.stdout);
+    assert!(
+        ran.stderr.contains("etcdplan::apply::value_too_large"),
+        "{}",
+        ran.stderr
+    );
+    assert_eq!(dst.revision().await, before, "nothing written");
+    // An auto-approved plan file writes as it plans: the key is named, not
+    // sent, and everything else is in place.
     let ran = run(etcdplan(dir.path()).args([
         "apply",
         "plan.yaml",
@@ -79,11 +100,16 @@ async fn a_key_the_destination_refuses_as_too_large_is_named_and_the_rest_writte
     ]));
     assert_eq!(ran.code, Some(1), "{}", ran.stdout);
     assert!(
-        ran.stderr.contains("etcdplan::apply::value_too_large"),
+        ran.stderr.contains("etcdplan::apply::value_too_large")
+            && ran.stderr.contains("/l/0150-big"),
         "{}",
         ran.stderr
     );
-    assert_eq!(dst.revision().await, before, "nothing written");
+    assert_eq!(
+        dst.revision().await,
+        before,
+        "everything else was already in place"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

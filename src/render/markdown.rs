@@ -184,7 +184,7 @@ pub fn render_markdown(report: &PlanReport, options: RenderOptions) -> String {
     }
     let title = format!(
         "{} to delete from source (move mode)",
-        thousands(report.source_deletes.len() as u64)
+        thousands(report.source_deletes.len())
     );
     let moved = report
         .source_deletes
@@ -215,7 +215,7 @@ pub fn render_markdown(report: &PlanReport, options: RenderOptions) -> String {
             out,
             "_{} of {} changes are not listed here ({why}); the summary above counts them all, and `etcdplan show` on the saved plan lists every one._",
             thousands(total - listed as u64),
-            thousands(total as u64)
+            thousands(total)
         );
     }
     out
