@@ -513,7 +513,16 @@ fn spawn_scan(
         } else {
             &progress.destination_keys
         };
-        crate::etcd::scan::scan(&side, &range, &pin, limits, counter, &tx).await
+        crate::etcd::parallel::scan_parallel(
+            &side,
+            &range,
+            &pin,
+            limits,
+            crate::etcd::parallel::DEFAULT_READERS,
+            counter,
+            &tx,
+        )
+        .await
     });
     (rx, task)
 }

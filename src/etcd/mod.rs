@@ -2,6 +2,7 @@
 //! pinned revision (`scan`), and cluster facts for `check` (`info`).
 
 mod error;
+pub mod parallel;
 pub mod scan;
 pub mod side;
 pub mod v2;
