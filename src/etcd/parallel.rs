@@ -218,10 +218,10 @@ async fn merge(
                 .shared
                 .lock()
                 .map_err(|_| internal(ctx, "scan state poisoned"))?;
-            match s.order.get(&next).copied() {
-                Some(i) => Some((i, s.receivers.get_mut(i).and_then(Option::take))),
-                None => None,
-            }
+            s.order
+                .get(&next)
+                .copied()
+                .map(|i| (i, s.receivers.get_mut(i).and_then(Option::take)))
         };
         let (index, rx) = match taken {
             Some((i, Some(rx))) => (i, rx),
@@ -353,17 +353,15 @@ async fn reader(ctx: Arc<Ctx>, mut index: usize, mut tx: mpsc::Sender<Vec<Entry>
                     Some(e) => slice.cursor = e.clone(),
                     None => slice.done = true,
                 }
-                let grow = if n == 0 {
-                    16
-                } else {
-                    ((limit as usize) / n).clamp(1, 16) as u128
-                };
+                let grow = (limit as usize)
+                    .checked_div(n)
+                    .map_or(16, |g| g.clamp(1, 16) as u128);
                 slice.span = span.saturating_mul(grow).max(1);
             }
             slice.reserved = 0;
         }
-        if n > 0 {
-            let average = (bytes / n).max(1);
+        if let Some(average) = bytes.checked_div(n) {
+            let average = average.max(1);
             limit = ((page_bytes / average) as i64).clamp(1, ctx.limits.max_keys);
             if tx.send(page).await.is_err() {
                 return;
