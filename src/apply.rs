@@ -694,7 +694,7 @@ pub async fn apply_spool(
     stop: &AtomicBool,
     progress: &ApplyProgress,
 ) -> Result<ApplyStats, ApplyError> {
-    let (tx, rx) = mpsc::channel(options.concurrency.max(1) * 2);
+    let (tx, rx) = mpsc::channel(options.concurrency.max(1));
     let feed = {
         let (changes, options) = (changes.clone(), options.clone());
         tokio::task::spawn_blocking(move || feed_from_spool(&changes, &options, &tx))
@@ -725,7 +725,7 @@ pub async fn apply_changes(
     options: &ApplyOptions,
     stop: &AtomicBool,
 ) -> Result<ApplyStats, ApplyError> {
-    let (tx, rx) = mpsc::channel(options.concurrency.max(1) * 2);
+    let (tx, rx) = mpsc::channel(options.concurrency.max(1));
     let mut batcher = Batcher::new(options);
     let feed = tokio::spawn(async move {
         for change in changes.into_iter().filter(|c| c.action.writes()) {

@@ -340,7 +340,7 @@ impl Run<'_> {
             let writes = Arc::new(ApplyProgress::default());
             self.observer.planning(&progress);
             self.observer.writing(&writes);
-            let (tx, rx) = mpsc::channel(options.concurrency.max(1) * 2);
+            let (tx, rx) = mpsc::channel(options.concurrency.max(1));
             let tap = Tap::new(options, tx, writes.clone());
             let leases = Arc::new(LeaseBook::new(
                 self.lease_policy(),

@@ -266,7 +266,9 @@ fn internal(ctx: &Ctx, why: &str) -> EtcdError {
 
 /// One reader: reads its slice window by window, then steals.
 async fn reader(ctx: Arc<Ctx>, mut index: usize, mut tx: mpsc::Sender<Vec<Entry>>) {
-    let mut limit = ctx.limits.first_keys.clamp(1, ctx.limits.max_keys);
+    // Small first pages: several readers start at once, before any value
+    // size is known.
+    let mut limit = ctx.limits.first_keys.clamp(1, 64.min(ctx.limits.max_keys));
     let page_bytes = ctx.limits.page_bytes.min(READER_PAGE_BYTES);
     loop {
         if ctx.stop.load(Ordering::SeqCst) {
