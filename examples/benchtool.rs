@@ -3,8 +3,13 @@
 //!
 //! Usage:
 //!   benchtool seed  ENDPOINT PREFIX N    # N keys of ~200-byte JSON, 8 txns in flight
-//!   benchtool raw   ENDPOINT PREFIX N    # the same N keys as plain 128-put txns, one at a time
+//!   benchtool raw   ENDPOINT PREFIX N [IN_FLIGHT]
+//!                                        # the same N keys as plain 128-put txns,
+//!                                        # IN_FLIGHT (default 1) at a time: the write ceiling
 //!   benchtool read  ENDPOINT PREFIX      # read every key and value, paged, no sort
+//!   benchtool pread ENDPOINT PREFIX N PARTS
+//!                                        # read the N seeded keys as PARTS bounded
+//!                                        # sub-ranges in parallel: the read ceiling
 //!   benchtool count ENDPOINT PREFIX
 //!   benchtool clear ENDPOINT PREFIX
 //!   benchtool rev   ENDPOINT
@@ -33,7 +38,7 @@ fn batch(prefix: &str, from: u64, to: u64) -> Txn {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: benchtool seed|raw|read|count|clear|rev ENDPOINT [PREFIX [N]]";
+    let usage = "usage: benchtool seed|raw|read|pread|count|clear|rev ENDPOINT [PREFIX [N [K]]]";
     let (cmd, endpoint) = match (args.get(1), args.get(2)) {
         (Some(c), Some(e)) => (c.as_str(), e.as_str()),
         _ => return Err(usage.into()),
@@ -61,12 +66,81 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         "raw" => {
+            let in_flight: usize = args.get(5).map(|s| s.parse()).transpose()?.unwrap_or(1);
+            let mut set = tokio::task::JoinSet::new();
             let mut from = 0;
             while from < n {
                 let to = (from + 128).min(n);
-                client.txn(batch(&prefix, from, to)).await?;
+                let (mut c, p) = (client.clone(), prefix.clone());
+                set.spawn(async move { c.txn(batch(&p, from, to)).await.map(|_| ()) });
+                if set.len() >= in_flight.max(1)
+                    && let Some(r) = set.join_next().await
+                {
+                    r??;
+                }
                 from = to;
             }
+            while let Some(r) = set.join_next().await {
+                r??;
+            }
+        }
+        "pread" => {
+            // The seeded keys are PREFIX + 8 digits: the ceiling knows the
+            // split points exactly, which a general reader cannot.
+            let parts: u64 = args.get(5).map(|s| s.parse()).transpose()?.unwrap_or(16);
+            let revision = client
+                .get("\0", None)
+                .await?
+                .header()
+                .map_or(0, |h| h.revision());
+            let mut set = tokio::task::JoinSet::new();
+            for part in 0..parts {
+                let (lo, hi) = (n * part / parts, n * (part + 1) / parts);
+                let mut start = key(&prefix, lo).into_bytes();
+                let end = if part + 1 == parts {
+                    etcdplan::keys::prefix_end(prefix.as_bytes()).unwrap_or_else(|| vec![0])
+                } else {
+                    key(&prefix, hi).into_bytes()
+                };
+                let c = client.clone();
+                set.spawn(async move {
+                    let mut total = 0u64;
+                    loop {
+                        let resp = c
+                            .kv_client()
+                            .max_decoding_message_size(64 << 20)
+                            .get(
+                                start.clone(),
+                                Some(
+                                    GetOptions::new()
+                                        .with_range(end.clone())
+                                        .with_limit(
+                                            std::env::var("PL")
+                                                .ok()
+                                                .and_then(|v| v.parse().ok())
+                                                .unwrap_or(5000),
+                                        )
+                                        .with_revision(revision),
+                                ),
+                            )
+                            .await?;
+                        total += resp.kvs().len() as u64;
+                        match resp.kvs().last() {
+                            Some(last) if resp.more() => {
+                                start = last.key().to_vec();
+                                start.push(0);
+                            }
+                            _ => break,
+                        }
+                    }
+                    Ok::<u64, etcd_client::Error>(total)
+                });
+            }
+            let mut total = 0;
+            while let Some(r) = set.join_next().await {
+                total += r??;
+            }
+            println!("{total}");
         }
         "read" => {
             let end = etcdplan::keys::prefix_end(prefix.as_bytes()).unwrap_or_else(|| vec![0]);
@@ -97,6 +171,41 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     _ => break,
                 }
             }
+            println!("{total}");
+        }
+        "scan" => {
+            // etcdplan's own parallel reader alone (no diff): where the
+            // plan's read time goes.
+            let readers: usize = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(8);
+            let config = etcdplan::planfile::SideConfig {
+                role: etcdplan::planfile::SideRole::Source,
+                endpoints: vec![endpoint.to_string()],
+                uses_tls: false,
+                api: etcdplan::planfile::Api::V3,
+                tls: None,
+                auth: None,
+            };
+            let side = std::sync::Arc::new(etcdplan::etcd::Side::new(&config, Default::default()));
+            let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+            let range = etcdplan::etcd::KeyRange::prefix(prefix.as_bytes());
+            let task = tokio::spawn(async move {
+                let counter = std::sync::atomic::AtomicU64::new(0);
+                etcdplan::etcd::parallel::scan_parallel(
+                    &side,
+                    &range,
+                    &etcdplan::etcd::Pin::latest(),
+                    Default::default(),
+                    readers,
+                    &counter,
+                    &tx,
+                )
+                .await
+            });
+            let mut total = 0;
+            while let Some(page) = rx.recv().await {
+                total += page.len();
+            }
+            task.await??;
             println!("{total}");
         }
         "count" => {
