@@ -224,12 +224,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .delete(prefix, Some(DeleteOptions::new().with_prefix()))
                 .await?;
             let revision = resp.header().map_or(0, |h| h.revision());
-            client
-                .compact(
-                    revision,
-                    Some(etcd_client::CompactionOptions::new().with_physical()),
-                )
-                .await?;
+            // Nothing deleted: the revision may already be compacted.
+            if resp.deleted() > 0 {
+                client
+                    .compact(
+                        revision,
+                        Some(etcd_client::CompactionOptions::new().with_physical()),
+                    )
+                    .await?;
+            }
         }
         "rev" => {
             let resp = client.get("\0", None).await?;

@@ -4,9 +4,8 @@
 
 use std::fmt::Write as _;
 
-use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, Txn, TxnOp};
-
-use crate::etcd::{KeyRange, Op, Side};
+pub use crate::etcd::info::{EndpointStatus, MemberInfo, probe_read, probe_write};
+use crate::etcd::{Side, info};
 use crate::keys::display_key;
 use crate::planfile::Plan;
 use crate::render::thousands;
@@ -16,24 +15,6 @@ use crate::render::thousands;
 pub struct EndpointCheck {
     pub url: String,
     pub result: Result<EndpointStatus, String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct EndpointStatus {
-    pub version: String,
-    pub cluster_id: u64,
-    pub member_id: u64,
-    pub leader: u64,
-    pub db_size: i64,
-}
-
-#[derive(Debug, Clone)]
-pub struct MemberInfo {
-    pub name: String,
-    pub id: u64,
-    pub peer_urls: Vec<String>,
-    pub client_urls: Vec<String>,
-    pub leader: bool,
 }
 
 /// One permission the plan needs.
@@ -67,16 +48,8 @@ impl SideCheck {
 pub async fn check_side(side: &Side, reads: &[Vec<u8>], writes: &[Vec<u8>]) -> SideCheck {
     let mut endpoints = Vec::new();
     for (i, url) in side.endpoints().enumerate() {
-        let result = side
-            .on_endpoint(i, Op::REACH, |mut c| async move { c.status().await })
+        let result = info::endpoint_status(side, i)
             .await
-            .map(|s| EndpointStatus {
-                version: s.version().to_string(),
-                cluster_id: s.header().map_or(0, |h| h.cluster_id()),
-                member_id: s.header().map_or(0, |h| h.member_id()),
-                leader: s.leader(),
-                db_size: s.db_size(),
-            })
             .map_err(|e| e.to_string());
         endpoints.push(EndpointCheck {
             url: url.to_string(),
@@ -86,22 +59,7 @@ pub async fn check_side(side: &Side, reads: &[Vec<u8>], writes: &[Vec<u8>]) -> S
     let leader = endpoints
         .iter()
         .find_map(|e| e.result.as_ref().ok().map(|s| s.leader));
-    let members = side
-        .call(Op::REACH, |mut c| async move { c.member_list().await })
-        .await
-        .map(|list| {
-            list.members()
-                .iter()
-                .map(|m| MemberInfo {
-                    name: m.name().to_string(),
-                    id: m.id(),
-                    peer_urls: m.peer_urls().to_vec(),
-                    client_urls: m.client_urls().to_vec(),
-                    leader: Some(m.id()) == leader,
-                })
-                .collect()
-        })
-        .map_err(|e| e.to_string());
+    let members = info::members(side, leader).await.map_err(|e| e.to_string());
     let mut permissions = Vec::new();
     for prefix in reads {
         permissions.push(PermissionCheck {
@@ -125,74 +83,6 @@ pub async fn check_side(side: &Side, reads: &[Vec<u8>], writes: &[Vec<u8>]) -> S
         members,
         permissions,
     }
-}
-
-/// A count-only read of the whole range: etcd checks read permission on
-/// exactly the range requested.
-pub async fn probe_read(side: &Side, prefix: &[u8]) -> Result<(), String> {
-    if let Some(v2) = side.v2().map_err(|e| e.to_string())? {
-        return v2.probe_read(prefix).await.map_err(|e| e.to_string());
-    }
-    let range = KeyRange::prefix(prefix);
-    let end = range.end.clone().unwrap_or_else(|| vec![0]);
-    let op = Op {
-        action: "read",
-        prefix,
-    };
-    side.call(op, |mut c| {
-        let (start, end) = (range.start.clone(), end.clone());
-        async move {
-            c.get(
-                start,
-                Some(
-                    GetOptions::new()
-                        .with_range(end)
-                        .with_count_only()
-                        .with_limit(1),
-                ),
-            )
-            .await
-        }
-    })
-    .await
-    .map(|_| ())
-    .map_err(|e| e.to_string())
-}
-
-/// A transaction whose compare can never hold (a version below 0), carrying
-/// a delete of the whole range: etcd checks permission on every op of a txn,
-/// taken branch or not, so this proves write permission on the whole range
-/// and changes nothing. (A put beside it would be a duplicate key.)
-pub async fn probe_write(side: &Side, prefix: &[u8]) -> Result<(), String> {
-    if let Some(v2) = side.v2().map_err(|e| e.to_string())? {
-        return v2.probe_write(prefix).await.map_err(|e| e.to_string());
-    }
-    let range = KeyRange::prefix(prefix);
-    let end = range.end.clone().unwrap_or_else(|| vec![0]);
-    let op = Op {
-        action: "write",
-        prefix,
-    };
-    let result = side
-        .call(op, |mut c| {
-            let (start, end) = (range.start.clone(), end.clone());
-            async move {
-                let txn = Txn::new()
-                    .when([Compare::version(start.clone(), CompareOp::Less, 0)])
-                    .and_then([TxnOp::delete(
-                        start,
-                        Some(DeleteOptions::new().with_range(end)),
-                    )]);
-                c.txn(txn).await
-            }
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    if result.succeeded() {
-        // Cannot happen: no key has a negative version.
-        return Err("the write probe's impossible compare held; refusing to trust it".into());
-    }
-    Ok(())
 }
 
 fn size(bytes: i64) -> String {

@@ -14,12 +14,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use etcd_client::{EventType, GetOptions, Txn, TxnOp, WatchOptions, WatchResponse};
 use miette::Diagnostic;
 use serde::{Deserialize, Serialize};
 
-use crate::etcd::side::Op;
-use crate::etcd::write::{Guard, Outcome, WriteOp, write_batch};
+use crate::etcd::watch::{self, SourceEvent, Watch, WatchMessage};
+use crate::etcd::write::{Guard, Outcome, Put, WriteOp, write_batch};
 use crate::etcd::{EtcdError, Side};
 use crate::keys::{display_key, prefix_end};
 use crate::planfile::Plan;
@@ -141,20 +140,10 @@ pub async fn read_checkpoint(
     destination: &Side,
     key: &[u8],
 ) -> Result<Option<Checkpoint>, FollowError> {
-    let op = Op {
-        action: "read",
-        prefix: key,
-    };
-    let resp = destination
-        .call(op, |mut c| {
-            let key = key.to_vec();
-            async move { c.get(key, None).await }
-        })
-        .await?;
-    let Some(kv) = resp.kvs().first() else {
+    let Some(value) = watch::get_value(destination, key).await? else {
         return Ok(None);
     };
-    serde_json::from_slice(kv.value())
+    serde_json::from_slice(&value)
         .map(Some)
         .map_err(|e| FollowError::BadCheckpoint {
             key: display_key(key),
@@ -162,9 +151,11 @@ pub async fn read_checkpoint(
         })
 }
 
-fn checkpoint_op(key: &[u8], checkpoint: &Checkpoint) -> TxnOp {
-    let value = serde_json::to_vec(checkpoint).unwrap_or_default();
-    TxnOp::put(key.to_vec(), value, None)
+fn checkpoint_op(key: &[u8], checkpoint: &Checkpoint) -> Put {
+    Put {
+        key: key.to_vec(),
+        value: serde_json::to_vec(checkpoint).unwrap_or_default(),
+    }
 }
 
 /// Writes the checkpoint on its own (after the initial apply, or when
@@ -174,18 +165,8 @@ pub async fn write_checkpoint(
     key: &[u8],
     checkpoint: &Checkpoint,
 ) -> Result<(), EtcdError> {
-    let op = Op {
-        action: "write",
-        prefix: key,
-    };
     let put = checkpoint_op(key, checkpoint);
-    destination
-        .call(op, |mut c| {
-            let txn = Txn::new().and_then([put.clone()]);
-            async move { c.txn(txn).await }
-        })
-        .await
-        .map(|_| ())
+    watch::put_value(destination, &put.key, &put.value).await
 }
 
 /// The smallest key range covering every `from` prefix: one watch, so
@@ -207,31 +188,6 @@ fn covering_range(plan: &Plan) -> (Vec<u8>, Vec<u8>) {
         ends.into_iter().flatten().max().unwrap_or_else(|| vec![0])
     };
     (start, end)
-}
-
-/// One event of the source, reduced to what follow needs.
-#[derive(Debug, Clone)]
-struct SourceEvent {
-    revision: i64,
-    key: Vec<u8>,
-    /// `None` for a delete.
-    value: Option<Vec<u8>>,
-    prev: Option<Vec<u8>>,
-}
-
-fn events_of(resp: &WatchResponse) -> Vec<SourceEvent> {
-    resp.events()
-        .iter()
-        .filter_map(|e| {
-            let kv = e.kv()?;
-            Some(SourceEvent {
-                revision: kv.mod_revision(),
-                key: kv.key().to_vec(),
-                value: (e.event_type() == EventType::Put).then(|| kv.value().to_vec()),
-                prev: e.prev_kv().map(|p| p.value().to_vec()),
-            })
-        })
-        .collect()
 }
 
 /// The guarded destination writes of one source revision.
@@ -287,22 +243,7 @@ pub async fn follow(
     let mut idle_ticks = 0u32;
     'watch: loop {
         // (Re)open the watch from the first revision not yet applied.
-        let watch_options = WatchOptions::new()
-            .with_range(end.clone())
-            .with_start_revision(last_applied + 1)
-            .with_prev_key();
-        let op = Op {
-            action: "read",
-            prefix: &start,
-        };
-        let stream = source
-            .call(op, |c| {
-                let (start, watch_options) = (start.clone(), watch_options.clone());
-                async move { c.watch_client().watch(start, Some(watch_options)).await }
-            })
-            .await?;
-        // Keep the request half alive: dropping it would end the watch.
-        let (_requests, mut responses) = stream.split();
+        let mut stream = Watch::open(&source, &start, &end, last_applied + 1).await?;
         loop {
             // Cutover is judged only right after the head was read afresh.
             let mut fresh_head = false;
@@ -323,30 +264,29 @@ pub async fn follow(
                 None
             };
             tokio::select! {
-                message = responses.message() => {
-                    let resp = match message {
-                        Ok(Some(resp)) => resp,
-                        Ok(None) | Err(_) => {
+                message = stream.next() => {
+                    let (header_revision, events) = match message {
+                        Some(WatchMessage::Events { header_revision, events }) => (header_revision, events),
+                        None => {
                             // The endpoint went away: reopen from the checkpoint of memory.
                             tracing::warn!(last_applied, "source watch broke; reopening");
                             tokio::time::sleep(Duration::from_millis(200)).await;
                             continue 'watch;
                         }
-                    };
-                    if resp.canceled() {
-                        if resp.compact_revision() > 0 {
+                        Some(WatchMessage::Compacted { compact_revision }) => {
                             if dirty {
                                 write_checkpoint(&destination, &options.checkpoint_key, &checkpoint(last_applied)).await?;
                             }
-                            return Ok(FollowEnd::Compacted { last_applied, compact_revision: resp.compact_revision() });
+                            return Ok(FollowEnd::Compacted { last_applied, compact_revision });
                         }
-                        return Err(FollowError::WatchCancelled(resp.cancel_reason().to_string()));
-                    }
-                    let header_revision = resp.header().map_or(0, |h| h.revision());
+                        Some(WatchMessage::Cancelled { reason }) => {
+                            return Err(FollowError::WatchCancelled(reason));
+                        }
+                    };
                     head = head.max(header_revision);
                     // Events at or below a position proven by `settled` are
                     // state-neutral (see there) and already accounted for.
-                    let events: Vec<SourceEvent> = events_of(&resp)
+                    let events: Vec<SourceEvent> = events
                         .into_iter()
                         .filter(|e| e.revision > last_applied)
                         .collect();
@@ -422,17 +362,7 @@ pub async fn follow(
 
 /// The source's current revision.
 async fn source_head(source: &Side, start: &[u8]) -> Result<i64, FollowError> {
-    let op = Op {
-        action: "read",
-        prefix: start,
-    };
-    let resp = source
-        .call(op, |mut c| {
-            let key = start.to_vec();
-            async move { c.get(key, Some(GetOptions::new().with_count_only())).await }
-        })
-        .await?;
-    Ok(resp.header().map_or(0, |h| h.revision()))
+    Ok(watch::head_revision(source, start).await?)
 }
 
 /// Whether the watched range is in the same state at `head` as at `applied`,
@@ -452,35 +382,16 @@ async fn settled(
     applied: i64,
     head: i64,
 ) -> Result<bool, FollowError> {
-    let op = Op {
-        action: "read",
-        prefix: start,
-    };
-    let get = |options: GetOptions| {
-        source.call(op, move |mut c| {
-            let (key, options) = (start.to_vec(), options.clone());
-            async move { c.get(key, Some(options)).await }
-        })
-    };
-    let range = || GetOptions::new().with_range(end.to_vec());
-    let changed = get(range()
-        .with_revision(head)
-        .with_min_mod_revision(applied + 1)
-        .with_keys_only()
-        .with_limit(1))
-    .await?;
-    if !changed.kvs().is_empty() {
+    if watch::changed_between(source, start, end, applied, head).await? {
         return Ok(false);
     }
-    let before = match get(range().with_revision(applied).with_count_only()).await {
-        Ok(r) => r.count(),
+    let before = match watch::count_at(source, start, end, applied).await {
+        Ok(n) => n,
         // History gone: the watch itself reports the compaction.
         Err(EtcdError::Compacted { .. }) => return Ok(false),
         Err(e) => return Err(e.into()),
     };
-    let after = get(range().with_revision(head).with_count_only())
-        .await?
-        .count();
+    let after = watch::count_at(source, start, end, head).await?;
     Ok(before == after)
 }
 
@@ -518,7 +429,7 @@ async fn apply_revision(
     let mut foreign = Vec::new();
     let mut wrote_last = false;
     for (n, batch) in parts.into_iter().enumerate() {
-        let extra: &[TxnOp] = if n == last { &cp } else { &[] };
+        let extra: &[Put] = if n == last { &cp } else { &[] };
         let outcomes = write_batch(destination, &batch, extra).await?;
         for (op, outcome) in batch.iter().zip(&outcomes) {
             if let Outcome::Foreign { .. } = outcome {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::diff::{self, Change, DiffOptions, SourceDelete, Summary};
-use crate::etcd::{Entry, EtcdError, KeyRange, Op, PageLimits, Pin, Side};
+use crate::etcd::{Entry, EtcdError, KeyRange, PageLimits, Pin, Side};
 use crate::keys::{display_key, prefixes_overlap};
 use crate::planfile::{LeaseMode, OnConflict, Plan};
 use crate::spool::{Spool, SpoolWriter};
@@ -208,15 +208,7 @@ pub async fn cluster_id(side: &Side) -> Result<u64, EtcdError> {
 
 /// The cluster id and current revision of a side (0 for v2).
 pub async fn cluster_head(side: &Side) -> Result<(u64, i64), EtcdError> {
-    if let Some(v2) = side.v2()? {
-        return Ok((v2.cluster_id().await?, 0));
-    }
-    let status = side
-        .call(Op::REACH, |mut c| async move { c.status().await })
-        .await?;
-    Ok(status
-        .header()
-        .map_or((0, 0), |h| (h.cluster_id(), h.revision())))
+    crate::etcd::info::cluster_head(side).await
 }
 
 /// How many times a plan starts over at a fresh revision when history it
@@ -487,12 +479,7 @@ pub async fn make_plan_tapped(
 
 /// The remaining TTL of a lease on `side`, in seconds; -1 when expired.
 pub async fn lease_ttl(side: &Side, id: i64) -> Result<i64, EtcdError> {
-    let resp = side
-        .call(Op::REACH, |mut c| async move {
-            c.lease_time_to_live(id, None).await
-        })
-        .await?;
-    Ok(resp.ttl())
+    crate::etcd::info::lease_ttl(side, id).await
 }
 
 type ScanTask = tokio::task::JoinHandle<Result<(), EtcdError>>;

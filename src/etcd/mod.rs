@@ -2,12 +2,15 @@
 //! pinned revision (`scan`), and cluster facts for `check` (`info`).
 
 mod error;
+pub mod info;
 pub mod parallel;
 pub mod scan;
 pub mod side;
+pub mod types;
 pub mod v2;
+pub mod watch;
 pub mod write;
 
 pub use error::EtcdError;
-pub use scan::{Entry, KeyRange, PageLimits, Pin};
 pub use side::{Op, RetryPolicy, Side};
+pub use types::{Entry, KeyRange, PageLimits, Pin};

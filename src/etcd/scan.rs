@@ -6,100 +6,17 @@
 //! page stays near `page_bytes`. The next page starts at the last key plus
 //! `\0`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use etcd_client::GetOptions;
 use tokio::sync::mpsc;
 
 use super::side::{MAX_DECODE_BYTES, Op};
+pub use super::types::{Entry, KeyRange, PageLimits, Pin};
 use super::{EtcdError, Side};
-
-/// One key as read from etcd.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    pub key: Vec<u8>,
-    pub value: Vec<u8>,
-    pub mod_revision: i64,
-    pub create_revision: i64,
-    pub lease: i64,
-}
 
 /// The smallest page target that retries shrink pages to.
 const MIN_PAGE_BYTES: usize = 16 << 10;
-
-/// How big a page may get.
-#[derive(Debug, Clone, Copy)]
-pub struct PageLimits {
-    /// Target bytes of keys and values per page.
-    pub page_bytes: usize,
-    /// Most keys per page.
-    pub max_keys: i64,
-    /// Keys in the first page, before any size is known.
-    pub first_keys: i64,
-}
-
-impl Default for PageLimits {
-    fn default() -> Self {
-        Self {
-            page_bytes: 2 << 20,
-            max_keys: 10_000,
-            first_keys: 1_000,
-        }
-    }
-}
-
-/// A key range `[start, end)`; `end == None` runs to the end of the keyspace.
-#[derive(Debug, Clone)]
-pub struct KeyRange {
-    pub start: Vec<u8>,
-    pub end: Option<Vec<u8>>,
-    /// The prefix it was made from (v2 reads by prefix).
-    pub prefix: Vec<u8>,
-}
-
-impl KeyRange {
-    /// Every key that starts with `prefix`.
-    pub fn prefix(prefix: &[u8]) -> KeyRange {
-        KeyRange {
-            start: if prefix.is_empty() {
-                vec![0]
-            } else {
-                prefix.to_vec()
-            },
-            end: crate::keys::prefix_end(prefix),
-            prefix: prefix.to_vec(),
-        }
-    }
-}
-
-/// The revision a scan reads at: fixed, or pinned by its first response.
-#[derive(Debug, Clone)]
-pub struct Pin(Arc<AtomicU64>);
-
-impl Pin {
-    /// Not pinned yet: the first page reads the latest revision and pins it.
-    pub fn latest() -> Pin {
-        Pin(Arc::new(AtomicU64::new(0)))
-    }
-
-    pub fn at(revision: i64) -> Pin {
-        Pin(Arc::new(AtomicU64::new(revision.max(0) as u64)))
-    }
-
-    pub fn get(&self) -> i64 {
-        self.0.load(Ordering::SeqCst) as i64
-    }
-
-    pub(super) fn pin(&self, revision: i64) {
-        let _ = self.0.compare_exchange(
-            0,
-            revision.max(0) as u64,
-            Ordering::SeqCst,
-            Ordering::SeqCst,
-        );
-    }
-}
 
 /// Sends the range's entries, page by page, in key order, at the pinned
 /// revision. Stops early when the receiver is gone. `counter` counts keys

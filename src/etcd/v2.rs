@@ -12,8 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
 use super::EtcdError;
-use super::scan::Entry;
-use super::write::{Guard, Outcome, WriteOp, classify};
+use super::types::{Entry, Guard, Outcome, WriteOp, classify};
 use crate::keys::display_key;
 use crate::planfile::{SideConfig, SideRole};
 

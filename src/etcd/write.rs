@@ -9,73 +9,11 @@ use std::sync::Arc;
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 
 use super::side::{MAX_DECODE_BYTES, Op};
+pub use super::types::{
+    DEFAULT_MAX_REQUEST_BYTES, Guard, Outcome, Put, TXN_OVERHEAD_BYTES, WriteOp, classify,
+    fits_alone, request_bytes,
+};
 use super::{Entry, EtcdError, Side};
-
-/// The destination state a write was planned against.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Guard {
-    /// The key must not exist.
-    Absent,
-    /// The key must still have this mod revision.
-    ModRevision(i64),
-    /// The key must still hold this value (follow mode: the destination
-    /// mirrors the source, so it holds the source's previous value).
-    Value(Vec<u8>),
-}
-
-/// One guarded write.
-#[derive(Debug, Clone)]
-pub struct WriteOp {
-    pub key: Vec<u8>,
-    /// `Some(value)` puts it; `None` deletes the key.
-    pub value: Option<Vec<u8>>,
-    pub guard: Guard,
-    /// Destination lease to attach a put to (0: none).
-    pub lease: i64,
-}
-
-/// Bytes one guarded write adds to a transaction request: the key three
-/// times (compare, op, read-back), the value, and framing.
-pub fn request_bytes(key_len: usize, value_len: usize) -> usize {
-    key_len * 3 + value_len + 48
-}
-
-/// etcd's default `--max-request-bytes` (1.5 MiB): the largest request a
-/// server accepts unless its operator changed the limit.
-pub const DEFAULT_MAX_REQUEST_BYTES: usize = 3 << 19;
-
-/// What a transaction adds around its ops: the request header etcd wraps
-/// it in (id, user, auth revision) and the framing. Generous on purpose.
-pub const TXN_OVERHEAD_BYTES: usize = 512;
-
-/// Whether one key with a value of `value_len` bytes fits a request of at
-/// most `max_request_bytes`, alone in its transaction.
-pub fn fits_alone(key_len: usize, value_len: usize, max_request_bytes: usize) -> bool {
-    request_bytes(key_len, value_len) + TXN_OVERHEAD_BYTES <= max_request_bytes
-}
-
-impl WriteOp {
-    pub fn request_bytes(&self) -> usize {
-        request_bytes(self.key.len(), self.value.as_ref().map_or(0, Vec::len))
-    }
-}
-
-/// What happened to one key of a batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// This run wrote it.
-    Written,
-    /// It already held the target (or was already gone): nothing written.
-    InPlace,
-    /// Someone else wrote it since the plan: left alone.
-    Foreign {
-        /// The key's current mod revision, `None` when absent.
-        mod_revision: Option<i64>,
-    },
-    /// The server refused even a transaction holding only this key as too
-    /// large: not written, and nothing else held back by it.
-    TooLarge,
-}
 
 /// Applies a batch (no key twice) and returns one outcome per op, in order.
 /// A batch whose guards fail is never half-applied: keys whose guards still
@@ -90,7 +28,7 @@ pub enum Outcome {
 pub async fn write_batch(
     side: &Side,
     ops: &[WriteOp],
-    extra: &[TxnOp],
+    extra: &[Put],
 ) -> Result<Vec<Outcome>, EtcdError> {
     match write_whole(side, ops, extra).await {
         Err(EtcdError::RequestTooLarge { .. }) if ops.len() == 1 && extra.is_empty() => {
@@ -110,7 +48,7 @@ pub async fn write_batch(
 async fn write_whole(
     side: &Side,
     ops: &[WriteOp],
-    extra: &[TxnOp],
+    extra: &[Put],
 ) -> Result<Vec<Outcome>, EtcdError> {
     if let Some(v2) = side.v2()? {
         if !extra.is_empty() {
@@ -155,7 +93,11 @@ async fn write_whole(
             });
             reads.push(TxnOp::get(o.key.clone(), None));
         }
-        writes.extend(extra.iter().cloned());
+        writes.extend(
+            extra
+                .iter()
+                .map(|p| TxnOp::put(p.key.clone(), p.value.clone(), None)),
+        );
         let txn = Txn::new().when(compares).and_then(writes).or_else(reads);
         let resp = side
             .call(op, |c| {
@@ -243,21 +185,6 @@ pub async fn grant_lease(side: &Side, ttl: i64) -> Result<i64, EtcdError> {
         .call(op, |mut c| async move { c.lease_grant(ttl, None).await })
         .await?;
     Ok(granted.id())
-}
-
-/// Settles one key after its transaction's guards failed. `None` means its
-/// guard still holds: write it again.
-pub(crate) fn classify(op: &WriteOp, current: Option<(&[u8], i64)>) -> Option<Outcome> {
-    match (&op.value, current, &op.guard) {
-        (None, None, _) => Some(Outcome::InPlace),
-        (Some(_), None, Guard::Absent) => None,
-        (_, Some((_, rev)), Guard::ModRevision(planned)) if rev == *planned => None,
-        (_, Some((value, _)), Guard::Value(prev)) if value == prev.as_slice() => None,
-        (Some(target), Some((value, _)), _) if value == target.as_slice() => Some(Outcome::InPlace),
-        (_, current, _) => Some(Outcome::Foreign {
-            mod_revision: current.map(|(_, r)| r),
-        }),
-    }
 }
 
 /// A key's value and mod revision, `None` when the key is absent.
