@@ -15,7 +15,7 @@ use crate::apply::{self, ApplyError, ApplyOptions, ApplyProgress, ApplyStats};
 use crate::check;
 use crate::engine;
 use crate::etcd::{RetryPolicy, Side};
-use crate::follow::{self, FollowEnd, FollowError, FollowOptions};
+use crate::follow::{FollowEnd, FollowError};
 use crate::plan::{MAX_REPLANS, PlanError, PlanOptions, PlanReport, Progress, make_plan_fresh};
 use crate::planfile;
 use crate::render::{self, Format, RenderOptions};
@@ -590,190 +590,114 @@ async fn apply_command(args: ApplyArgs, ctx: &Ctx) -> miette::Result<u8> {
     result
 }
 
+/// `apply --follow`, through [`engine::follow`]: the CLI prints each apply
+/// as `apply` does, and the notices on stderr.
 async fn follow_command(
     args: ApplyArgs,
     ctx: &Ctx,
     json: bool,
     stop: Arc<AtomicBool>,
 ) -> miette::Result<u8> {
-    if SavedPlan::is_saved_plan(&args.target) {
-        return Err(miette::miette!(
-            code = "etcdplan::follow::needs_plan_file",
-            help = "follow mode plans from the plan file: `etcdplan apply PLAN.yaml --follow`",
-            "--follow needs a plan file, not a saved plan"
-        ));
-    }
-    let plan = planfile::load(&args.target)?;
-    if plan.source.api == planfile::Api::V2 || plan.destination.api == planfile::Api::V2 {
-        return Err(miette::miette!(
-            code = "etcdplan::follow::v2",
-            help = "follow mode watches and writes with v3 transactions; plan and apply work with v2 sides",
-            "--follow needs the v3 API on both sides"
-        ));
-    }
-    if plan.delete_source {
-        return Err(miette::miette!(
-            code = "etcdplan::follow::move_mode",
-            help = "follow first, then after cutover run `etcdplan apply` with `delete_source: true` to remove the moved keys",
-            "--follow cannot be combined with `delete_source: true`: the source keeps changing while followed"
-        ));
-    }
-    let (source, destination) = ctx.sides(&plan);
-    let (src_id, dst_id) = tokio::try_join!(
-        crate::plan::cluster_id(&source),
-        crate::plan::cluster_id(&destination)
-    )
-    .map_err(PlanError::from)?;
-    let key = match &args.checkpoint_key {
+    let checkpoint_key = match &args.checkpoint_key {
         Some(k) => {
-            crate::keys::parse_key(k).map_err(|e| miette::miette!("--checkpoint-key: {e}"))?
+            Some(crate::keys::parse_key(k).map_err(|e| miette::miette!("--checkpoint-key: {e}"))?)
         }
-        None => follow::default_checkpoint_key(&plan),
+        None => None,
     };
-    follow::check_checkpoint_key(&plan, &key, src_id == dst_id)?;
-    let source_cluster_id = format!("{src_id:016x}");
-    let options = FollowOptions {
+    let request = engine::FollowRequest {
+        apply: apply_request(&args, ctx),
+        checkpoint_key,
         until_revision: args.until_revision,
         cutover_file: args.cutover_file.clone(),
-        checkpoint_key: key.clone(),
         json,
-        max_txn_ops: args.max_txn_ops as usize,
-        max_txn_bytes: args.max_txn_bytes as usize,
         report_every: std::time::Duration::from_secs_f64(args.progress_every.max(0.1)),
     };
-    let resume = follow::read_checkpoint(&destination, &key)
-        .await?
-        .filter(|c| {
-            c.source_cluster_id == source_cluster_id && c.plan_file_sha256 == plan.file_sha256
-        });
-    let mut applied = match resume {
-        Some(c) => {
-            eprintln!(
-                "Resuming: the checkpoint `{}` says source revision {} is applied; following from {}.",
-                crate::keys::display_key(&key),
-                c.revision,
-                c.revision + 1
-            );
-            c.revision
-        }
-        None => {
-            match initial_apply(
-                &args,
-                ctx,
-                json,
-                &stop,
-                &destination,
-                &key,
-                &source_cluster_id,
-                &plan,
-            )
-            .await?
-            {
-                Ok(revision) => revision,
-                Err(code) => return Ok(code),
-            }
-        }
+    let observer = FollowCli {
+        cli: CliObserver::new(&args, ctx, json),
+        args: args.clone(),
+        code: std::sync::Mutex::new(None),
     };
-    loop {
-        let end = follow::follow(
-            &plan,
-            source.clone(),
-            destination.clone(),
-            &source_cluster_id,
-            applied,
-            &options,
-            stop.clone(),
-        )
-        .await;
-        match end {
-            Ok(FollowEnd::Compacted {
-                last_applied,
-                compact_revision,
-            }) => {
-                eprintln!(
-                    "The source compacted its history up to revision {compact_revision}, past revision {} this follow needs: running a fresh plan and apply, then following again.",
-                    last_applied + 1
-                );
-                let mut again = args.clone();
-                again.auto_approve = true;
-                applied = match initial_apply(
-                    &again,
-                    ctx,
-                    json,
-                    &stop,
-                    &destination,
-                    &key,
-                    &source_cluster_id,
-                    &plan,
-                )
-                .await?
-                {
-                    Ok(revision) => revision,
-                    Err(code) => return Ok(code),
-                };
-            }
-            Ok(FollowEnd::Interrupted { last_applied })
-            | Ok(FollowEnd::UntilReached { last_applied })
-            | Ok(FollowEnd::Cutover { last_applied }) => {
-                let why = match end {
-                    Ok(FollowEnd::UntilReached { .. }) => "reached --until-revision",
-                    Ok(FollowEnd::Cutover { .. }) => "cutover file found and the lag is zero",
-                    _ => "interrupted",
-                };
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::json!({"follow_stopped": {"reason": why, "last_applied_revision": last_applied}})
-                    );
+    let result = engine::follow(&request, &observer, stop).await;
+    observer.cli.swap_ticker(None);
+    match result {
+        Ok(engine::FollowOutcome::ApplyIncomplete) => Ok(observer
+            .code
+            .lock()
+            .ok()
+            .and_then(|c| *c)
+            .unwrap_or(EXIT_ERROR)),
+        Ok(engine::FollowOutcome::Stopped(end)) => {
+            let (why, last_applied) = match end {
+                FollowEnd::UntilReached { last_applied } => {
+                    ("reached --until-revision", last_applied)
                 }
-                eprintln!(
-                    "Follow stopped ({why}): source revision {last_applied} is applied. Resume with: etcdplan apply {} --follow",
-                    args.target.display()
+                FollowEnd::Cutover { last_applied } => {
+                    ("cutover file found and the lag is zero", last_applied)
+                }
+                FollowEnd::Interrupted { last_applied }
+                | FollowEnd::Compacted { last_applied, .. } => ("interrupted", last_applied),
+            };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"follow_stopped": {"reason": why, "last_applied_revision": last_applied}})
                 );
-                return Ok(EXIT_OK);
             }
-            Err(e @ FollowError::Conflict { .. }) => {
-                eprintln!("{:?}", miette::Report::new(e));
-                eprintln!("Error: stale plan or concurrent writer: run plan again.");
-                return Ok(EXIT_STALE);
-            }
-            Err(e) => return Err(e.into()),
+            eprintln!(
+                "Follow stopped ({why}): source revision {last_applied} is applied. Resume with: etcdplan apply {} --follow",
+                args.target.display()
+            );
+            Ok(EXIT_OK)
         }
+        Err(e @ engine::EngineError::Follow(FollowError::Conflict { .. })) => {
+            eprintln!("{:?}", miette::Report::new(e));
+            eprintln!("Error: stale plan or concurrent writer: run plan again.");
+            Ok(EXIT_STALE)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
-/// The apply that starts (or restarts) following; on success writes the
-/// checkpoint at the pinned source revision. `Ok(Err(code))` is an apply
-/// that did not complete.
-#[allow(clippy::too_many_arguments)]
-async fn initial_apply(
-    args: &ApplyArgs,
-    ctx: &Ctx,
-    json: bool,
-    stop: &Arc<AtomicBool>,
-    destination: &Side,
-    key: &[u8],
-    source_cluster_id: &str,
-    plan: &planfile::Plan,
-) -> miette::Result<Result<i64, u8>> {
-    let (code, revision) = apply_guarded(args.clone(), ctx, json, stop.clone()).await?;
-    if code != EXIT_OK {
-        return Ok(Err(code));
+/// The CLI observer of a follow: each apply is reported like `apply`.
+struct FollowCli {
+    cli: CliObserver,
+    args: ApplyArgs,
+    code: std::sync::Mutex<Option<u8>>,
+}
+
+impl engine::Observer for FollowCli {
+    fn planning(&self, progress: &Arc<Progress>) {
+        self.cli.planning(progress)
     }
-    let checkpoint = follow::Checkpoint {
-        source_cluster_id: source_cluster_id.to_string(),
-        revision,
-        plan_file_sha256: plan.file_sha256.clone(),
-    };
-    follow::write_checkpoint(destination, key, &checkpoint)
-        .await
-        .map_err(FollowError::from)?;
-    eprintln!(
-        "Following the source from revision {} (checkpoint `{}`).",
-        revision + 1,
-        crate::keys::display_key(key)
-    );
-    Ok(Ok(revision))
+    fn replanning(&self, e: &crate::etcd::EtcdError, n: u32, max: u32) {
+        self.cli.replanning(e, n, max)
+    }
+    fn review(&self, report: &PlanReport, review: engine::Review) -> bool {
+        self.cli.review(report, review)
+    }
+    fn writing(&self, progress: &Arc<ApplyProgress>) {
+        self.cli.writing(progress)
+    }
+}
+
+impl engine::FollowObserver for FollowCli {
+    fn applied(&self, outcome: &engine::ApplyOutcome) -> bool {
+        self.cli.swap_ticker(None);
+        let no_terminal = self.cli.no_terminal.load(Ordering::SeqCst);
+        let code =
+            report_outcome(&self.args, self.cli.json, outcome, no_terminal).unwrap_or_else(|e| {
+                eprintln!("{e:?}");
+                EXIT_ERROR
+            });
+        if let Ok(mut c) = self.code.lock() {
+            *c = Some(code);
+        }
+        code == EXIT_OK
+    }
+
+    fn notice(&self, text: &str) {
+        eprintln!("{text}");
+    }
 }
 
 /// The CLI as an observer of the engine: spinners and progress bars on a
@@ -788,6 +712,16 @@ struct CliObserver {
 }
 
 impl CliObserver {
+    fn new(args: &ApplyArgs, ctx: &Ctx, json: bool) -> CliObserver {
+        CliObserver {
+            output: args.output.clone(),
+            json,
+            verbose: ctx.verbose,
+            ticker: std::sync::Mutex::new(None),
+            no_terminal: AtomicBool::new(false),
+        }
+    }
+
     fn swap_ticker(&self, next: Option<tokio::task::JoinHandle<()>>) {
         if let Ok(mut t) = self.ticker.lock()
             && let Some(old) = std::mem::replace(&mut *t, next)
@@ -849,25 +783,8 @@ async fn apply_guarded(
     json: bool,
     stop: Arc<AtomicBool>,
 ) -> miette::Result<(u8, i64)> {
-    let request = engine::ApplyRequest {
-        target: args.target.clone(),
-        options: ApplyOptions {
-            max_txn_ops: args.max_txn_ops as usize,
-            max_txn_bytes: args.max_txn_bytes as usize,
-            max_request_bytes: args.limits.max_request_bytes as usize,
-            concurrency: args.concurrency as usize,
-            rate: args.rate,
-        },
-        policy: ctx.policy.clone(),
-        auto_approve: args.auto_approve,
-    };
-    let observer = CliObserver {
-        output: args.output.clone(),
-        json,
-        verbose: ctx.verbose,
-        ticker: std::sync::Mutex::new(None),
-        no_terminal: AtomicBool::new(false),
-    };
+    let request = apply_request(&args, ctx);
+    let observer = CliObserver::new(&args, ctx, json);
     let result = engine::apply(&request, &observer, stop).await;
     observer.swap_ticker(None);
     let outcome = match result {
@@ -898,6 +815,22 @@ async fn apply_guarded(
         observer.no_terminal.load(Ordering::SeqCst),
     )?;
     Ok((code, outcome.source_revision()))
+}
+
+/// The engine's request for `apply`'s arguments.
+fn apply_request(args: &ApplyArgs, ctx: &Ctx) -> engine::ApplyRequest {
+    engine::ApplyRequest {
+        target: args.target.clone(),
+        options: ApplyOptions {
+            max_txn_ops: args.max_txn_ops as usize,
+            max_txn_bytes: args.max_txn_bytes as usize,
+            max_request_bytes: args.limits.max_request_bytes as usize,
+            concurrency: args.concurrency as usize,
+            rate: args.rate,
+        },
+        policy: ctx.policy.clone(),
+        auto_approve: args.auto_approve,
+    }
 }
 
 /// Prints how an apply ended and picks the exit code.

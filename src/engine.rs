@@ -145,6 +145,10 @@ pub enum EngineError {
     #[diagnostic(transparent)]
     Apply(#[from] ApplyError),
 
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Follow(#[from] crate::follow::FollowError),
+
     #[error("cannot write to `{prefix}` on the destination: {why}")]
     #[diagnostic(
         code(etcdplan::apply::not_writable),
@@ -167,7 +171,11 @@ pub enum EngineError {
 impl EngineError {
     /// Whether the error means the plan is stale (exit 3 in the CLI).
     pub fn is_stale(&self) -> bool {
-        matches!(self, EngineError::Apply(ApplyError::SourceChanged { .. }))
+        matches!(
+            self,
+            EngineError::Apply(ApplyError::SourceChanged { .. })
+                | EngineError::Follow(crate::follow::FollowError::Conflict { .. })
+        )
     }
 }
 
@@ -696,5 +704,170 @@ impl Run<'_> {
             out.end = End::Stale;
         }
         Ok(out)
+    }
+}
+
+/// What `apply --follow` needs besides the apply itself.
+#[derive(Debug, Clone)]
+pub struct FollowRequest {
+    /// The initial apply (and the fresh ones after a compaction, which are
+    /// auto-approved).
+    pub apply: ApplyRequest,
+    /// The destination key holding the last applied source revision
+    /// (`None`: `/etcdplan/checkpoint/<plan name>`).
+    pub checkpoint_key: Option<Vec<u8>>,
+    pub until_revision: Option<i64>,
+    pub cutover_file: Option<PathBuf>,
+    /// Lag reports as JSON lines on stdout instead of text on stderr.
+    pub json: bool,
+    pub report_every: std::time::Duration,
+}
+
+/// Hears how following goes, besides the applies.
+pub trait FollowObserver: Observer {
+    /// An initial (or post-compaction) apply ended; `false` stops: it did
+    /// not complete, and following would build on a partial copy.
+    fn applied(&self, outcome: &ApplyOutcome) -> bool;
+    /// A line worth telling the operator (resuming, following from, …).
+    fn notice(&self, _text: &str) {}
+}
+
+/// How following ended.
+#[derive(Debug, Clone)]
+pub enum FollowOutcome {
+    /// Stopped as asked (signal, --until-revision, cutover).
+    Stopped(crate::follow::FollowEnd),
+    /// An apply did not complete; the observer has its outcome.
+    ApplyIncomplete,
+}
+
+/// `apply --follow`: the initial apply (skipped when a checkpoint of this
+/// plan exists), then following the source; after a compaction past the
+/// checkpoint, a fresh plan-and-apply and following again.
+pub async fn follow(
+    request: &FollowRequest,
+    observer: &dyn FollowObserver,
+    stop: Arc<AtomicBool>,
+) -> Result<FollowOutcome, EngineError> {
+    use crate::follow::{self as f, FollowEnd, FollowError, FollowOptions};
+    if SavedPlan::is_saved_plan(&request.apply.target) {
+        return Err(FollowError::NeedsPlanFile.into());
+    }
+    let plan = planfile::load(&request.apply.target)?;
+    if plan.source.api == planfile::Api::V2 || plan.destination.api == planfile::Api::V2 {
+        return Err(FollowError::V2.into());
+    }
+    if plan.delete_source {
+        return Err(FollowError::MoveMode.into());
+    }
+    let (source, destination) = sides(&plan, &request.apply.policy);
+    let (src_id, dst_id) = tokio::try_join!(
+        crate::plan::cluster_id(&source),
+        crate::plan::cluster_id(&destination)
+    )
+    .map_err(PlanError::from)?;
+    let key = request
+        .checkpoint_key
+        .clone()
+        .unwrap_or_else(|| f::default_checkpoint_key(&plan));
+    f::check_checkpoint_key(&plan, &key, src_id == dst_id)?;
+    let source_cluster_id = format!("{src_id:016x}");
+    let options = FollowOptions {
+        until_revision: request.until_revision,
+        cutover_file: request.cutover_file.clone(),
+        checkpoint_key: key.clone(),
+        json: request.json,
+        max_txn_ops: request.apply.options.max_txn_ops,
+        max_txn_bytes: request.apply.options.max_txn_bytes,
+        report_every: request.report_every,
+    };
+    let resume = f::read_checkpoint(&destination, &key).await?.filter(|c| {
+        c.source_cluster_id == source_cluster_id && c.plan_file_sha256 == plan.file_sha256
+    });
+    // The apply that starts (or restarts) following; on success the
+    // checkpoint is written at its pinned source revision.
+    let initial = |apply: ApplyRequest| {
+        let (plan, source, destination, stop, key) = (
+            plan.clone(),
+            source.clone(),
+            destination.clone(),
+            stop.clone(),
+            key.clone(),
+        );
+        let source_cluster_id = source_cluster_id.clone();
+        async move {
+            let loaded = Loaded {
+                plan: plan.clone(),
+                source,
+                destination: destination.clone(),
+                saved: None,
+            };
+            let outcome = apply_loaded(&apply, loaded, observer, stop).await?;
+            if !observer.applied(&outcome) {
+                return Ok::<_, EngineError>(None);
+            }
+            let revision = outcome.source_revision();
+            let checkpoint = f::Checkpoint {
+                source_cluster_id,
+                revision,
+                plan_file_sha256: plan.file_sha256.clone(),
+            };
+            f::write_checkpoint(&destination, &key, &checkpoint)
+                .await
+                .map_err(FollowError::from)?;
+            observer.notice(&format!(
+                "Following the source from revision {} (checkpoint `{}`).",
+                revision + 1,
+                crate::keys::display_key(&key)
+            ));
+            Ok(Some(revision))
+        }
+    };
+    let mut applied = match resume {
+        Some(c) => {
+            observer.notice(&format!(
+                "Resuming: the checkpoint `{}` says source revision {} is applied; following from {}.",
+                crate::keys::display_key(&key),
+                c.revision,
+                c.revision + 1
+            ));
+            c.revision
+        }
+        None => match initial(request.apply.clone()).await? {
+            Some(revision) => revision,
+            None => return Ok(FollowOutcome::ApplyIncomplete),
+        },
+    };
+    loop {
+        let end = f::follow(
+            &plan,
+            source.clone(),
+            destination.clone(),
+            &source_cluster_id,
+            applied,
+            &options,
+            stop.clone(),
+        )
+        .await?;
+        match end {
+            FollowEnd::Compacted {
+                last_applied,
+                compact_revision,
+            } => {
+                observer.notice(&format!(
+                    "The source compacted its history up to revision {compact_revision}, past revision {} this follow needs: running a fresh plan and apply, then following again.",
+                    last_applied + 1
+                ));
+                let again = ApplyRequest {
+                    auto_approve: true,
+                    ..request.apply.clone()
+                };
+                applied = match initial(again).await? {
+                    Some(revision) => revision,
+                    None => return Ok(FollowOutcome::ApplyIncomplete),
+                };
+            }
+            other => return Ok(FollowOutcome::Stopped(other)),
+        }
     }
 }

@@ -100,6 +100,33 @@ pub enum FollowError {
     )]
     BadCheckpoint { key: String, why: String },
 
+    #[error("--follow needs a plan file, not a saved plan")]
+    #[diagnostic(
+        code(etcdplan::follow::needs_plan_file),
+        help("follow mode plans from the plan file: `etcdplan apply PLAN.yaml --follow`")
+    )]
+    NeedsPlanFile,
+
+    #[error("--follow needs the v3 API on both sides")]
+    #[diagnostic(
+        code(etcdplan::follow::v2),
+        help(
+            "follow mode watches and writes with v3 transactions; plan and apply work with v2 sides"
+        )
+    )]
+    V2,
+
+    #[error(
+        "--follow cannot be combined with `delete_source: true`: the source keeps changing while followed"
+    )]
+    #[diagnostic(
+        code(etcdplan::follow::move_mode),
+        help(
+            "follow first, then after cutover run `etcdplan apply` with `delete_source: true` to remove the moved keys"
+        )
+    )]
+    MoveMode,
+
     #[error("the source watch was cancelled: {0}")]
     #[diagnostic(
         code(etcdplan::follow::watch_cancelled),
