@@ -49,8 +49,9 @@ impl Default for ApplyOptions {
 }
 
 /// Transactions in flight by default. Measured with examples/bench.sh on two
-/// local servers: throughput stops growing past about 8.
-pub const DEFAULT_CONCURRENCY: usize = 8;
+/// local servers (100,000 keys, overlapped apply): 0.76 s at 8, 0.63 s at 16;
+/// the raw writer's best is also at 16.
+pub const DEFAULT_CONCURRENCY: usize = 16;
 
 #[derive(Debug, thiserror::Error, Diagnostic)]
 pub enum ApplyError {
@@ -490,6 +491,7 @@ async fn write_one(
     destination: Arc<Side>,
     values: Option<ValueSource>,
     leases: Arc<LeaseBook>,
+    writers: Arc<tokio::sync::Semaphore>,
     batch: Vec<Item>,
 ) -> Result<Settled, EtcdError> {
     let mut items = batch;
@@ -548,6 +550,15 @@ async fn write_one(
             });
         }
     }
+    // Values are read ahead; only `concurrency` transactions write at once.
+    let _permit = writers
+        .acquire_owned()
+        .await
+        .map_err(|e| EtcdError::Request {
+            side: destination.role,
+            operation: "write".into(),
+            detail: e.to_string(),
+        })?;
     let mut lease_expired = Vec::new();
     let mut ops = Vec::with_capacity(items.len());
     let mut kept = Vec::with_capacity(items.len());
@@ -644,9 +655,21 @@ pub async fn write_stream(
             }
         }
     };
+    // Batches whose values are read from the source first run ahead of
+    // the writes (half as many again in flight), so reads hide behind writes.
+    let concurrency = options.concurrency.max(1);
+    let writers = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let ahead = if values.is_some() {
+        concurrency + concurrency.div_ceil(2)
+    } else {
+        concurrency
+    };
+    let started = Instant::now();
+    let mut batches = 0u64;
     while let Some(batch) = rx.recv().await {
+        batches += 1;
         if !halt {
-            while in_flight.len() >= options.concurrency.max(1) {
+            while in_flight.len() >= ahead {
                 if let Some(joined) = in_flight.join_next().await {
                     settle(joined, &mut stats, &mut first_error);
                 }
@@ -670,12 +693,19 @@ pub async fn write_stream(
             destination.clone(),
             values.clone(),
             leases.clone(),
+            writers.clone(),
             batch,
         ));
     }
+    tracing::debug!(
+        after = started.elapsed().as_secs_f64(),
+        batches,
+        "last batch dispatched"
+    );
     while let Some(joined) = in_flight.join_next().await {
         settle(joined, &mut stats, &mut first_error);
     }
+    tracing::debug!(after = started.elapsed().as_secs_f64(), "writes settled");
     match first_error {
         Some(e) => Err(e),
         None => Ok(stats),

@@ -6,8 +6,11 @@
 //! - **Overlapped** (a plan file with `auto_approve`): the diff hands each
 //!   write, with the value its scan just read at the pinned revision, to the
 //!   writer pool as it is found. Scanning, diffing and writing run together.
-//! - **Reviewed** (approval, a saved plan, `on_conflict: fail`, move mode,
-//!   undo): the whole plan is spilled to a file first and shown; then the
+//!   With `on_conflict: fail` only when every destination range is empty,
+//!   since no conflict can then stop the plan after writes began.
+//! - **Reviewed** (approval, a saved plan, `on_conflict: fail` over existing
+//!   keys, move mode, undo): the whole plan is spilled to a file first and
+//!   shown; then the
 //!   spill is streamed back, and each batch's values are read from the
 //!   source at the pinned revision just before it is written.
 //!
@@ -263,9 +266,9 @@ pub async fn apply_loaded(
         Some(report) => run.reviewed(report, true).await,
         None => {
             if request.auto_approve
-                && plan.on_conflict != OnConflict::Fail
                 && !plan.delete_source
                 && run.all_writable().await
+                && (plan.on_conflict != OnConflict::Fail || run.destinations_empty().await)
             {
                 return run.overlapped().await;
             }
@@ -312,6 +315,21 @@ impl Run<'_> {
             if crate::check::probe_write(&self.destination, &m.to)
                 .await
                 .is_err()
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Whether every `to` range is empty, so that no conflict can stop an
+    /// `on_conflict: fail` plan after writes began. A key written there by
+    /// someone else meanwhile is caught by the guards (exit 3).
+    async fn destinations_empty(&self) -> bool {
+        for m in &self.plan.mappings {
+            if !crate::etcd::info::range_is_empty(&self.destination, &m.to)
+                .await
+                .unwrap_or(false)
             {
                 return false;
             }

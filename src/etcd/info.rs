@@ -71,6 +71,33 @@ pub async fn cluster_head(side: &Side) -> Result<(u64, i64), EtcdError> {
         .map_or((0, 0), |h| (h.cluster_id(), h.revision())))
 }
 
+/// Whether no key starts with `prefix` (a count-only read: free on an
+/// empty range, a walk of etcd's index otherwise). A v2 side answers `false`.
+pub async fn range_is_empty(side: &Side, prefix: &[u8]) -> Result<bool, EtcdError> {
+    if side.v2()?.is_some() {
+        return Ok(false);
+    }
+    let range = KeyRange::prefix(prefix);
+    let end = range.end.clone().unwrap_or_else(|| vec![0]);
+    let op = Op {
+        action: "read",
+        prefix,
+    };
+    let resp = side
+        .call(op, |mut c| {
+            let (start, end) = (range.start.clone(), end.clone());
+            async move {
+                c.get(
+                    start,
+                    Some(GetOptions::new().with_range(end).with_count_only()),
+                )
+                .await
+            }
+        })
+        .await?;
+    Ok(resp.count() == 0)
+}
+
 /// The remaining TTL of a lease on `side`, in seconds; -1 when expired.
 pub async fn lease_ttl(side: &Side, id: i64) -> Result<i64, EtcdError> {
     let resp = side
