@@ -25,7 +25,7 @@ use etcd_client::GetOptions;
 use tokio::sync::mpsc;
 
 use super::scan::{Entry, KeyRange, PageLimits, Pin};
-use super::side::{MAX_DECODE_BYTES, Op};
+use super::side::Op;
 use super::{EtcdError, Side};
 
 /// Windows read at once per scan unless told otherwise.
@@ -337,52 +337,8 @@ async fn read_window(
     end: Option<&[u8]>,
     limit: i64,
 ) -> Result<(Vec<Entry>, bool, i64), EtcdError> {
-    let end = end.map_or_else(|| vec![0], <[u8]>::to_vec);
-    let op = Op {
-        action: "read",
-        prefix: start,
-    };
-    let tries = std::sync::atomic::AtomicU32::new(0);
-    let result = side
-        .call(op, |c| {
-            let retry = tries.fetch_add(1, Ordering::Relaxed).min(30);
-            let options = GetOptions::new()
-                .with_range(end.clone())
-                .with_limit((limit >> retry).max(1))
-                .with_revision(revision);
-            let key = start.to_vec();
-            async move {
-                c.kv_client()
-                    .max_decoding_message_size(MAX_DECODE_BYTES)
-                    .get(key, Some(options))
-                    .await
-            }
-        })
-        .await;
-    let mut resp = match result {
-        Err(EtcdError::Compacted { side, .. }) => {
-            return Err(EtcdError::Compacted { side, revision });
-        }
-        other => other?,
-    };
-    let (more, count) = (resp.more(), resp.count());
-    let page = resp
-        .take_kvs()
-        .into_iter()
-        .map(|kv| {
-            let (mod_revision, create_revision, lease) =
-                (kv.mod_revision(), kv.create_revision(), kv.lease());
-            let (key, value) = kv.into_key_value();
-            Entry {
-                key,
-                value,
-                mod_revision,
-                create_revision,
-                lease,
-            }
-        })
-        .collect();
-    Ok((page, more, count))
+    let page = super::scan::read_page(side, start, end, limit, revision).await?;
+    Ok((page.entries, page.more, page.count))
 }
 
 #[cfg(test)]

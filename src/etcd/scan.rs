@@ -44,67 +44,19 @@ pub async fn scan(
         return Ok(());
     }
     let mut start = range.start.clone();
-    let end = range.end.clone().unwrap_or_else(|| vec![0]);
     let mut limit = limits.first_keys.clamp(1, limits.max_keys);
-    let op = Op {
-        action: "read",
-        prefix: &range.start,
-    };
     let mut page_bytes = limits.page_bytes;
     loop {
         let revision = pin.get();
-        let key = start.clone();
-        let tries = AtomicU32::new(0);
-        let result = side
-            .call(op, |c| {
-                // A page cut off again and again (a connection that does not
-                // live long enough to carry it) is asked for in halves.
-                let retry = tries.fetch_add(1, Ordering::Relaxed).min(30);
-                let options = GetOptions::new()
-                    .with_range(end.clone())
-                    .with_limit((limit >> retry).max(1))
-                    .with_revision(revision);
-                let key = key.clone();
-                async move {
-                    c.kv_client()
-                        .max_decoding_message_size(MAX_DECODE_BYTES)
-                        .get(key, Some(options))
-                        .await
-                }
-            })
-            .await;
-        let mut resp = match result {
-            Ok(r) => r,
-            Err(EtcdError::Compacted { side, .. }) => {
-                return Err(EtcdError::Compacted { side, revision });
-            }
-            Err(e) => return Err(e),
-        };
-        if let Some(h) = resp.header() {
-            pin.pin(h.revision());
-        }
-        let more = resp.more();
-        let kvs = resp.take_kvs();
-        let bytes: usize = kvs.iter().map(|kv| kv.key().len() + kv.value().len()).sum();
-        if let Some(last) = kvs.last() {
-            start = last.key().to_vec();
+        let page = read_page(side, &start, range.end.as_deref(), limit, revision).await?;
+        pin.pin(page.revision);
+        let (more, tries) = (page.more, page.retries + 1);
+        let page = page.entries;
+        let bytes: usize = page.iter().map(|e| e.key.len() + e.value.len()).sum();
+        if let Some(last) = page.last() {
+            start = last.key.clone();
             start.push(0);
         }
-        let page: Vec<Entry> = kvs
-            .into_iter()
-            .map(|kv| {
-                let (mod_revision, create_revision, lease) =
-                    (kv.mod_revision(), kv.create_revision(), kv.lease());
-                let (key, value) = kv.into_key_value();
-                Entry {
-                    key,
-                    value,
-                    mod_revision,
-                    create_revision,
-                    lease,
-                }
-            })
-            .collect();
         let n = page.len();
         counter.fetch_add(n as u64, Ordering::Relaxed);
         if n > 0 && tx.send(page).await.is_err() {
@@ -114,10 +66,86 @@ pub async fn scan(
             return Ok(());
         }
         // Pages that needed retries stay smaller from then on.
-        let retries = tries.load(Ordering::Relaxed).saturating_sub(1).min(30);
+        let retries = tries.saturating_sub(1).min(30);
         page_bytes = (page_bytes >> retries).max(MIN_PAGE_BYTES.min(limits.page_bytes));
         // Aim the next page at page_bytes from the average entry size seen.
         let average = (bytes / n).max(1);
         limit = ((page_bytes / average) as i64).clamp(1, limits.max_keys);
+    }
+}
+
+/// One page of a range read.
+#[derive(Debug)]
+pub struct Page {
+    pub entries: Vec<Entry>,
+    /// More keys follow in the range.
+    pub more: bool,
+    /// How many keys the whole range holds (etcd counts them anyway).
+    pub count: i64,
+    /// The revision of the response header.
+    pub revision: i64,
+    /// Times the request was cut off and asked for again.
+    pub retries: u32,
+}
+
+/// One limited, unsorted Range of `[start, end)` (`None`: to the end of
+/// the keyspace) at `revision` (0: the latest). A request cut off again and
+/// again (a connection that does not live long enough to carry its answer)
+/// is asked for in halves.
+pub async fn read_page(
+    side: &Side,
+    start: &[u8],
+    end: Option<&[u8]>,
+    limit: i64,
+    revision: i64,
+) -> Result<Page, EtcdError> {
+    let end = end.map_or_else(|| vec![0], <[u8]>::to_vec);
+    let op = Op {
+        action: "read",
+        prefix: start,
+    };
+    let tries = AtomicU32::new(0);
+    let result = side
+        .call(op, |c| {
+            let retry = tries.fetch_add(1, Ordering::Relaxed).min(30);
+            let options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit((limit >> retry).max(1))
+                .with_revision(revision);
+            let key = start.to_vec();
+            async move {
+                c.kv_client()
+                    .max_decoding_message_size(MAX_DECODE_BYTES)
+                    .get(key, Some(options))
+                    .await
+            }
+        })
+        .await;
+    let mut resp = match result {
+        Err(EtcdError::Compacted { side, .. }) => {
+            return Err(EtcdError::Compacted { side, revision });
+        }
+        other => other?,
+    };
+    Ok(Page {
+        more: resp.more(),
+        count: resp.count(),
+        revision: resp.header().map_or(0, |h| h.revision()),
+        retries: tries.load(Ordering::Relaxed).saturating_sub(1),
+        entries: resp.take_kvs().into_iter().map(entry_of).collect(),
+    })
+}
+
+/// A key as etcd-client returns it, as an [`Entry`].
+pub(super) fn entry_of(kv: etcd_client::KeyValue) -> Entry {
+    let (mod_revision, create_revision, lease) =
+        (kv.mod_revision(), kv.create_revision(), kv.lease());
+    let (key, value) = kv.into_key_value();
+    Entry {
+        key,
+        value,
+        mod_revision,
+        create_revision,
+        lease,
     }
 }

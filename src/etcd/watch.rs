@@ -109,16 +109,7 @@ fn message_of(resp: &WatchResponse) -> WatchMessage {
 
 /// The side's current revision (a count-only read of one key).
 pub async fn head_revision(side: &Side, key: &[u8]) -> Result<i64, EtcdError> {
-    let op = Op {
-        action: "read",
-        prefix: key,
-    };
-    let resp = side
-        .call(op, |mut c| {
-            let key = key.to_vec();
-            async move { c.get(key, Some(GetOptions::new().with_count_only())).await }
-        })
-        .await?;
+    let resp = get(side, key, GetOptions::new().with_count_only()).await?;
     Ok(resp.header().map_or(0, |h| h.revision()))
 }
 
@@ -167,16 +158,7 @@ async fn get(
 
 /// One key's current value, `None` when absent.
 pub async fn get_value(side: &Side, key: &[u8]) -> Result<Option<Vec<u8>>, EtcdError> {
-    let op = Op {
-        action: "read",
-        prefix: key,
-    };
-    let resp = side
-        .call(op, |mut c| {
-            let key = key.to_vec();
-            async move { c.get(key, None).await }
-        })
-        .await?;
+    let resp = get(side, key, GetOptions::new()).await?;
     Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
 }
 

@@ -265,37 +265,13 @@ pub async fn read_sorted(
     }
     let mut end = last.clone();
     end.push(0);
-    let limit = (keys.len() * 2) as i64;
-    let op = Op {
-        action: "read",
-        prefix: first,
-    };
-    let resp = side
-        .call(op, |c| {
-            let options = GetOptions::new()
-                .with_range(end.clone())
-                .with_limit(limit)
-                .with_revision(revision);
-            let key = first.clone();
-            async move {
-                c.kv_client()
-                    .max_decoding_message_size(MAX_DECODE_BYTES)
-                    .get(key, Some(options))
-                    .await
-            }
-        })
-        .await;
-    let mut resp = match resp {
-        Err(EtcdError::Compacted { side, .. }) => {
-            return Err(EtcdError::Compacted { side, revision });
-        }
-        other => other?,
-    };
-    let more = resp.more();
-    let kvs = resp.take_kvs();
+    let page =
+        super::scan::read_page(side, first, Some(&end), (keys.len() * 2) as i64, revision).await?;
+    let more = page.more;
+    let kvs = page.entries;
     // Without `more`, the read covered the whole span; with it, up to its last key.
     let covered_to = if more {
-        kvs.last().map(|kv| kv.key().to_vec())
+        kvs.last().map(|e| e.key.clone())
     } else {
         None
     };
@@ -309,19 +285,8 @@ pub async fn read_sorted(
             out.push(None);
             continue;
         }
-        while found.next_if(|kv| kv.key() < key.as_slice()).is_some() {}
-        out.push(found.next_if(|kv| kv.key() == key.as_slice()).map(|kv| {
-            let (mod_revision, create_revision, lease) =
-                (kv.mod_revision(), kv.create_revision(), kv.lease());
-            let (key, value) = kv.into_key_value();
-            Entry {
-                key,
-                value,
-                mod_revision,
-                create_revision,
-                lease,
-            }
-        }));
+        while found.next_if(|e| e.key < *key).is_some() {}
+        out.push(found.next_if(|e| e.key == *key));
     }
     if !missing.is_empty() {
         let wanted: Vec<Vec<u8>> = missing.iter().map(|&i| keys[i].clone()).collect();
@@ -386,13 +351,9 @@ async fn read_chunk(
         .op_responses()
         .into_iter()
         .filter_map(|r| match r {
-            TxnOpResponse::Get(g) => Some(g.kvs().first().map(|kv| Entry {
-                key: kv.key().to_vec(),
-                value: kv.value().to_vec(),
-                mod_revision: kv.mod_revision(),
-                create_revision: kv.create_revision(),
-                lease: kv.lease(),
-            })),
+            TxnOpResponse::Get(mut g) => {
+                Some(g.take_kvs().into_iter().next().map(super::scan::entry_of))
+            }
             _ => None,
         })
         .collect())
