@@ -219,12 +219,17 @@ pub fn diff_into(
         .peekable();
     let mut summary = Summary::default();
     let sensitive = |source_key: &[u8]| options.sensitive.iter().any(|p| source_key.starts_with(p));
-    let value = |e: &Entry, is_sensitive: bool| Value {
+    // Values are kept for display only where a value diff is shown: on both
+    // sides of an update or a conflict, never for a create or a delete.
+    let value = |e: &Entry, is_sensitive: bool, show: bool| Value {
         sha256: Sha256::digest(&e.value).into(),
         size: e.value.len(),
         mod_revision: e.mod_revision,
         lease: e.lease,
-        shown: (!is_sensitive && options.shown_limit > 0 && e.value.len() <= options.shown_limit)
+        shown: (show
+            && !is_sensitive
+            && options.shown_limit > 0
+            && e.value.len() <= options.shown_limit)
             .then(|| e.value.clone()),
     };
     loop {
@@ -252,7 +257,7 @@ pub fn diff_into(
                 sink(Change {
                     action: Action::Create,
                     mapping: index,
-                    source: Some(value(&s, is_sensitive)),
+                    source: Some(value(&s, is_sensitive, false)),
                     destination: None,
                     payload: options.keep_payload.then(|| s.value.clone()),
                     key: s.key,
@@ -273,7 +278,7 @@ pub fn diff_into(
                     action: Action::Delete,
                     mapping: index,
                     source: None,
-                    destination: Some(value(&d, is_sensitive)),
+                    destination: Some(value(&d, is_sensitive, false)),
                     payload: None,
                     key: d.key,
                     source_key,
@@ -312,8 +317,8 @@ pub fn diff_into(
                 sink(Change {
                     action,
                     mapping: index,
-                    source: Some(value(&s, is_sensitive)),
-                    destination: Some(value(&d, is_sensitive)),
+                    source: Some(value(&s, is_sensitive, true)),
+                    destination: Some(value(&d, is_sensitive, true)),
                     payload: (options.keep_payload && action.writes()).then(|| s.value.clone()),
                     key: s.key,
                     source_key,
