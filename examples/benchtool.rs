@@ -10,6 +10,9 @@
 //!   benchtool pread ENDPOINT PREFIX N PARTS
 //!                                        # read the N seeded keys as PARTS bounded
 //!                                        # sub-ranges in parallel: the read ceiling
+//!                                        # (PL=KEYS sets keys per page, default 5000)
+//!   benchtool scan  ENDPOINT PREFIX [READERS]
+//!                                        # etcdplan's own parallel reader alone
 //!   benchtool count ENDPOINT PREFIX
 //!   benchtool clear ENDPOINT PREFIX
 //!   benchtool rev   ENDPOINT

@@ -351,10 +351,7 @@ pub struct Ctx {
 impl Ctx {
     /// Both sides of a plan, connected lazily with this run's policy.
     pub fn sides(&self, plan: &planfile::Plan) -> (Arc<Side>, Arc<Side>) {
-        (
-            Arc::new(Side::new(&plan.source, self.policy.clone())),
-            Arc::new(Side::new(&plan.destination, self.policy.clone())),
-        )
+        engine::sides(plan, &self.policy)
     }
 }
 
