@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::diff::{Action, Change, SourceDelete};
-use crate::etcd::write::{Guard, Outcome, WriteOp, read_sorted, write_batch};
+use crate::etcd::write::{Guard, Outcome, WriteOp, read_sorted, split_ops, write_batch};
 use crate::etcd::{EtcdError, Side};
 use crate::keys::display_key;
 use crate::plan::PlanReport;
@@ -755,27 +755,10 @@ pub async fn apply_changes(
     options: &ApplyOptions,
     stop: &AtomicBool,
 ) -> Result<ApplyStats, ApplyError> {
-    let (tx, rx) = mpsc::channel(options.concurrency.max(1));
-    let mut batcher = Batcher::new(options);
-    let feed = tokio::spawn(async move {
-        for change in changes.into_iter().filter(|c| c.action.writes()) {
-            if let Some(batch) = batcher.push(Item {
-                change,
-                value: None,
-            }) && tx.send(batch).await.is_err()
-            {
-                return;
-            }
-        }
-        if let Some(batch) = batcher.flush() {
-            let _ = tx.send(batch).await;
-        }
-    });
+    let changes = crate::spool::Spool::from_records(&changes)
+        .map_err(|e| ApplyError::Internal(format!("spilling the restores: {e}")))?;
     let progress = ApplyProgress::default();
-    let written = write_stream(side, rx, Some(values), leases, options, stop, &progress).await;
-    feed.await
-        .map_err(|e| ApplyError::Internal(e.to_string()))?;
-    written
+    apply_spool(side, &changes, values, leases, options, stop, &progress).await
 }
 
 /// What move mode did on the source.
@@ -902,19 +885,8 @@ async fn run_guarded(
             first_error.get_or_insert(ApplyError::Internal(e.to_string()));
         }
     };
-    let mut indexed = ops.into_iter().enumerate().peekable();
-    let max_ops = options.max_txn_ops.max(1);
-    while indexed.peek().is_some() {
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        while let Some((_, next)) = indexed.peek() {
-            let b = next.request_bytes();
-            if !batch.is_empty() && (batch.len() >= max_ops || bytes + b > options.max_txn_bytes) {
-                break;
-            }
-            bytes += b;
-            batch.extend(indexed.next());
-        }
+    let mut first = 0;
+    for batch in split_ops(&ops, options.max_txn_ops, options.max_txn_bytes) {
         while in_flight.len() >= options.concurrency.max(1) {
             if let Some(joined) = in_flight.join_next().await {
                 settle(joined, &mut outcomes, &mut first_error);
@@ -923,10 +895,12 @@ async fn run_guarded(
         if stop.load(Ordering::SeqCst) || first_error.is_some() {
             break;
         }
+        // Batches are consecutive runs of `ops`: indices follow on.
+        let indices: Vec<usize> = (first..first + batch.len()).collect();
+        first += batch.len();
         let side = side.clone();
         in_flight.spawn(async move {
-            let (indices, ops): (Vec<usize>, Vec<WriteOp>) = batch.into_iter().unzip();
-            let result = write_batch(&side, &ops, &[]).await;
+            let result = write_batch(&side, &batch, &[]).await;
             (indices, result)
         });
     }

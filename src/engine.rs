@@ -278,6 +278,21 @@ pub async fn apply_loaded(
     }
 }
 
+/// The first of `prefixes` (those `wanted`) that `side` refuses to write,
+/// with why, by a probe that writes nothing.
+async fn unwritable<'p>(
+    side: &Side,
+    prefixes: impl Iterator<Item = &'p [u8]>,
+    wanted: &[bool],
+) -> Option<(String, String)> {
+    for (prefix, _) in prefixes.zip(wanted).filter(|(_, w)| **w) {
+        if let Err(why) = crate::check::probe_write(side, prefix).await {
+            return Some((crate::keys::display_key(prefix), why));
+        }
+    }
+    None
+}
+
 struct Run<'a> {
     request: &'a ApplyRequest,
     plan: &'a Plan,
@@ -311,15 +326,14 @@ impl Run<'_> {
 
     /// Whether every `to` range accepts writes (a probe that writes nothing).
     async fn all_writable(&self) -> bool {
-        for m in &self.plan.mappings {
-            if crate::check::probe_write(&self.destination, &m.to)
-                .await
-                .is_err()
-            {
-                return false;
-            }
-        }
-        true
+        let all = vec![true; self.plan.mappings.len()];
+        unwritable(
+            &self.destination,
+            self.plan.mappings.iter().map(|m| &m.to[..]),
+            &all,
+        )
+        .await
+        .is_none()
     }
 
     /// Whether every `to` range is empty, so that no conflict can stop an
@@ -488,19 +502,9 @@ impl Run<'_> {
             }
         }
         report.changes.check().map_err(PlanError::Spill)?;
-        for (m, _) in self
-            .plan
-            .mappings
-            .iter()
-            .zip(&writes_to)
-            .filter(|(_, w)| **w)
-        {
-            if let Err(why) = crate::check::probe_write(&self.destination, &m.to).await {
-                return Err(EngineError::NotWritable {
-                    prefix: crate::keys::display_key(&m.to),
-                    why,
-                });
-            }
+        let tos = self.plan.mappings.iter().map(|m| &m.to[..]);
+        if let Some((prefix, why)) = unwritable(&self.destination, tos, &writes_to).await {
+            return Err(EngineError::NotWritable { prefix, why });
         }
         // Move mode deletes from the source; an undo of one restores there.
         let mut moves_from = vec![false; self.plan.mappings.len()];
@@ -516,19 +520,9 @@ impl Run<'_> {
                 *w = true;
             }
         }
-        for (m, _) in self
-            .plan
-            .mappings
-            .iter()
-            .zip(&moves_from)
-            .filter(|(_, w)| **w)
-        {
-            if let Err(why) = crate::check::probe_write(&self.source, &m.from).await {
-                return Err(EngineError::SourceNotWritable {
-                    prefix: crate::keys::display_key(&m.from),
-                    why,
-                });
-            }
+        let froms = self.plan.mappings.iter().map(|m| &m.from[..]);
+        if let Some((prefix, why)) = unwritable(&self.source, froms, &moves_from).await {
+            return Err(EngineError::SourceNotWritable { prefix, why });
         }
         if self.stop.load(Ordering::SeqCst) {
             return Ok(outcome(End::InterruptedBeforeWrites, report, undo_kept));
