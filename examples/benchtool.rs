@@ -38,6 +38,44 @@ fn batch(prefix: &str, from: u64, to: u64) -> Txn {
     )
 }
 
+/// Reads `[start, end)` page by page (no sort) at `revision` (0: pinned by
+/// the first page); returns how many keys it read.
+async fn read_range(
+    client: &Client,
+    mut start: Vec<u8>,
+    end: Vec<u8>,
+    mut revision: i64,
+    limit: i64,
+) -> Result<u64, etcd_client::Error> {
+    let mut total = 0u64;
+    loop {
+        let resp = client
+            .kv_client()
+            .max_decoding_message_size(64 << 20)
+            .get(
+                start.clone(),
+                Some(
+                    GetOptions::new()
+                        .with_range(end.clone())
+                        .with_limit(limit)
+                        .with_revision(revision),
+                ),
+            )
+            .await?;
+        if revision == 0 {
+            revision = resp.header().map_or(0, |h| h.revision());
+        }
+        total += resp.kvs().len() as u64;
+        match resp.kvs().last() {
+            Some(last) if resp.more() => {
+                start = last.key().to_vec();
+                start.push(0);
+            }
+            _ => return Ok(total),
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -99,45 +137,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut set = tokio::task::JoinSet::new();
             for part in 0..parts {
                 let (lo, hi) = (n * part / parts, n * (part + 1) / parts);
-                let mut start = key(&prefix, lo).into_bytes();
+                let start = key(&prefix, lo).into_bytes();
                 let end = if part + 1 == parts {
                     etcdplan::keys::prefix_end(prefix.as_bytes()).unwrap_or_else(|| vec![0])
                 } else {
                     key(&prefix, hi).into_bytes()
                 };
                 let c = client.clone();
-                set.spawn(async move {
-                    let mut total = 0u64;
-                    loop {
-                        let resp = c
-                            .kv_client()
-                            .max_decoding_message_size(64 << 20)
-                            .get(
-                                start.clone(),
-                                Some(
-                                    GetOptions::new()
-                                        .with_range(end.clone())
-                                        .with_limit(
-                                            std::env::var("PL")
-                                                .ok()
-                                                .and_then(|v| v.parse().ok())
-                                                .unwrap_or(5000),
-                                        )
-                                        .with_revision(revision),
-                                ),
-                            )
-                            .await?;
-                        total += resp.kvs().len() as u64;
-                        match resp.kvs().last() {
-                            Some(last) if resp.more() => {
-                                start = last.key().to_vec();
-                                start.push(0);
-                            }
-                            _ => break,
-                        }
-                    }
-                    Ok::<u64, etcd_client::Error>(total)
-                });
+                let limit = std::env::var("PL")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(5000);
+                set.spawn(async move { read_range(&c, start, end, revision, limit).await });
             }
             let mut total = 0;
             while let Some(r) = set.join_next().await {
@@ -147,33 +158,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         "read" => {
             let end = etcdplan::keys::prefix_end(prefix.as_bytes()).unwrap_or_else(|| vec![0]);
-            let mut start = prefix.as_bytes().to_vec();
-            let mut total = 0u64;
-            let mut revision = 0;
-            loop {
-                let resp = client
-                    .kv_client()
-                    .max_decoding_message_size(64 << 20)
-                    .get(
-                        start.clone(),
-                        Some(
-                            GetOptions::new()
-                                .with_range(end.clone())
-                                .with_limit(5000)
-                                .with_revision(revision),
-                        ),
-                    )
-                    .await?;
-                revision = resp.header().map_or(0, |h| h.revision());
-                total += resp.kvs().len() as u64;
-                match resp.kvs().last() {
-                    Some(last) if resp.more() => {
-                        start = last.key().to_vec();
-                        start.push(0);
-                    }
-                    _ => break,
-                }
-            }
+            let total = read_range(&client, prefix.as_bytes().to_vec(), end, 0, 5000).await?;
             println!("{total}");
         }
         "scan" => {
