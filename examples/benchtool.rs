@@ -1,3 +1,4 @@
+#![allow(clippy::disallowed_macros)] // a measuring tool: it prints its figures
 //! Helper for examples/bench.sh: seeds keys, writes the raw baseline, and
 //! reads or counts ranges, with the plainest etcd-client code possible.
 //!

@@ -104,7 +104,10 @@ pub enum ApplyError {
         listed: String,
     },
 
-    #[error("the {side} cluster is {found}, but the saved plan was made against {expected}")]
+    #[error(
+        "the {side} cluster is {found}, but the saved plan was made against {}",
+        crate::escape::text(expected)
+    )]
     #[diagnostic(
         code(etcdplan::apply::cluster_mismatch),
         help(
@@ -531,9 +534,8 @@ async fn write_one(
         };
         for (&i, entry) in needs.iter().zip(read) {
             let item = &mut items[i];
-            let expected = item.change.source.as_ref().map(|v| v.sha256);
             match entry {
-                Some(e) if Some(<[u8; 32]>::from(Sha256::digest(&e.value))) == expected => {
+                Some(e) if item.change.source.as_ref().is_some_and(|v| v.held_by(&e)) => {
                     item.value = Some(e.value);
                 }
                 _ => source_changed.push(display_key(&item.change.source_key)),
@@ -779,6 +781,34 @@ pub struct MoveStats {
 /// Source deletes checked and sent per round of [`delete_moved`].
 const MOVE_CHUNK: usize = 4096;
 
+/// The source's current value of each delete that carries no digest (a
+/// sensitive key from a saved plan); `None` for the others.
+async fn source_values_without_digest(
+    source: &Arc<Side>,
+    chunk: &[SourceDelete],
+) -> Result<Vec<Option<crate::etcd::Entry>>, EtcdError> {
+    let keys: Vec<Vec<u8>> = chunk
+        .iter()
+        .filter(|d| d.sha256.is_none())
+        .map(|d| d.source_key.clone())
+        .collect();
+    let mut read = if keys.is_empty() {
+        Vec::new().into_iter()
+    } else {
+        read_sorted(source, &keys, 0, false).await?.into_iter()
+    };
+    Ok(chunk
+        .iter()
+        .map(|d| {
+            if d.sha256.is_none() {
+                read.next().flatten()
+            } else {
+                None
+            }
+        })
+        .collect())
+}
+
 /// Move mode, after the copy: deletes each planned source key, but only
 /// once the destination holds its planned value (re-read now), and only if
 /// the key's mod revision is still the planned one. Streams the spilled
@@ -819,9 +849,15 @@ pub async fn delete_moved(
         }
         let keys: Vec<Vec<u8>> = chunk.iter().map(|d| d.key.clone()).collect();
         let on_destination = read_sorted(destination, &keys, 0, true).await?;
+        let on_source = source_values_without_digest(&source, &chunk).await?;
         let mut eligible = Vec::new();
-        for (d, now) in chunk.into_iter().zip(on_destination) {
-            let holds = now.is_some_and(|e| <[u8; 32]>::from(Sha256::digest(&e.value)) == d.sha256);
+        for ((d, now), src) in chunk.into_iter().zip(on_destination).zip(on_source) {
+            let holds = now.is_some_and(|e| match &d.sha256 {
+                Some(sha) => <[u8; 32]>::from(Sha256::digest(&e.value)) == *sha,
+                // No digest recorded: the source's value, still at its
+                // planned mod revision, is compared byte for byte.
+                None => src.is_some_and(|s| s.mod_revision == d.mod_revision && s.value == e.value),
+            });
             if holds {
                 eligible.push(d);
             } else {
@@ -936,7 +972,7 @@ mod tests {
                 source_key: key.as_bytes().to_vec(),
                 sensitive: false,
                 source: Some(Value {
-                    sha256: [0; 32],
+                    sha256: Some([0; 32]),
                     size,
                     mod_revision: 1,
                     lease: 0,

@@ -117,10 +117,13 @@ fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
+// What members report about themselves is theirs to say, not to print raw.
+use crate::escape::text as esc;
+
 /// Renders both sides' checks as tables.
 pub fn render(plan: &Plan, sides: &[SideCheck]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "etcdplan check: {}\n", plan.display_name());
+    let _ = writeln!(out, "etcdplan check: {}\n", esc(&plan.display_name()));
     for s in sides {
         let _ = writeln!(
             out,
@@ -149,7 +152,7 @@ pub fn render(plan: &Plan, sides: &[SideCheck]) -> String {
                     e.url.clone(),
                     "yes".into(),
                     if s.tls { "yes".into() } else { "no".into() },
-                    st.version.clone(),
+                    esc(&st.version),
                     format!("{:016x}", st.cluster_id),
                     format!("{:016x}", st.member_id),
                     size(st.db_size),
@@ -186,10 +189,10 @@ pub fn render(plan: &Plan, sides: &[SideCheck]) -> String {
                 ]];
                 for m in members {
                     rows.push(vec![
-                        m.name.clone(),
+                        esc(&m.name),
                         format!("{:016x}", m.id),
-                        m.peer_urls.join(","),
-                        m.client_urls.join(","),
+                        esc(&m.peer_urls.join(",")),
+                        esc(&m.client_urls.join(",")),
                         if m.leader { "yes".into() } else { "no".into() },
                     ]);
                 }

@@ -96,6 +96,10 @@ pub enum Command {
         /// undone. Possible until the destination compacts that history.
         #[arg(long, value_name = "SAVED_PLAN")]
         undo: Option<PathBuf>,
+        /// With --undo: the plan file the saved plan was made from, when it
+        /// is not at the path the saved plan records.
+        #[arg(long, value_name = "PLAN_FILE", requires = "undo")]
+        plan_file: Option<PathBuf>,
         #[command(flatten)]
         output: OutputArgs,
         /// Save the plan (no values, only hashes) for an exact apply later,
@@ -165,8 +169,17 @@ pub enum Command {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ApplyArgs {
     /// A plan file (YAML) or a saved plan (from `plan --out`), recognised by
-    /// its content.
+    /// its content. A saved plan is applied with the plan file it was made
+    /// from, read from disk and checked against the hash it records: its
+    /// endpoints, TLS, auth and rules come from that file, never from the
+    /// saved plan. With ETCDPLAN_SIGNING_KEY set, only a saved plan signed
+    /// with that key is applied.
     pub target: PathBuf,
+    /// For a saved plan: the plan file it was made from, when it is not at
+    /// the path the saved plan records (relative to the working folder, as
+    /// `plan` was given it), e.g. --plan-file plans/trident.yaml.
+    #[arg(long, value_name = "PLAN_FILE")]
+    pub plan_file: Option<PathBuf>,
     /// Apply a plan file without asking (needed without a terminal, e.g. in CI).
     #[arg(long)]
     pub auto_approve: bool,
@@ -311,7 +324,7 @@ where
     match execute(cli.command, &ctx) {
         Ok(code) => code,
         Err(report) => {
-            eprintln!("{report:?}");
+            errln!("{report:?}");
             EXIT_ERROR
         }
     }
@@ -359,18 +372,22 @@ fn execute(command: Command, ctx: &Ctx) -> miette::Result<u8> {
     match command {
         Command::Plan {
             undo: Some(saved),
+            plan_file,
             output,
             out,
             detailed_exitcode,
             ..
         } => {
-            let applied = SavedPlan::read(&saved)?;
-            let plan = planfile::parse(
-                &applied.plan_file_text,
-                std::path::Path::new(&applied.report.plan.path),
+            let key = crate::saved::sign::SigningKey::from_env()?;
+            let crate::saved::Opened {
+                plan,
+                report: applied,
+            } = crate::saved::open(
+                &saved,
+                plan_file.as_deref(),
                 &planfile::ProcessEnv,
+                key.as_ref(),
             )?;
-            let applied = applied.to_report(&saved)?;
             let (source, destination) = ctx.sides(&plan);
             let report = runtime()?.block_on(crate::undo::plan_undo(
                 &plan,
@@ -378,7 +395,7 @@ fn execute(command: Command, ctx: &Ctx) -> miette::Result<u8> {
                 source,
                 destination,
             ))?;
-            finish_plan(&plan, &report, &output, out.as_deref(), detailed_exitcode)
+            finish_plan(&report, &output, out.as_deref(), detailed_exitcode)
         }
         Command::Plan {
             plan,
@@ -404,7 +421,7 @@ fn execute(command: Command, ctx: &Ctx) -> miette::Result<u8> {
                 options,
                 ctx.verbose,
             ))?;
-            finish_plan(&plan, &report, &output, out.as_deref(), detailed_exitcode)
+            finish_plan(&report, &output, out.as_deref(), detailed_exitcode)
         }
         Command::Apply(args) => runtime()?.block_on(apply_command(args, ctx)),
         Command::Show { saved, output } => {
@@ -440,7 +457,7 @@ fn execute(command: Command, ctx: &Ctx) -> miette::Result<u8> {
                 )
             });
             let sides = [sides.0, sides.1];
-            print!("{}", check::render(&plan, &sides));
+            out!("{}", check::render(&plan, &sides));
             Ok(if sides.iter().all(check::SideCheck::ok) {
                 EXIT_OK
             } else {
@@ -459,7 +476,7 @@ fn execute(command: Command, ctx: &Ctx) -> miette::Result<u8> {
             Ok(EXIT_OK)
         }
         Command::Schema => {
-            print!("{}", crate::schema::plan_schema_json());
+            out!("{}", crate::schema::plan_schema_json());
             Ok(EXIT_OK)
         }
         Command::Man { out_dir } => {
@@ -486,19 +503,19 @@ fn execute(command: Command, ctx: &Ctx) -> miette::Result<u8> {
 /// The end of `plan` (and `plan --undo`): save the plan when asked, print
 /// it, and pick the exit code.
 fn finish_plan(
-    plan: &planfile::Plan,
     report: &PlanReport,
     output: &OutputArgs,
     out: Option<&std::path::Path>,
     detailed_exitcode: bool,
 ) -> miette::Result<u8> {
     if let Some(path) = out {
-        SavedPlan::new(plan, report).write(path)?;
+        let key = crate::saved::sign::SigningKey::from_env()?;
+        SavedPlan::new(report).write(path, key.as_ref())?;
     }
     output.print(report);
     report.changes.check().map_err(PlanError::Spill)?;
     if let Some(path) = out {
-        eprintln!(
+        errln!(
             "Saved plan to {}; apply exactly these changes with: etcdplan apply {}",
             path.display(),
             path.display()
@@ -524,7 +541,7 @@ pub async fn plan_with_progress(
     let progress = Arc::new(Progress::default());
     let ticker = spawn_progress(progress.clone(), verbose);
     let result = make_plan_fresh(plan, source, destination, &options, progress, |e, n| {
-        eprintln!(
+        errln!(
             "{e}: history was compacted while planning; planning again at a fresh revision ({n} of {MAX_REPLANS}). Nothing has been written."
         );
     })
@@ -602,7 +619,7 @@ async fn follow_command(
         None => None,
     };
     let request = engine::FollowRequest {
-        apply: apply_request(&args, ctx),
+        apply: apply_request(&args, ctx)?,
         checkpoint_key,
         until_revision: args.until_revision,
         cutover_file: args.cutover_file.clone(),
@@ -635,20 +652,20 @@ async fn follow_command(
                 | FollowEnd::Compacted { last_applied, .. } => ("interrupted", last_applied),
             };
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"follow_stopped": {"reason": why, "last_applied_revision": last_applied}})
                 );
             }
-            eprintln!(
+            errln!(
                 "Follow stopped ({why}): source revision {last_applied} is applied. Resume with: etcdplan apply {} --follow",
                 args.target.display()
             );
             Ok(EXIT_OK)
         }
         Err(e @ engine::EngineError::Follow(FollowError::Conflict { .. })) => {
-            eprintln!("{:?}", miette::Report::new(e));
-            eprintln!("Error: stale plan or concurrent writer: run plan again.");
+            errln!("{:?}", miette::Report::new(e));
+            errln!("Error: stale plan or concurrent writer: run plan again.");
             Ok(EXIT_STALE)
         }
         Err(e) => Err(e.into()),
@@ -683,7 +700,7 @@ impl engine::FollowObserver for FollowCli {
         let no_terminal = self.cli.no_terminal.load(Ordering::SeqCst);
         let code =
             report_outcome(&self.args, self.cli.json, outcome, no_terminal).unwrap_or_else(|e| {
-                eprintln!("{e:?}");
+                errln!("{e:?}");
                 EXIT_ERROR
             });
         if let Ok(mut c) = self.code.lock() {
@@ -693,7 +710,7 @@ impl engine::FollowObserver for FollowCli {
     }
 
     fn notice(&self, text: &str) {
-        eprintln!("{text}");
+        errln!("{text}");
     }
 }
 
@@ -740,7 +757,7 @@ impl engine::Observer for CliObserver {
     }
 
     fn replanning(&self, e: &crate::etcd::EtcdError, n: u32, max: u32) {
-        eprintln!(
+        errln!(
             "{e}: history was compacted while planning; planning again at a fresh revision ({n} of {max}). Nothing has been written."
         );
     }
@@ -759,7 +776,7 @@ impl engine::Observer for CliObserver {
             self.no_terminal.store(true, Ordering::SeqCst);
             return false;
         }
-        print!("\nApply these changes? Only 'yes' will be accepted: ");
+        out!("\nApply these changes? Only 'yes' will be accepted: ");
         let _ = std::io::stdout().flush();
         let mut answer = String::new();
         let _ = std::io::stdin().read_line(&mut answer);
@@ -780,7 +797,7 @@ async fn apply_guarded(
     json: bool,
     stop: Arc<AtomicBool>,
 ) -> miette::Result<(u8, i64)> {
-    let request = apply_request(&args, ctx);
+    let request = apply_request(&args, ctx)?;
     let observer = CliObserver::new(&args, ctx, json);
     let result = engine::apply(&request, &observer, stop).await;
     observer.swap_ticker(None);
@@ -801,7 +818,7 @@ async fn apply_guarded(
             ) {
                 return Err(e.into());
             }
-            eprintln!("{:?}", miette::Report::new(e));
+            errln!("{:?}", miette::Report::new(e));
             return Ok((code, 0));
         }
     };
@@ -815,8 +832,11 @@ async fn apply_guarded(
 }
 
 /// The engine's request for `apply`'s arguments.
-fn apply_request(args: &ApplyArgs, ctx: &Ctx) -> engine::ApplyRequest {
-    engine::ApplyRequest {
+fn apply_request(
+    args: &ApplyArgs,
+    ctx: &Ctx,
+) -> Result<engine::ApplyRequest, crate::saved::sign::SignatureError> {
+    Ok(engine::ApplyRequest {
         target: args.target.clone(),
         options: ApplyOptions {
             max_txn_ops: args.max_txn_ops as usize,
@@ -827,7 +847,9 @@ fn apply_request(args: &ApplyArgs, ctx: &Ctx) -> engine::ApplyRequest {
         },
         policy: ctx.policy.clone(),
         auto_approve: args.auto_approve,
-    }
+        plan_file: args.plan_file.clone(),
+        signing_key: crate::saved::sign::SigningKey::from_env()?,
+    })
 }
 
 /// Prints how an apply ended and picks the exit code.
@@ -856,14 +878,14 @@ fn report_outcome(
             && outcome.stats.proven() == 0
             && !restored.foreign.is_empty())
     {
-        println!(
+        outln!(
             "Restored on the source: {} key(s), {} already in place.",
             render::thousands(restored.created),
             render::thousands(restored.already_in_place)
         );
     }
     if !stats.lease_expired.is_empty() {
-        eprintln!(
+        errln!(
             "{} key(s) not written: their source lease expired since the plan, and expired keys are not resurrected:\n{}",
             stats.lease_expired.len(),
             apply::list(&stats.lease_expired)
@@ -873,7 +895,7 @@ fn report_outcome(
         End::NoChanges => {
             print_json("no_changes");
             if !json {
-                println!("\nNothing to apply.");
+                outln!("\nNothing to apply.");
             }
             Ok(EXIT_OK)
         }
@@ -883,15 +905,15 @@ fn report_outcome(
             "refusing to apply without a terminal to confirm on"
         )),
         End::Cancelled => {
-            println!("Apply cancelled; nothing was written.");
+            outln!("Apply cancelled; nothing was written.");
             Ok(EXIT_ERROR)
         }
         End::InterruptedBeforeWrites => {
-            eprintln!("Interrupted before writing anything.");
+            errln!("Interrupted before writing anything.");
             Ok(EXIT_ERROR)
         }
         End::RestoreInterrupted => {
-            eprintln!(
+            errln!(
                 "\nInterrupted while restoring source keys.\nResume with: etcdplan apply {}",
                 args.target.display()
             );
@@ -899,7 +921,7 @@ fn report_outcome(
         }
         End::SourceChanged => {
             print_json("stale");
-            eprintln!(
+            errln!(
                 "{:?}",
                 miette::Report::new(ApplyError::SourceChanged {
                     count: stats.source_changed.len(),
@@ -907,7 +929,7 @@ fn report_outcome(
                 })
             );
             if stats.proven() > 0 {
-                eprintln!("{}", stats_line("So far", stats));
+                errln!("{}", stats_line("So far", stats));
             }
             Ok(EXIT_STALE)
         }
@@ -918,24 +940,24 @@ fn report_outcome(
         {
             print_json("stale");
             if outcome.verified.is_some() && !json {
-                println!("\n{}", stats_line("Apply complete", stats));
+                outln!("\n{}", stats_line("Apply complete", stats));
             }
             Ok(undo_stale(&outcome.undo_kept))
         }
         End::Stale if !stats.foreign.is_empty() => {
             print_json("stale");
-            eprintln!(
+            errln!(
                 "\n{} key(s) were written by someone else since the plan and were left alone:\n{}",
                 stats.foreign.len(),
                 apply::list(&stats.foreign)
             );
-            eprintln!("{}", stats_line("So far", stats));
-            eprintln!("Error: stale plan or concurrent writer: run plan again.");
+            errln!("{}", stats_line("So far", stats));
+            errln!("Error: stale plan or concurrent writer: run plan again.");
             Ok(EXIT_STALE)
         }
         End::Interrupted => {
             print_json("interrupted");
-            eprintln!(
+            errln!(
                 "\nInterrupted after the transactions in flight: {} of {} changes done, {} not attempted.\n{}\nResume with: {resume}",
                 render::thousands(stats.proven() + stats.foreign.len() as u64),
                 render::thousands(report.summary.writes()),
@@ -946,15 +968,15 @@ fn report_outcome(
         }
         End::Stale | End::MoveInterrupted | End::Complete | End::TooLarge => {
             if !json {
-                println!("\n{}", stats_line("Apply complete", stats));
-                println!(
+                outln!("\n{}", stats_line("Apply complete", stats));
+                outln!(
                     "Verified: {} planned key(s) hold what was planned.",
                     render::thousands(outcome.verified.unwrap_or(0))
                 );
             }
             if let Some(moved) = &outcome.moved {
                 if !json {
-                    println!(
+                    outln!(
                         "Moved: {} deleted from the source, {} already gone.",
                         render::thousands(moved.deleted_from_source),
                         render::thousands(moved.already_gone)
@@ -964,17 +986,17 @@ fn report_outcome(
                 kept.extend(moved.not_on_destination.iter().cloned());
                 if !kept.is_empty() {
                     print_json("stale");
-                    eprintln!(
+                    errln!(
                         "\n{} source key(s) were kept: changed on the source since the plan, or not on the destination with the planned value:\n{}",
                         kept.len(),
                         apply::list(&kept)
                     );
-                    eprintln!("Error: stale plan or concurrent writer: run plan again.");
+                    errln!("Error: stale plan or concurrent writer: run plan again.");
                     return Ok(EXIT_STALE);
                 }
                 if moved.not_attempted > 0 {
                     print_json("interrupted");
-                    eprintln!(
+                    errln!(
                         "\nInterrupted while deleting moved keys from the source: {} not attempted.\nResume with: {resume}",
                         render::thousands(moved.not_attempted)
                     );
@@ -984,7 +1006,7 @@ fn report_outcome(
             if outcome.end == End::TooLarge {
                 print_json("too_large");
                 if !stats.oversized.is_empty() {
-                    eprintln!(
+                    errln!(
                         "{:?}",
                         miette::Report::new(ApplyError::SkippedTooLarge {
                             count: stats.oversized.len(),
@@ -994,7 +1016,7 @@ fn report_outcome(
                     );
                 }
                 if !stats.too_large.is_empty() {
-                    eprintln!(
+                    errln!(
                         "{:?}",
                         miette::Report::new(ApplyError::RefusedTooLarge {
                             count: stats.too_large.len(),
@@ -1018,12 +1040,12 @@ fn report_outcome(
 /// An undo that left keys alone because they changed since the undone
 /// apply: says which, and returns exit 3.
 fn undo_stale(kept: &[String]) -> u8 {
-    eprintln!(
+    errln!(
         "\n{} key(s) changed since the undone apply and were left alone:\n{}",
         kept.len(),
         apply::list(kept)
     );
-    eprintln!("Error: stale plan or concurrent writer: these keys were not undone.");
+    errln!("Error: stale plan or concurrent writer: these keys were not undone.");
     EXIT_STALE
 }
 
@@ -1054,22 +1076,27 @@ fn print_apply_json(report: &PlanReport, stats: &ApplyStats, result: &str, verif
             "verified": verified,
         }
     });
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&value).unwrap_or_default()
-    );
+    outln!("{}", crate::escape::to_json_string_pretty(&value));
 }
 
-/// Ctrl-C or SIGTERM: finish the transactions in flight, then stop.
+/// Ctrl-C, SIGTERM or SIGHUP (a closed terminal or SSH session): finish the
+/// transactions in flight, then stop with the usual summary.
 fn spawn_signal_watch(stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         #[cfg(unix)]
         let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
+            use tokio::signal::unix::{SignalKind, signal};
+            match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::hangup()),
+            ) {
+                (Ok(mut t), Ok(mut h)) => {
+                    tokio::select! {
+                        _ = t.recv() => {}
+                        _ = h.recv() => {}
+                    }
                 }
-                Err(_) => std::future::pending::<()>().await,
+                _ => std::future::pending::<()>().await,
             }
         };
         #[cfg(not(unix))]
@@ -1078,7 +1105,7 @@ fn spawn_signal_watch(stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
             _ = tokio::signal::ctrl_c() => {}
             _ = term => {}
         }
-        eprintln!(
+        errln!(
             "\nStopping: finishing the transactions in flight (press Ctrl-C again to wait; nothing is lost either way)…"
         );
         stop.store(true, Ordering::SeqCst);
@@ -1108,7 +1135,7 @@ fn spawn_apply_progress(progress: Arc<ApplyProgress>) -> tokio::task::JoinHandle
                 tokio::time::sleep(std::time::Duration::from_secs(5)).await;
                 let done = progress.done.load(Ordering::Relaxed);
                 let secs = start.elapsed().as_secs_f64().max(0.001);
-                eprintln!(
+                errln!(
                     "apply: {} of {} keys ({} keys/s)",
                     render::thousands(done),
                     render::thousands(progress.total.load(Ordering::Relaxed)),

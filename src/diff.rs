@@ -44,7 +44,9 @@ impl Action {
 /// One side's value of a changed key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Value {
-    pub sha256: [u8; 32],
+    /// `None`: not recorded. A saved plan keeps no digest of a sensitive
+    /// value (it would confirm a guess); its mod revision identifies it.
+    pub sha256: Option<[u8; 32]>,
     pub size: usize,
     pub mod_revision: i64,
     pub lease: i64,
@@ -54,8 +56,17 @@ pub struct Value {
 }
 
 impl Value {
-    pub fn sha256_hex(&self) -> String {
-        hex::encode(self.sha256)
+    pub fn sha256_hex(&self) -> Option<String> {
+        self.sha256.map(hex::encode)
+    }
+
+    /// Whether `entry` holds this value: by digest where one is recorded,
+    /// else by mod revision (a key's mod revision names one value exactly).
+    pub fn held_by(&self, entry: &Entry) -> bool {
+        match &self.sha256 {
+            Some(sha) => <[u8; 32]>::from(Sha256::digest(&entry.value)) == *sha,
+            None => entry.mod_revision == self.mod_revision,
+        }
     }
 }
 
@@ -86,10 +97,15 @@ pub struct SourceDelete {
     pub source_key: Vec<u8>,
     /// Where the value lives on the destination.
     pub key: Vec<u8>,
+    /// Under a `sensitive` prefix: no digest leaves the process.
+    #[serde(default)]
+    pub sensitive: bool,
     /// The key's mod revision at the planned source revision: the guard.
     pub mod_revision: i64,
-    /// The value's sha256, checked on the destination before deleting.
-    pub sha256: [u8; 32],
+    /// The value's sha256, checked on the destination before deleting;
+    /// `None` for a sensitive key from a saved plan (the bytes are compared
+    /// with the source's instead).
+    pub sha256: Option<[u8; 32]>,
 }
 
 /// Counts of one diff.
@@ -218,11 +234,18 @@ pub fn diff_into(
         .filter(|e| e.key.starts_with(&mapping.to) && !mapping.excludes_destination(&e.key))
         .peekable();
     let mut summary = Summary::default();
-    let sensitive = |source_key: &[u8]| options.sensitive.iter().any(|p| source_key.starts_with(p));
+    // A sensitive prefix covers a key on either side: the source key, or the
+    // destination key it is written to (or deleted from).
+    let sensitive = |source_key: &[u8], key: &[u8]| {
+        options
+            .sensitive
+            .iter()
+            .any(|p| source_key.starts_with(p) || key.starts_with(p))
+    };
     // Values are kept for display only where a value diff is shown: on both
     // sides of an update or a conflict, never for a create or a delete.
     let value = |e: &Entry, is_sensitive: bool, show: bool| Value {
-        sha256: Sha256::digest(&e.value).into(),
+        sha256: Some(Sha256::digest(&e.value).into()),
         size: e.value.len(),
         mod_revision: e.mod_revision,
         lease: e.lease,
@@ -248,11 +271,11 @@ pub fn diff_into(
                     summary.leased_skipped += 1;
                     continue;
                 }
-                let is_sensitive = sensitive(&source_key);
+                let is_sensitive = sensitive(&source_key, &s.key);
                 summary.count(Action::Create);
                 if options.move_source {
                     summary.delete_source += 1;
-                    moved(source_delete(index, &source_key, &s));
+                    moved(source_delete(index, &source_key, &s, is_sensitive));
                 }
                 sink(Change {
                     action: Action::Create,
@@ -272,7 +295,7 @@ pub fn diff_into(
                     continue;
                 }
                 let source_key = mapping.to_source(&d.key).unwrap_or_default();
-                let is_sensitive = sensitive(&source_key);
+                let is_sensitive = sensitive(&source_key, &d.key);
                 summary.count(Action::Delete);
                 sink(Change {
                     action: Action::Delete,
@@ -304,15 +327,15 @@ pub fn diff_into(
                 };
                 // Move mode: what ends up on the destination leaves the
                 // source; a conflict left as is stays on both.
+                let is_sensitive = sensitive(&source_key, &s.key);
                 if options.move_source && action != Some(Action::Conflict) {
                     summary.delete_source += 1;
-                    moved(source_delete(index, &source_key, &s));
+                    moved(source_delete(index, &source_key, &s, is_sensitive));
                 }
                 let Some(action) = action else {
                     summary.unchanged += 1;
                     continue;
                 };
-                let is_sensitive = sensitive(&source_key);
                 summary.count(action);
                 sink(Change {
                     action,
@@ -332,13 +355,19 @@ pub fn diff_into(
 
 /// Move mode: the source key behind `entry` (already mapped to its
 /// destination key), guarded by its mod revision at the planned revision.
-fn source_delete(mapping: usize, source_key: &[u8], entry: &Entry) -> SourceDelete {
+fn source_delete(
+    mapping: usize,
+    source_key: &[u8],
+    entry: &Entry,
+    sensitive: bool,
+) -> SourceDelete {
     SourceDelete {
         mapping,
         source_key: source_key.to_vec(),
         key: entry.key.clone(),
+        sensitive,
         mod_revision: entry.mod_revision,
-        sha256: Sha256::digest(&entry.value).into(),
+        sha256: Some(Sha256::digest(&entry.value).into()),
     }
 }
 
@@ -458,7 +487,7 @@ mod tests {
                 let value = source.remove(&m.source_key);
                 prop_assert!(value.is_some(), "only existing source keys are deleted");
                 let on_dest = dest.get(&m.key).map(|v| <[u8; 32]>::from(Sha256::digest(v)));
-                prop_assert_eq!(on_dest, Some(m.sha256), "deleted only where the destination holds it");
+                prop_assert_eq!(on_dest, m.sha256, "deleted only where the destination holds it");
             }
             prop_assert_eq!(d.summary.delete_source, d.source_deletes.len() as u64);
             for k in source.keys() {

@@ -32,6 +32,7 @@ use crate::apply::{
     Tap, ValueSource,
 };
 use crate::diff::Action;
+use crate::etcd::write::read_sorted;
 use crate::etcd::{EtcdError, RetryPolicy, Side};
 use crate::plan::{MAX_REPLANS, PlanError, PlanOptions, PlanReport, Progress};
 use crate::planfile::{self, LeaseMode, OnConflict, Plan, PlanFileError};
@@ -47,6 +48,12 @@ pub struct ApplyRequest {
     /// Apply a plan file without asking [`Observer::review`] first. With it,
     /// writing overlaps planning where the plan allows.
     pub auto_approve: bool,
+    /// For a saved plan: the plan file it was made from, when not at the
+    /// path the saved plan records.
+    pub plan_file: Option<PathBuf>,
+    /// For a saved plan: the key it must be signed with (see
+    /// [`crate::saved::sign`]); `None` accepts only an unsigned plan.
+    pub signing_key: Option<crate::saved::sign::SigningKey>,
 }
 
 /// What [`Observer::review`] is asked.
@@ -152,7 +159,10 @@ pub enum EngineError {
     #[diagnostic(transparent)]
     Follow(#[from] crate::follow::FollowError),
 
-    #[error("cannot write to `{prefix}` on the destination: {why}")]
+    #[error(
+        "cannot write to `{prefix}` on the destination: {}",
+        crate::escape::text(why)
+    )]
     #[diagnostic(
         code(etcdplan::apply::not_writable),
         help(
@@ -161,7 +171,10 @@ pub enum EngineError {
     )]
     NotWritable { prefix: String, why: String },
 
-    #[error("cannot delete from `{prefix}` on the source: {why}")]
+    #[error(
+        "cannot delete from `{prefix}` on the source: {}",
+        crate::escape::text(why)
+    )]
     #[diagnostic(
         code(etcdplan::apply::source_not_writable),
         help(
@@ -201,13 +214,13 @@ pub struct Loaded {
 /// Loads a plan file or a saved plan (recognised by content).
 pub fn load(request: &ApplyRequest) -> Result<Loaded, EngineError> {
     if SavedPlan::is_saved_plan(&request.target) {
-        let saved_plan = SavedPlan::read(&request.target)?;
-        let plan = planfile::parse(
-            &saved_plan.plan_file_text,
-            std::path::Path::new(&saved_plan.report.plan.path),
+        // The plan file on disk steers; the artifact only lists changes.
+        let crate::saved::Opened { plan, report } = crate::saved::open(
+            &request.target,
+            request.plan_file.as_deref(),
             &planfile::ProcessEnv,
+            request.signing_key.as_ref(),
         )?;
-        let report = saved_plan.to_report(&request.target)?;
         let (source, destination) = sides(&plan, &request.policy);
         Ok(Loaded {
             plan,
@@ -493,6 +506,9 @@ impl Run<'_> {
             .is_some_and(|u| u.restores.iter().any(|c| c.action.writes()));
         if saved {
             self.check_clusters(&report, restores_write).await?;
+            if report.undo.is_none() {
+                self.check_deletes(&report).await?;
+            }
         }
         // Refuse before any write when a range to write is not writable.
         let mut writes_to = vec![false; self.plan.mappings.len()];
@@ -644,6 +660,54 @@ impl Run<'_> {
                     found,
                 }
                 .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// A saved plan's deletes: only of keys the source lacks at the pinned
+    /// revision (else an edited artifact could delete what the plan file
+    /// would copy). Read in chunks, before any write.
+    async fn check_deletes(&self, report: &PlanReport) -> Result<(), EngineError> {
+        const CHUNK: usize = 512;
+        let deletes = report
+            .changes
+            .try_iter()
+            .enumerate()
+            .filter_map(|(i, c)| match c {
+                Ok(c) if c.action == Action::Delete => Some(Ok((i as u64, c.source_key))),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            });
+        let mut chunk: Vec<(u64, Vec<u8>)> = Vec::with_capacity(CHUNK);
+        let mut deletes = deletes.peekable();
+        while deletes.peek().is_some() {
+            chunk.clear();
+            for d in deletes.by_ref().take(CHUNK) {
+                chunk.push(d.map_err(PlanError::Spill)?);
+            }
+            let mut keys: Vec<Vec<u8>> = chunk.iter().map(|(_, k)| k.clone()).collect();
+            keys.sort();
+            let revision = report.source.revision;
+            let found = match read_sorted(&self.source, &keys, revision, false).await {
+                Err(EtcdError::Compacted { .. }) => {
+                    read_sorted(&self.source, &keys, 0, false).await
+                }
+                other => other,
+            }
+            .map_err(PlanError::from)?;
+            let present: std::collections::HashSet<&[u8]> = keys
+                .iter()
+                .zip(&found)
+                .filter(|(_, e)| e.is_some())
+                .map(|(k, _)| k.as_slice())
+                .collect();
+            let on_source: Vec<bool> = chunk
+                .iter()
+                .map(|(_, k)| present.contains(k.as_slice()))
+                .collect();
+            if let Some(t) = crate::saved::verify::first_delete_with_source(&chunk, &on_source) {
+                return Err(SavedPlanError::from(t).into());
             }
         }
         Ok(())

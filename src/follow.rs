@@ -93,7 +93,10 @@ pub enum FollowError {
     )]
     CheckpointKeyOverlaps { key: String },
 
-    #[error("the checkpoint at `{key}` is not etcdplan's: {why}")]
+    #[error(
+        "the checkpoint at `{key}` is not etcdplan's: {}",
+        crate::escape::text(why)
+    )]
     #[diagnostic(
         code(etcdplan::follow::bad_checkpoint),
         help("delete that key on the destination, or choose another --checkpoint-key")
@@ -127,7 +130,7 @@ pub enum FollowError {
     )]
     MoveMode,
 
-    #[error("the source watch was cancelled: {0}")]
+    #[error("the source watch was cancelled: {}", crate::escape::text(.0))]
     #[diagnostic(
         code(etcdplan::follow::watch_cancelled),
         help("rerun the same command: it resumes from the checkpoint")
@@ -481,7 +484,7 @@ async fn apply_revision(
 
 fn report(json: bool, head: i64, applied: i64, events_per_second: f64, behind: f64, total: u64) {
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "follow": {
@@ -495,7 +498,7 @@ fn report(json: bool, head: i64, applied: i64, events_per_second: f64, behind: f
             })
         );
     } else {
-        eprintln!(
+        errln!(
             "follow: source revision {head}, applied {applied} ({} behind), {:.0} events/s, {:.1} s behind",
             (head - applied).max(0),
             events_per_second,

@@ -63,7 +63,7 @@ pub fn display_key(key: &[u8]) -> String {
         for c in chunk.valid().chars() {
             match c {
                 '\\' => out.push_str("\\\\"),
-                c if c.is_control() => {
+                c if crate::escape::is_hidden(c) => {
                     let mut buf = [0u8; 4];
                     for b in c.encode_utf8(&mut buf).bytes() {
                         let _ = write!(out, "\\x{b:02x}");
@@ -108,6 +108,14 @@ mod tests {
         assert_eq!(parse_key(r"/a/\xff/\\b").unwrap(), b"/a/\xff/\\b".to_vec());
         assert_eq!(display_key(b"/a/\xff/\\b"), r"/a/\xff/\\b");
         assert_eq!(display_key("/ü/\n".as_bytes()), r"/ü/\x0a");
+        assert_eq!(
+            display_key("/bidi\u{202e}gpj".as_bytes()),
+            r"/bidi\xe2\x80\xaegpj"
+        );
+        assert_eq!(
+            display_key("/\u{feff}\u{200b}".as_bytes()),
+            r"/\xef\xbb\xbf\xe2\x80\x8b"
+        );
     }
 
     #[test]
@@ -134,6 +142,15 @@ mod tests {
         #[test]
         fn display_then_parse_is_identity(key in proptest::collection::vec(any::<u8>(), 0..40)) {
             prop_assert_eq!(parse_key(&display_key(&key)).unwrap(), key);
+        }
+
+        #[test]
+        fn displayed_keys_hide_nothing(key in any::<String>(), bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
+            for k in [key.as_bytes(), &bytes[..]] {
+                let shown = display_key(k);
+                prop_assert!(shown.chars().all(|c| !crate::escape::is_hidden(c)));
+                prop_assert_eq!(parse_key(&shown).unwrap(), k.to_vec());
+            }
         }
 
         #[test]

@@ -3,8 +3,10 @@
 //! with their number: the diff appends, the renderers, the saved plan and
 //! the writers each stream them back in order.
 //!
-//! Records are length-prefixed postcard. The file is a private temp file
-//! (mode 0600), deleted when the last handle is dropped. It never holds a
+//! Records are length-prefixed postcard. The file is anonymous: unlinked as
+//! it is created (`tempfile::tempfile`), so no kill, not even SIGKILL, leaves
+//! it behind, and no other process can open it by name. Readers share the
+//! one descriptor and read at their own offsets (`pread`). It never holds a
 //! sensitive value: changes carry hashes, and display values only for keys
 //! that are not sensitive.
 
@@ -22,7 +24,7 @@ const MAX_RECORD_BYTES: usize = 64 << 20;
 
 /// Appends records; [`SpoolWriter::finish`] seals it into a [`Spool`].
 pub struct SpoolWriter<T> {
-    out: Option<(BufWriter<File>, tempfile::TempPath)>,
+    out: Option<(BufWriter<File>, Arc<File>)>,
     len: u64,
     scratch: Vec<u8>,
     _t: PhantomData<fn(T)>,
@@ -41,14 +43,9 @@ impl<T: Serialize> SpoolWriter<T> {
 
     pub fn push(&mut self, record: &T) -> std::io::Result<()> {
         if self.out.is_none() {
-            let named = tempfile::Builder::new()
-                .prefix("etcdplan-spool-")
-                .tempfile()?;
-            let file = named.reopen()?;
-            self.out = Some((
-                BufWriter::with_capacity(256 << 10, file),
-                named.into_temp_path(),
-            ));
+            let file = tempfile::tempfile()?;
+            let reader = Arc::new(file.try_clone()?);
+            self.out = Some((BufWriter::with_capacity(256 << 10, file), reader));
         }
         self.scratch.clear();
         let bytes = postcard::to_extend(record, std::mem::take(&mut self.scratch))
@@ -75,9 +72,9 @@ impl<T: Serialize> SpoolWriter<T> {
     pub fn finish(self) -> std::io::Result<Spool<T>> {
         let path = match self.out {
             None => None,
-            Some((mut out, path)) => {
+            Some((mut out, file)) => {
                 out.flush()?;
-                Some(path)
+                Some(file)
             }
         };
         Ok(Spool {
@@ -98,7 +95,7 @@ impl<T: Serialize> Default for SpoolWriter<T> {
 }
 
 struct Inner {
-    path: Option<tempfile::TempPath>,
+    path: Option<Arc<File>>,
     len: u64,
     /// Set when a read failed: the lossy iterator ended early.
     broken: AtomicBool,
@@ -165,15 +162,18 @@ impl<T: Serialize + DeserializeOwned> Spool<T> {
 
     /// Streams the records back, in the order they were pushed.
     pub fn try_iter(&self) -> impl Iterator<Item = std::io::Result<T>> + use<T> {
-        let reader = self
-            .inner
-            .path
-            .as_ref()
-            .map(|p| File::open(p).map(|f| BufReader::with_capacity(256 << 10, f)));
+        let reader = self.inner.path.as_ref().map(|f| {
+            BufReader::with_capacity(
+                256 << 10,
+                At {
+                    file: f.clone(),
+                    offset: 0,
+                },
+            )
+        });
         let mut state = match reader {
             None => Reading::Done,
-            Some(Ok(r)) => Reading::Open(r, self.inner.len),
-            Some(Err(e)) => Reading::Failed(Some(e)),
+            Some(r) => Reading::Open(r, self.inner.len),
         };
         std::iter::from_fn(move || state.next())
     }
@@ -203,9 +203,23 @@ impl<T: Serialize + DeserializeOwned> Spool<T> {
     }
 }
 
+/// One reader's position in the shared anonymous file.
+struct At {
+    file: Arc<File>,
+    offset: u64,
+}
+
+impl Read for At {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt as _;
+        let n = self.file.read_at(buf, self.offset)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
 enum Reading {
-    Open(BufReader<File>, u64),
-    Failed(Option<std::io::Error>),
+    Open(BufReader<At>, u64),
     Done,
 }
 
@@ -213,11 +227,6 @@ impl Reading {
     fn next<T: DeserializeOwned>(&mut self) -> Option<std::io::Result<T>> {
         match self {
             Reading::Done => None,
-            Reading::Failed(e) => {
-                let e = e.take();
-                *self = Reading::Done;
-                e.map(Err)
-            }
             Reading::Open(r, left) => {
                 if *left == 0 {
                     *self = Reading::Done;
@@ -270,5 +279,17 @@ mod tests {
         spool.check().expect("no read error");
         let empty: Spool<u8> = Spool::empty();
         assert_eq!(empty.iter().count(), 0);
+    }
+
+    #[test]
+    fn readers_at_once_keep_their_own_places() {
+        let spool = Spool::from_records(&(0..1000u32).collect::<Vec<_>>()).expect("spool");
+        let (mut a, mut b) = (spool.try_iter(), spool.try_iter());
+        for i in 0..1000u32 {
+            assert_eq!(a.next().map(|r| r.ok()), Some(Some(i)));
+            if i % 2 == 0 {
+                assert_eq!(b.next().map(|r| r.ok()), Some(Some(i / 2)));
+            }
+        }
     }
 }

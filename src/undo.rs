@@ -42,7 +42,10 @@ pub enum UndoError {
     )]
     Compacted { side: SideRole, revision: i64 },
 
-    #[error("the {side} cluster is {found}, but the applied plan was made against {expected}")]
+    #[error(
+        "the {side} cluster is {found}, but the applied plan was made against {}",
+        crate::escape::text(expected)
+    )]
     #[diagnostic(
         code(etcdplan::undo::cluster_mismatch),
         help("an undo is planned against the clusters the undone plan was applied to")
@@ -79,7 +82,7 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
 /// A value as a change records it (hash, size, revision, lease; no bytes).
 fn value_of(e: &Entry) -> Value {
     Value {
-        sha256: digest(&e.value),
+        sha256: Some(digest(&e.value)),
         size: e.value.len(),
         mod_revision: e.mod_revision,
         lease: e.lease,
@@ -104,7 +107,7 @@ async fn read_at(
 /// apply (at the recorded revision) and its value `now`. `None`: nothing to
 /// undo (the apply never changed it, or it was undone already).
 fn invert(applied: &Change, before: Option<&Entry>, now: Option<&Entry>) -> Option<Change> {
-    let wrote = applied.source.as_ref().map(|v| v.sha256);
+    let wrote = applied.source.as_ref().and_then(|v| v.sha256);
     let now_sha = now.map(|e| digest(&e.value));
     let before_sha = before.map(|e| digest(&e.value));
     let change = |action: Action, source: Option<&Entry>| Change {
@@ -165,7 +168,7 @@ pub async fn plan_undo(
     let recorded = applied.destination.revision;
     // An undo reads each written key twice: it is bounded by what one
     // apply wrote, and held in memory (unlike a plan's changes).
-    let written: Vec<Change> = applied
+    let mut written: Vec<Change> = applied
         .changes
         .iter()
         .filter(|c| c.action.writes())
@@ -177,6 +180,7 @@ pub async fn plan_undo(
             detail: e.to_string(),
         })
     })?;
+    recover_digests(&source, applied, &mut written).await?;
     let keys: Vec<Vec<u8>> = written.iter().map(|c| c.key.clone()).collect();
     let (before, now) = tokio::try_join!(
         read_at(&destination, &keys, recorded),
@@ -186,8 +190,12 @@ pub async fn plan_undo(
     let mut untouched = vec![0u64; applied.mappings.len()];
     for ((c, before), now) in written.iter().zip(&before).zip(&now) {
         // What was there then must be what the plan saw there.
-        let planned_before = c.destination.as_ref().map(|v| v.sha256);
-        if before.as_ref().map(|e| digest(&e.value)) != planned_before {
+        let held = match (before, &c.destination) {
+            (None, None) => true,
+            (Some(e), Some(v)) => v.held_by(e),
+            _ => false,
+        };
+        if !held {
             return Err(UndoError::HistoryMismatch {
                 key: display_key(&c.key),
                 revision: recorded,
@@ -281,6 +289,50 @@ pub async fn plan_undo(
     })
 }
 
+/// A saved plan keeps no digest of a sensitive value. Where the undo needs
+/// to know what the apply wrote, it reads the value from the source's
+/// history at the plan's revision, checked by its mod revision.
+async fn recover_digests(
+    source: &Arc<Side>,
+    applied: &PlanReport,
+    written: &mut [Change],
+) -> Result<(), UndoError> {
+    let missing: Vec<usize> = (0..written.len())
+        .filter(|&i| {
+            written[i]
+                .source
+                .as_ref()
+                .is_some_and(|v| v.sha256.is_none())
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut keys: Vec<(Vec<u8>, usize)> = missing
+        .iter()
+        .map(|&i| (written[i].source_key.clone(), i))
+        .collect();
+    keys.sort();
+    let revision = applied.source.revision;
+    let sorted: Vec<Vec<u8>> = keys.iter().map(|(k, _)| k.clone()).collect();
+    let read = read_at(source, &sorted, revision).await?;
+    for ((key, i), entry) in keys.into_iter().zip(read) {
+        let value = written[i].source.as_mut();
+        match (value, entry) {
+            (Some(v), Some(e)) if e.mod_revision == v.mod_revision => {
+                v.sha256 = Some(digest(&e.value));
+            }
+            _ => {
+                return Err(UndoError::HistoryMismatch {
+                    key: display_key(&key),
+                    revision,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Move mode: each source key the apply deleted, put back from the source's
 /// history at the plan's source revision, while it is still absent.
 async fn plan_restores(
@@ -310,16 +362,22 @@ async fn plan_restores(
         tokio::try_join!(read_at(source, &keys, revision), read_at(source, &keys, 0))?;
     let mut restores = Vec::new();
     for ((d, before), now) in applied.source_deletes.iter().zip(&before).zip(&now) {
-        if before.as_ref().map(|e| digest(&e.value)) != Some(d.sha256) {
+        // Without a recorded digest (a sensitive key), the mod revision
+        // names the deleted value; its digest is then taken from history.
+        let deleted = before.as_ref().filter(|e| match &d.sha256 {
+            Some(sha) => digest(&e.value) == *sha,
+            None => e.mod_revision == d.mod_revision,
+        });
+        let Some(deleted) = deleted else {
             return Err(UndoError::HistoryMismatch {
                 key: display_key(&d.source_key),
                 revision,
             });
-        }
+        };
         let now_sha = now.as_ref().map(|e| digest(&e.value));
         let action = match now_sha {
             None => Action::Create,
-            Some(sha) if sha == d.sha256 => continue,
+            Some(sha) if sha == digest(&deleted.value) => continue,
             Some(_) => Action::Conflict,
         };
         restores.push(Change {
@@ -327,7 +385,7 @@ async fn plan_restores(
             mapping: d.mapping,
             key: d.source_key.clone(),
             source_key: d.source_key.clone(),
-            sensitive: plan.is_sensitive(&d.source_key),
+            sensitive: plan.is_sensitive(&d.source_key, &d.source_key),
             source: before.as_ref().map(value_of),
             destination: now.as_ref().map(value_of),
             payload: None,
@@ -352,7 +410,7 @@ mod tests {
 
     fn applied(action: Action, wrote: Option<&[u8]>, before: Option<&[u8]>) -> Change {
         let v = |b: &[u8]| Value {
-            sha256: digest(b),
+            sha256: Some(digest(b)),
             size: b.len(),
             mod_revision: 1,
             lease: 0,
@@ -380,7 +438,7 @@ mod tests {
         let update = applied(Action::Update, Some(b"new"), Some(b"old"));
         let undo = invert(&update, Some(&entry(b"old", 3)), Some(&entry(b"new", 7))).expect("undo");
         assert_eq!(undo.action, Action::Update);
-        assert_eq!(undo.source.map(|v| v.sha256), Some(digest(b"old")));
+        assert_eq!(undo.source.and_then(|v| v.sha256), Some(digest(b"old")));
         assert_eq!(
             undo.source_key, b"/k",
             "read from the destination's history"

@@ -233,7 +233,7 @@ async fn the_jobs_commands_migrate_trident_state_for_real() {
     assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
     assert!(
         ran.stdout
-            .starts_with("### etcdplan plan: trident-external-etcd"),
+            .starts_with("### etcdplan plan: `trident-external-etcd`"),
         "{}",
         ran.stdout
     );

@@ -1,3 +1,4 @@
+#![allow(clippy::disallowed_macros)] // the figures go to the test log
 //! Memory stays flat: the engine plans and applies a range many times
 //! larger than its heap may grow, through the library, with a counting
 //! allocator. If the engine collected the range, its changes or their
@@ -89,8 +90,8 @@ async fn plan_and_apply_of_a_large_range_keep_the_heap_flat() {
     .expect("plan");
     assert_eq!(report.summary.create as usize, KEYS);
     let saved = dir.path().join("saved.json");
-    etcdplan::saved::SavedPlan::new(&plan, &report)
-        .write(&saved)
+    etcdplan::saved::SavedPlan::new(&report)
+        .write(&saved, None)
         .expect("save");
     drop(report);
     let grew = PEAK.load(Ordering::Relaxed) - base;
@@ -104,6 +105,8 @@ async fn plan_and_apply_of_a_large_range_keep_the_heap_flat() {
         options: Default::default(),
         policy: Default::default(),
         auto_approve: false,
+        plan_file: None,
+        signing_key: None,
     };
     let outcome = engine::apply(&request, &Quiet, Arc::new(AtomicBool::new(false)))
         .await
@@ -129,6 +132,8 @@ async fn plan_and_apply_of_a_large_range_keep_the_heap_flat() {
         options: Default::default(),
         policy: Default::default(),
         auto_approve: true,
+        plan_file: None,
+        signing_key: None,
     };
     let outcome = engine::apply(&request, &Quiet, Arc::new(AtomicBool::new(false)))
         .await

@@ -8,7 +8,11 @@ use crate::planfile::SideRole;
 /// What went wrong talking to a cluster.
 #[derive(Debug, thiserror::Error, Diagnostic)]
 pub enum EtcdError {
-    #[error("{side} endpoint {endpoint}: unreachable ({detail})")]
+    #[error(
+        "{side} endpoint {}: unreachable ({})",
+        crate::escape::text(endpoint),
+        crate::escape::text(detail)
+    )]
     #[diagnostic(
         code(etcdplan::etcd::unreachable),
         help(
@@ -21,7 +25,11 @@ pub enum EtcdError {
         detail: String,
     },
 
-    #[error("{side} endpoint {endpoint}: the server's certificate is not trusted ({detail})")]
+    #[error(
+        "{side} endpoint {}: the server's certificate is not trusted ({})",
+        crate::escape::text(endpoint),
+        crate::escape::text(detail)
+    )]
     #[diagnostic(
         code(etcdplan::etcd::untrusted_server),
         help(
@@ -34,7 +42,11 @@ pub enum EtcdError {
         detail: String,
     },
 
-    #[error("{side} endpoint {endpoint}: the server rejected the client certificate ({detail})")]
+    #[error(
+        "{side} endpoint {}: the server rejected the client certificate ({})",
+        crate::escape::text(endpoint),
+        crate::escape::text(detail)
+    )]
     #[diagnostic(
         code(etcdplan::etcd::client_certificate_rejected),
         help(
@@ -48,7 +60,9 @@ pub enum EtcdError {
     },
 
     #[error(
-        "{side} endpoint {endpoint}: the server speaks TLS but the endpoint says http:// ({detail})"
+        "{side} endpoint {}: the server speaks TLS but the endpoint says http:// ({})",
+        crate::escape::text(endpoint),
+        crate::escape::text(detail)
     )]
     #[diagnostic(
         code(etcdplan::etcd::plaintext_to_tls),
@@ -63,7 +77,9 @@ pub enum EtcdError {
     },
 
     #[error(
-        "{side} endpoint {endpoint}: the server speaks plaintext but the endpoint says https:// ({detail})"
+        "{side} endpoint {}: the server speaks plaintext but the endpoint says https:// ({})",
+        crate::escape::text(endpoint),
+        crate::escape::text(detail)
     )]
     #[diagnostic(
         code(etcdplan::etcd::tls_to_plaintext),
@@ -114,7 +130,11 @@ pub enum EtcdError {
     )]
     Compacted { side: SideRole, revision: i64 },
 
-    #[error("{side} endpoint {endpoint}: the database is out of space ({detail})")]
+    #[error(
+        "{side} endpoint {}: the database is out of space ({})",
+        crate::escape::text(endpoint),
+        crate::escape::text(detail)
+    )]
     #[diagnostic(
         code(etcdplan::etcd::no_space),
         help(
@@ -130,7 +150,10 @@ pub enum EtcdError {
         detail: String,
     },
 
-    #[error("{side}: the server refused a request as too large ({detail})")]
+    #[error(
+        "{side}: the server refused a request as too large ({})",
+        crate::escape::text(detail)
+    )]
     #[diagnostic(
         code(etcdplan::etcd::request_too_large),
         help(
@@ -139,7 +162,10 @@ pub enum EtcdError {
     )]
     RequestTooLarge { side: SideRole, detail: String },
 
-    #[error("{side}: the authentication token kept going stale ({detail})")]
+    #[error(
+        "{side}: the authentication token kept going stale ({})",
+        crate::escape::text(detail)
+    )]
     #[diagnostic(
         code(etcdplan::etcd::auth_stale),
         help(
@@ -148,7 +174,11 @@ pub enum EtcdError {
     )]
     AuthStale { side: SideRole, detail: String },
 
-    #[error("{side}: {operation} failed: {detail}")]
+    #[error(
+        "{side}: {} failed: {}",
+        crate::escape::text(operation),
+        crate::escape::text(detail)
+    )]
     #[diagnostic(
         code(etcdplan::etcd::request_failed),
         help(
@@ -161,7 +191,10 @@ pub enum EtcdError {
         detail: String,
     },
 
-    #[error("{side}: gave up after {attempts} attempts over all endpoints; last error: {last}")]
+    #[error(
+        "{side}: gave up after {attempts} attempts over all endpoints; last error: {}",
+        crate::escape::text(last)
+    )]
     #[diagnostic(
         code(etcdplan::etcd::retries_exhausted),
         help(

@@ -36,9 +36,12 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Whether the value of this source key must never be shown.
-    pub fn is_sensitive(&self, source_key: &[u8]) -> bool {
-        self.sensitive.iter().any(|p| source_key.starts_with(p))
+    /// Whether the value of a change from `source_key` to the destination
+    /// `key` must never be shown: a sensitive prefix covers either side.
+    pub fn is_sensitive(&self, source_key: &[u8], key: &[u8]) -> bool {
+        self.sensitive
+            .iter()
+            .any(|p| source_key.starts_with(p) || key.starts_with(p))
     }
 
     /// A name for messages: the plan's `name`, or its file name.
@@ -51,15 +54,22 @@ impl Plan {
 
 /// Reads and validates a plan file, reading passwords from the process environment.
 pub fn load(path: &Path) -> Result<Plan, PlanFileError> {
-    let bytes = std::fs::read(path).map_err(|source| PlanFileError::Read {
-        path: path.to_path_buf(),
-        source,
+    load_with(path, &ProcessEnv)
+}
+
+/// [`load`] with passwords from `env`.
+pub fn load_with(path: &Path, env: &dyn Env) -> Result<Plan, PlanFileError> {
+    let bytes = crate::files::read_capped(path, crate::files::PLAN_CAP).map_err(|source| {
+        PlanFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        }
     })?;
     let text = String::from_utf8(bytes).map_err(|e| PlanFileError::Read {
         path: path.to_path_buf(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
     })?;
-    parse(&text, path, &ProcessEnv)
+    parse(&text, path, env)
 }
 
 /// Which end of the migration a side is.

@@ -36,7 +36,12 @@ pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Plan, PlanFileErr
     let name = path.display().to_string();
     let invalid = |problems: Vec<Problem>| PlanFileError::Invalid {
         name: name.clone(),
-        src: NamedSource::new(name.clone(), Arc::<str>::from(text)).with_language("yaml"),
+        // Snippets never show credentials written into an endpoint URL.
+        src: NamedSource::new(
+            name.clone(),
+            Arc::<str>::from(crate::escape::blank_userinfo(text)),
+        )
+        .with_language("yaml"),
         problems,
     };
     let options = serde_saphyr::options! { with_snippet: false };
@@ -265,6 +270,8 @@ impl Validator<'_> {
 
     /// Returns the normalised URL and whether it is TLS.
     fn endpoint(&mut self, ep: &Spanned<String>, role: SideRole) -> Option<(String, bool)> {
+        // Messages never echo a `user:password@` part.
+        let shown = crate::escape::redact_url(&ep.value);
         let problem = |msg: String, help: &str| {
             Problem::new("etcdplan::plan_file::bad_endpoint", msg, help)
                 .label(at(ep), "this endpoint")
@@ -273,7 +280,7 @@ impl Validator<'_> {
             Ok(u) => u,
             Err(e) => {
                 self.push(problem(
-                    format!("{role} endpoint `{}` is not a URL: {e}", ep.value),
+                    format!("{role} endpoint `{}` is not a URL: {e}", shown),
                     "write endpoints as http://HOST:PORT or https://HOST:PORT",
                 ));
                 return None;
@@ -284,7 +291,7 @@ impl Validator<'_> {
             "https" => true,
             other => {
                 self.push(problem(
-                    format!("{role} endpoint `{}` uses the scheme `{other}`", ep.value),
+                    format!("{role} endpoint `{}` uses the scheme `{other}`", shown),
                     "etcdplan speaks to etcd over http:// (plaintext) or https:// (TLS) only",
                 ));
                 return None;
@@ -292,21 +299,21 @@ impl Validator<'_> {
         };
         let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
             self.push(problem(
-                format!("{role} endpoint `{}` has no host", ep.value),
+                format!("{role} endpoint `{}` has no host", shown),
                 "write endpoints as http://HOST:PORT or https://HOST:PORT",
             ));
             return None;
         };
         if !url.username().is_empty() || url.password().is_some() {
             self.push(problem(
-                format!("{role} endpoint `{}` carries credentials", ep.value),
+                format!("{role} endpoint `{}` carries credentials", shown),
                 "never put credentials in a URL: use `auth.username` and `auth.password_env`",
             ));
             return None;
         }
         if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
             self.push(problem(
-                format!("{role} endpoint `{}` has a path or query", ep.value),
+                format!("{role} endpoint `{}` has a path or query", shown),
                 "an etcd endpoint is only scheme, host and port, e.g. https://10.0.0.5:2379",
             ));
             return None;
@@ -314,7 +321,7 @@ impl Validator<'_> {
         // Without an explicit port the URL would default to 80/443, never etcd's 2379.
         let Some(port) = url.port() else {
             self.push(problem(
-                format!("{role} endpoint `{}` has no port", ep.value),
+                format!("{role} endpoint `{}` has no port", shown),
                 "add the client port explicitly, e.g. :2379",
             ));
             return None;
@@ -393,7 +400,7 @@ impl Validator<'_> {
         let problem = |code, msg: String, help: String, label: &str| {
             Problem::new(code, msg, help).label(at(path), label)
         };
-        let bytes = match std::fs::read(&resolved) {
+        let bytes = match crate::files::read_capped(&resolved, crate::files::PEM_CAP) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.push(problem(

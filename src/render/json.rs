@@ -77,7 +77,11 @@ pub struct JsonSourceDelete {
     pub mapping: usize,
     /// The guard: the key's mod revision at the planned source revision.
     pub mod_revision: i64,
-    pub value_sha256: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sensitive: bool,
+    /// Absent for a sensitive key: no digest of a secret leaves etcdplan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,8 +202,25 @@ impl<'de, T: KeyName> Deserialize<'de> for JsonKey<T> {
     }
 }
 
-fn sha(v: Option<&Value>) -> Option<String> {
-    v.map(Value::sha256_hex)
+/// A value's digest for the JSON, never of a sensitive value.
+fn sha(v: Option<&Value>, sensitive: bool) -> Option<String> {
+    if sensitive {
+        return None;
+    }
+    v.and_then(Value::sha256_hex)
+}
+
+/// A 64-hex-digit sha256 from an untrusted document.
+fn parse_sha(hex: &str) -> Result<[u8; 32], String> {
+    hex::decode(hex)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| {
+            format!(
+                "`{}` is not a sha256 (64 hex digits)",
+                crate::escape::text(&hex.chars().take(80).collect::<String>())
+            )
+        })
 }
 
 impl JsonChange {
@@ -214,11 +235,11 @@ impl JsonChange {
             source_key: JsonKey::new(c.source_key.clone()),
             mapping: c.mapping,
             sensitive: c.sensitive,
-            value_sha256: sha(src),
+            value_sha256: sha(src, c.sensitive),
             value_size: src.map(|v| v.size as u64),
             source_mod_revision: src.map(|v| v.mod_revision),
             destination_mod_revision: dst.map(|v| v.mod_revision),
-            destination_value_sha256: sha(dst),
+            destination_value_sha256: sha(dst, c.sensitive),
             destination_value_size: dst.map(|v| v.size as u64),
         }
     }
@@ -226,31 +247,38 @@ impl JsonChange {
     /// Back to a change, without any value bytes (saved plans hold none).
     pub fn to_change(&self) -> Result<Change, String> {
         let lease = self.source_lease.unwrap_or(0);
+        // A value is recorded by its mod revision; its digest is required
+        // unless the key is sensitive (then none is kept).
         let value = |sha: &Option<String>,
                      size: Option<u64>,
                      rev: Option<i64>|
          -> Result<Option<Value>, String> {
-            let Some(sha) = sha else { return Ok(None) };
-            let bytes = hex::decode(sha).map_err(|e| format!("bad sha256 `{sha}`: {e}"))?;
-            let sha256: [u8; 32] = bytes
-                .try_into()
-                .map_err(|_| format!("sha256 `{sha}` is not 32 bytes"))?;
+            let Some(rev) = rev else {
+                return match sha {
+                    Some(_) => Err("a value_sha256 without its mod revision".into()),
+                    None => Ok(None),
+                };
+            };
+            let sha256 = match sha {
+                Some(hex) => Some(parse_sha(hex)?),
+                None if self.sensitive => None,
+                None => {
+                    return Err("a value of a key that is not sensitive needs its sha256".into());
+                }
+            };
             Ok(Some(Value {
                 sha256,
                 size: size.unwrap_or(0) as usize,
-                mod_revision: rev.unwrap_or(0),
+                mod_revision: rev,
                 lease: 0,
                 shown: None,
             }))
         };
-        let destination = match self.destination_mod_revision {
-            Some(rev) => value(
-                &self.destination_value_sha256,
-                self.destination_value_size,
-                Some(rev),
-            )?,
-            None => None,
-        };
+        let destination = value(
+            &self.destination_value_sha256,
+            self.destination_value_size,
+            self.destination_mod_revision,
+        )?;
         // A conflict of an undo plan may be a key deleted since the apply.
         if matches!(self.action, Action::Update | Action::Delete) && destination.is_none() {
             return Err(format!(
@@ -266,7 +294,7 @@ impl JsonChange {
         .map(|v| Value { lease, ..v });
         if matches!(self.action, Action::Create | Action::Update) && source.is_none() {
             return Err(format!(
-                "a {:?} change needs the value's sha256",
+                "a {:?} change needs the source value's mod revision",
                 self.action
             ));
         }
@@ -385,7 +413,7 @@ pub fn render_json(report: &PlanReport) -> String {
 pub fn write_json(report: &PlanReport, out: &mut dyn std::io::Write) -> std::io::Result<()> {
     use std::io::Write as _;
     let mut out = std::io::BufWriter::new(out);
-    serde_json::to_writer_pretty(&mut out, &JsonPlan::from_report(report))?;
+    crate::escape::to_json_writer_pretty(&mut out, &JsonPlan::from_report(report))?;
     out.write_all(b"\n")?;
     out.flush()?;
     report.changes.check()?;
@@ -465,7 +493,12 @@ impl Serialize for JsonSourceDeletes {
             key: JsonKey::new(d.key.clone()),
             mapping: d.mapping,
             mod_revision: d.mod_revision,
-            value_sha256: hex::encode(d.sha256),
+            sensitive: d.sensitive,
+            value_sha256: if d.sensitive {
+                None
+            } else {
+                d.sha256.map(hex::encode)
+            },
         }))
     }
 }
@@ -485,16 +518,20 @@ impl<'de> Deserialize<'de> for JsonSourceDeletes {
                 use serde::de::Error;
                 let mut out = SpoolWriter::new();
                 while let Some(d) = seq.next_element::<JsonSourceDelete>()? {
-                    let sha256 = hex::decode(&d.value_sha256)
-                        .ok()
-                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                        .ok_or_else(|| {
-                            A::Error::custom(format!("bad sha256 `{}`", d.value_sha256))
-                        })?;
+                    let sha256 = match &d.value_sha256 {
+                        Some(hex) => Some(parse_sha(hex).map_err(A::Error::custom)?),
+                        None if d.sensitive => None,
+                        None => {
+                            return Err(A::Error::custom(
+                                "a source delete of a key that is not sensitive needs its value_sha256",
+                            ));
+                        }
+                    };
                     out.push(&SourceDelete {
                         mapping: d.mapping,
                         source_key: d.source_key.bytes,
                         key: d.key.bytes,
+                        sensitive: d.sensitive,
                         mod_revision: d.mod_revision,
                         sha256,
                     })

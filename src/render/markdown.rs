@@ -17,26 +17,7 @@ pub const MARKDOWN_LIMIT: usize = 65_000;
 /// Room kept for closing tags and the "not listed" note.
 const RESERVE: usize = 600;
 
-/// Inline code that survives backticks and pipes inside it.
-fn code(text: &str) -> String {
-    let longest = longest_run(text, '`');
-    let ticks = "`".repeat(longest + 1);
-    let pad = if text.starts_with('`') || text.ends_with('`') {
-        " "
-    } else {
-        ""
-    };
-    format!("{ticks}{pad}{}{pad}{ticks}", text.replace('|', "\\|"))
-}
-
-fn longest_run(text: &str, c: char) -> usize {
-    let (mut best, mut run) = (0, 0);
-    for ch in text.chars() {
-        run = if ch == c { run + 1 } else { 0 };
-        best = best.max(run);
-    }
-    best
-}
+use crate::escape::{code_span, longest_run, markdown_code as code};
 
 /// A fenced block whose fence is longer than any backtick run inside.
 fn fenced(lang: &str, body: &str) -> String {
@@ -108,7 +89,7 @@ pub fn render_markdown(report: &PlanReport, options: RenderOptions) -> String {
         .name
         .as_deref()
         .map_or("etcdplan plan".to_string(), |n| {
-            format!("etcdplan plan: {n}")
+            format!("etcdplan plan: {}", code(n))
         });
     let _ = writeln!(out, "### {title}\n");
     let _ = writeln!(
@@ -133,7 +114,7 @@ pub fn render_markdown(report: &PlanReport, options: RenderOptions) -> String {
             .collect::<Vec<_>>()
             .join(", "),
         code(&report.plan_path),
-        code(&report.file_sha256[..report.file_sha256.len().min(12)]),
+        code(&super::short_hex(&report.file_sha256)),
     );
     let _ = writeln!(
         out,
@@ -144,8 +125,8 @@ pub fn render_markdown(report: &PlanReport, options: RenderOptions) -> String {
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | {} | {} |",
-            code(&display_key(&m.from)),
-            code(&display_key(&m.to)),
+            code_span(&display_key(&m.from)),
+            code_span(&display_key(&m.to)),
             thousands(s.create),
             thousands(s.update),
             thousands(s.delete),
@@ -157,7 +138,7 @@ pub fn render_markdown(report: &PlanReport, options: RenderOptions) -> String {
     if let Some((head, lines)) = too_large_warning(report) {
         let _ = writeln!(out, "> [!CAUTION]\n> {head}");
         for l in lines {
-            let _ = writeln!(out, "> - {}", code(&l));
+            let _ = writeln!(out, "> - {}", code_span(&l));
         }
         let _ = writeln!(out);
     }
@@ -231,6 +212,7 @@ mod tests {
         assert_eq!(code("a`b"), "``a`b``");
         assert_eq!(code("a|b"), "`a\\|b`");
         assert_eq!(code("`x"), "`` `x ``");
+        assert_eq!(code_span("/a/\\x0a"), "`/a/\\x0a`");
     }
 
     #[test]

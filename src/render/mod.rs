@@ -121,22 +121,26 @@ pub fn summary_line(s: &Summary) -> String {
     )
 }
 
-/// A short hash for people: the first 12 hex digits.
-pub fn short_sha(v: &Value) -> String {
-    let hex = v.sha256_hex();
-    format!("{}…", &hex[..12])
+/// A short hash for people: the first 12 hex digits of a hex string, or
+/// the string escaped when it is not hex (a saved plan is untrusted).
+pub fn short_hex(hex: &str) -> String {
+    if hex.len() >= 12 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        hex[..12].to_string()
+    } else {
+        crate::escape::text(hex)
+    }
 }
 
-/// How a value is described when its bytes are not shown.
-pub fn opaque(v: &Value, sensitive: bool) -> String {
-    if sensitive {
-        format!("(sensitive value, sha256 {})", short_sha(v))
-    } else {
-        format!(
-            "({} bytes, sha256 {})",
+/// How a value is described when its bytes are not shown. A sensitive value
+/// gets no digest at all: even a short one confirms an offline guess.
+pub fn opaque(v: &Value) -> String {
+    match &v.sha256 {
+        Some(sha) => format!(
+            "({} bytes, sha256 {}…)",
             thousands(v.size as u64),
-            short_sha(v)
-        )
+            short_hex(&hex::encode(sha))
+        ),
+        None => format!("({} bytes)", thousands(v.size as u64)),
     }
 }
 
@@ -198,13 +202,12 @@ fn as_lines(bytes: &[u8]) -> String {
     if let Ok(text) = std::str::from_utf8(bytes) {
         if let Ok(json) = serde_json::from_str::<serde_json::Value>(text)
             && (json.is_object() || json.is_array())
-            && let Ok(pretty) = serde_json::to_string_pretty(&json)
         {
-            return pretty + "\n";
+            return crate::escape::to_json_string_pretty(&json) + "\n";
         }
         if !text
             .chars()
-            .any(|c| c.is_control() && c != '\n' && c != '\t')
+            .any(|c| crate::escape::is_hidden(c) && c != '\n' && c != '\t')
         {
             let mut t = text.to_string();
             if !t.ends_with('\n') {
@@ -261,14 +264,13 @@ pub fn change_note(change: &Change) -> Option<String> {
             } else {
                 ""
             };
+            if change.sensitive {
+                return Some(format!("{prefix}(sensitive, changed)"));
+            }
             if value_diff(change).is_some() {
                 return (change.action == Action::Conflict).then(|| prefix.trim_end().to_string());
             }
-            Some(format!(
-                "{prefix}{} → {}",
-                opaque(old, change.sensitive),
-                opaque(new, change.sensitive)
-            ))
+            Some(format!("{prefix}{} → {}", opaque(old), opaque(new)))
         }
     }
 }
@@ -287,7 +289,7 @@ mod tests {
 
     fn update(old: Option<Vec<u8>>, new: Option<Vec<u8>>, sensitive: bool) -> Change {
         let value = |shown: Option<Vec<u8>>, size: usize, byte: u8| Value {
-            sha256: [byte; 32],
+            sha256: Some([byte; 32]),
             size,
             mod_revision: 1,
             lease: 0,
@@ -317,7 +319,7 @@ mod tests {
     }
 
     #[test]
-    fn sensitive_updates_show_hashes_only() {
+    fn sensitive_updates_show_no_digest() {
         let c = update(
             Some(b"old-secret".to_vec()),
             Some(b"new-secret".to_vec()),
@@ -325,11 +327,7 @@ mod tests {
         );
         assert_eq!(value_diff(&c), None);
         let note = change_note(&c).unwrap_or_default();
-        assert!(
-            note.starts_with("(sensitive value, sha256 aaaaaaaaaaaa…)"),
-            "{note}"
-        );
-        assert!(!note.contains("secret"));
+        assert_eq!(note, "(sensitive, changed)");
     }
 
     #[test]
@@ -357,5 +355,19 @@ mod tests {
     #[test]
     fn binary_values_are_hex() {
         assert_eq!(as_lines(&[0, 1, 0xff]), "00000000  00 01 ff\n");
+    }
+
+    #[test]
+    fn hidden_characters_in_values_never_reach_the_diff() {
+        // Text with a bidi control is shown as hex; JSON strings keep `\u`.
+        assert!(as_lines("a\u{202e}b".as_bytes()).starts_with("00000000  61 e2 80 ae 62"));
+        let json = as_lines(br#"{"a":"x\u202ey\u001b"}"#);
+        assert!(json.contains(r"x\u202ey\u001b"), "{json}");
+    }
+
+    #[test]
+    fn non_hex_digests_never_panic() {
+        assert_eq!(short_hex("é".repeat(20).as_str()), "é".repeat(20));
+        assert_eq!(short_hex("0123456789abcdef"), "0123456789ab");
     }
 }

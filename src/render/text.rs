@@ -9,6 +9,7 @@ use super::{
     DiffLine, RenderOptions, notes, summary_line, thousands, too_large_warning, value_diff,
 };
 use crate::diff::Action;
+use crate::escape;
 use crate::keys::display_key;
 use crate::plan::{ClusterInfo, PlanReport};
 
@@ -17,11 +18,12 @@ fn paint(color: bool, text: &str, f: impl Fn(&str) -> String) -> String {
 }
 
 fn side_line(label: &str, c: &ClusterInfo) -> String {
+    let endpoints: Vec<String> = c.endpoints.iter().map(|e| escape::text(e)).collect();
     format!(
         "  {label:<12} cluster {}  revision {}  {}",
-        c.cluster_id,
+        escape::text(&c.cluster_id),
         c.revision,
-        c.endpoints.join(", ")
+        endpoints.join(", ")
     )
 }
 
@@ -53,7 +55,7 @@ fn write_text_to(
 ) -> std::io::Result<()> {
     let color = options.color;
     let title = match &report.name {
-        Some(name) => format!("etcdplan plan: {name}"),
+        Some(name) => format!("etcdplan plan: {}", escape::text(name)),
         None => "etcdplan plan".to_string(),
     };
     let _ = writeln!(out, "{}", paint(color, &title, |t| t.bold().to_string()));
@@ -61,8 +63,8 @@ fn write_text_to(
         out,
         "  {:<12} {} (sha256 {}…)",
         "plan file",
-        report.plan_path,
-        &report.file_sha256[..report.file_sha256.len().min(12)]
+        escape::text(&report.plan_path),
+        super::short_hex(&report.file_sha256)
     );
     let _ = writeln!(out, "{}", side_line("source", &report.source));
     let _ = writeln!(out, "{}", side_line("destination", &report.destination));

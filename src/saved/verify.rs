@@ -1,0 +1,327 @@
+//! Every entry of a saved plan, checked against the plan file's rules before
+//! anything is written: an edited artifact can at most leave changes out,
+//! never add one that applying the plan file itself could not make.
+//!
+//! What needs a cluster (a delete only where the source lacks the key at
+//! the pinned revision) is checked by the engine, also before any write.
+
+use miette::Diagnostic;
+
+use crate::diff::{Action, Change, SourceDelete, Summary};
+use crate::keys::display_key;
+use crate::plan::PlanReport;
+use crate::planfile::{OnConflict, Plan};
+
+/// The first entry of a saved plan that its plan file does not allow.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error("the saved plan does not match its plan file: {}", self.describe())]
+#[diagnostic(
+    code(etcdplan::saved_plan::tampered),
+    help(
+        "nothing was written on either side; the saved plan was edited or does not belong to this plan file: plan again and review that plan"
+    )
+)]
+pub struct Tampered {
+    /// Where: `changes`, `source_deletes`, `undo.restores`, `summary`, `mappings`, …
+    pub section: &'static str,
+    /// The entry's index in that section, when it is one entry.
+    pub index: Option<u64>,
+    /// The entry's key, as bytes.
+    pub key: Option<Vec<u8>>,
+    pub why: Why,
+}
+
+/// What is wrong with the entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Why {
+    MappingsDiffer,
+    LeaseModeDiffers,
+    NoSuchMapping {
+        mapping: usize,
+        mappings: usize,
+    },
+    OutsideFrom,
+    Excluded,
+    NotItsDestination,
+    DeleteWithoutPrune,
+    ActionAgainstOnConflict(Action),
+    NotSensitiveAsPlanned,
+    OutOfOrder,
+    SourceDeleteWithoutMove,
+    Count {
+        field: &'static str,
+        listed: u64,
+        summary: u64,
+    },
+    SourceHasKey,
+}
+
+impl Tampered {
+    fn describe(&self) -> String {
+        let mut at = self.section.to_string();
+        if let Some(i) = self.index {
+            at = format!("{at}[{i}]");
+        }
+        if let Some(k) = &self.key {
+            at = format!("{at} `{}`", display_key(k));
+        }
+        let why = match &self.why {
+            Why::MappingsDiffer => "the mappings are not the plan file's".to_string(),
+            Why::LeaseModeDiffers => "`leases` is not the plan file's".to_string(),
+            Why::NoSuchMapping { mapping, mappings } => {
+                format!("points at mapping {mapping}, and the plan file has {mappings}")
+            }
+            Why::OutsideFrom => "the source key is not under its mapping's `from`".to_string(),
+            Why::Excluded => "the source key is under an `exclude`".to_string(),
+            Why::NotItsDestination => {
+                "the key is not its mapping's `to` plus the source key's rest".to_string()
+            }
+            Why::DeleteWithoutPrune => {
+                "a delete, and the plan file does not set `prune`".to_string()
+            }
+            Why::ActionAgainstOnConflict(a) => {
+                format!("a {a:?}, which the plan file's `on_conflict` never plans")
+            }
+            Why::NotSensitiveAsPlanned => {
+                "its `sensitive` flag is not what the plan file's `sensitive` prefixes say"
+                    .to_string()
+            }
+            Why::OutOfOrder => "out of key order, or listed twice".to_string(),
+            Why::SourceDeleteWithoutMove => {
+                "a source delete, and the plan file does not set `delete_source`".to_string()
+            }
+            Why::Count {
+                field,
+                listed,
+                summary,
+            } => format!("lists {listed} {field}, and the summary says {summary}"),
+            Why::SourceHasKey => {
+                "a delete of a key the source holds at the plan's revision".to_string()
+            }
+        };
+        format!("{at}: {why}")
+    }
+}
+
+type Result<T> = std::result::Result<T, Tampered>;
+
+fn bad(section: &'static str, index: u64, key: &[u8], why: Why) -> Tampered {
+    Tampered {
+        section,
+        index: Some(index),
+        key: Some(key.to_vec()),
+        why,
+    }
+}
+
+fn whole(section: &'static str, why: Why) -> Tampered {
+    Tampered {
+        section,
+        index: None,
+        key: None,
+        why,
+    }
+}
+
+/// Checks a saved plan (or an undo plan) against `plan`, streaming its
+/// changes once.
+pub fn check(plan: &Plan, report: &PlanReport) -> Result<()> {
+    // An undo plan reads its values from the destination: its mappings run
+    // from each `to` onto itself.
+    let undo = report.undo.is_some();
+    let same = report.mappings.len() == plan.mappings.len()
+        && report
+            .mappings
+            .iter()
+            .zip(&plan.mappings)
+            .all(|(r, p)| r.to == p.to && (r.from == p.from || (undo && r.from == p.to)));
+    if !same {
+        return Err(whole("mappings", Why::MappingsDiffer));
+    }
+    if report.lease_mode != plan.leases {
+        return Err(whole("lease_mode", Why::LeaseModeDiffers));
+    }
+    let mut counts = vec![Summary::default(); plan.mappings.len()];
+    let mut last: Option<(usize, Vec<u8>)> = None;
+    for (i, c) in report.changes.try_iter().enumerate() {
+        let c = c.map_err(|_| whole("changes", Why::OutOfOrder))?;
+        let i = i as u64;
+        check_change(plan, &c, undo).map_err(|why| bad("changes", i, &c.key, why))?;
+        let here = (c.mapping, c.key.clone());
+        if last.as_ref().is_some_and(|l| *l >= here) {
+            return Err(bad("changes", i, &c.key, Why::OutOfOrder));
+        }
+        last = Some(here);
+        bump(&mut counts[c.mapping], c.action);
+    }
+    check_counts(report, &counts)?;
+    let mut last: Option<(usize, Vec<u8>)> = None;
+    let mut moved = 0u64;
+    for (i, d) in report.source_deletes.try_iter().enumerate() {
+        let d = d.map_err(|_| whole("source_deletes", Why::OutOfOrder))?;
+        let i = i as u64;
+        check_source_delete(plan, &d)
+            .map_err(|why| bad("source_deletes", i, &d.source_key, why))?;
+        let here = (d.mapping, d.source_key.clone());
+        if last.as_ref().is_some_and(|l| *l >= here) {
+            return Err(bad("source_deletes", i, &d.source_key, Why::OutOfOrder));
+        }
+        last = Some(here);
+        moved += 1;
+    }
+    if moved != report.summary.delete_source {
+        return Err(whole(
+            "summary",
+            Why::Count {
+                field: "source deletes",
+                listed: moved,
+                summary: report.summary.delete_source,
+            },
+        ));
+    }
+    if let Some(u) = &report.undo {
+        for (i, c) in u.restores.iter().enumerate() {
+            check_restore(plan, c).map_err(|why| bad("undo.restores", i as u64, &c.key, why))?;
+        }
+    }
+    Ok(())
+}
+
+fn bump(s: &mut Summary, action: Action) {
+    match action {
+        Action::Create => s.create += 1,
+        Action::Update => s.update += 1,
+        Action::Delete => s.delete += 1,
+        Action::Conflict => s.conflict += 1,
+    }
+}
+
+/// The listed changes must be the summary's, per mapping and in total.
+fn check_counts(report: &PlanReport, counts: &[Summary]) -> Result<()> {
+    let mut total = Summary::default();
+    for (m, c) in report.mappings.iter().zip(counts) {
+        compare(c, &m.summary)?;
+        total.add(c);
+    }
+    compare(&total, &report.summary)
+}
+
+fn compare(listed: &Summary, summary: &Summary) -> Result<()> {
+    for (field, l, s) in [
+        ("creates", listed.create, summary.create),
+        ("updates", listed.update, summary.update),
+        ("deletes", listed.delete, summary.delete),
+        ("conflicts", listed.conflict, summary.conflict),
+    ] {
+        if l != s {
+            return Err(whole(
+                "summary",
+                Why::Count {
+                    field,
+                    listed: l,
+                    summary: s,
+                },
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn mapping(plan: &Plan, index: usize) -> std::result::Result<&crate::planfile::Mapping, Why> {
+    plan.mappings.get(index).ok_or(Why::NoSuchMapping {
+        mapping: index,
+        mappings: plan.mappings.len(),
+    })
+}
+
+/// A source key under `from`, not excluded, written at its own place.
+fn check_place(
+    m: &crate::planfile::Mapping,
+    source_key: &[u8],
+    key: &[u8],
+) -> std::result::Result<(), Why> {
+    if !source_key.starts_with(&m.from) {
+        return Err(Why::OutsideFrom);
+    }
+    if m.excludes_source(source_key) {
+        return Err(Why::Excluded);
+    }
+    if m.to_destination(source_key).as_deref() != Some(key) {
+        return Err(Why::NotItsDestination);
+    }
+    Ok(())
+}
+
+fn check_change(plan: &Plan, c: &Change, undo: bool) -> std::result::Result<(), Why> {
+    let m = mapping(plan, c.mapping)?;
+    if undo {
+        // An undo puts destination keys back from their own history: each
+        // key is its own source, under `to`, and any action may undo one.
+        let from = m.to_source(&c.key).ok_or(Why::NotItsDestination)?;
+        if c.source_key != c.key || m.excludes_source(&from) {
+            return Err(Why::NotItsDestination);
+        }
+        if c.sensitive != plan.is_sensitive(&from, &c.key) {
+            return Err(Why::NotSensitiveAsPlanned);
+        }
+        return Ok(());
+    }
+    check_place(m, &c.source_key, &c.key)?;
+    match c.action {
+        Action::Delete if !plan.prune => return Err(Why::DeleteWithoutPrune),
+        Action::Update if plan.on_conflict != OnConflict::Overwrite => {
+            return Err(Why::ActionAgainstOnConflict(c.action));
+        }
+        Action::Conflict if plan.on_conflict == OnConflict::Overwrite => {
+            return Err(Why::ActionAgainstOnConflict(c.action));
+        }
+        _ => {}
+    }
+    if c.sensitive != plan.is_sensitive(&c.source_key, &c.key) {
+        return Err(Why::NotSensitiveAsPlanned);
+    }
+    Ok(())
+}
+
+fn check_source_delete(plan: &Plan, d: &SourceDelete) -> std::result::Result<(), Why> {
+    if !plan.delete_source {
+        return Err(Why::SourceDeleteWithoutMove);
+    }
+    let m = mapping(plan, d.mapping)?;
+    check_place(m, &d.source_key, &d.key)?;
+    if d.sensitive != plan.is_sensitive(&d.source_key, &d.key) {
+        return Err(Why::NotSensitiveAsPlanned);
+    }
+    Ok(())
+}
+
+/// An undo of a move puts keys back under `from` on the source.
+fn check_restore(plan: &Plan, c: &Change) -> std::result::Result<(), Why> {
+    if !plan.delete_source {
+        return Err(Why::SourceDeleteWithoutMove);
+    }
+    let m = mapping(plan, c.mapping)?;
+    if !c.key.starts_with(&m.from) || c.source_key != c.key {
+        return Err(Why::OutsideFrom);
+    }
+    if m.excludes_source(&c.key) {
+        return Err(Why::Excluded);
+    }
+    if !matches!(c.action, Action::Create | Action::Conflict) {
+        return Err(Why::ActionAgainstOnConflict(c.action));
+    }
+    Ok(())
+}
+
+/// The engine's half: `Why::SourceHasKey` for the first planned delete whose
+/// source key exists, given the source's answer for each.
+pub fn first_delete_with_source(
+    deletes: &[(u64, Vec<u8>)],
+    on_source: &[bool],
+) -> Option<Tampered> {
+    deletes
+        .iter()
+        .zip(on_source)
+        .find(|(_, has)| **has)
+        .map(|((i, key), _)| bad("changes", *i, key, Why::SourceHasKey))
+}
