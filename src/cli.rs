@@ -409,6 +409,12 @@ fn execute(command: Command, ctx: &Ctx) -> miette::Result<u8> {
                 return Err(miette::miette!("a plan file is required"));
             };
             let plan = planfile::load(&plan)?;
+            for p in plan.idle_sensitive() {
+                errln!(
+                    "warning: the sensitive prefix `{}` lies under no `from` and no `to`: it hides nothing (a typo?)",
+                    crate::keys::display_key(p)
+                );
+            }
             let options = PlanOptions {
                 max_request_bytes: limits.max_request_bytes as usize,
                 ..PlanOptions::default()

@@ -385,7 +385,7 @@ async fn plan_restores(
             mapping: d.mapping,
             key: d.source_key.clone(),
             source_key: d.source_key.clone(),
-            sensitive: plan.is_sensitive(&d.source_key, &d.source_key),
+            sensitive: d.sensitive || plan.is_sensitive(&d.source_key, &d.key),
             source: before.as_ref().map(value_of),
             destination: now.as_ref().map(value_of),
             payload: None,

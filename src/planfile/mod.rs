@@ -44,6 +44,16 @@ impl Plan {
             .any(|p| source_key.starts_with(p) || key.starts_with(p))
     }
 
+    /// `sensitive` prefixes that no mapping reads or writes: they hide
+    /// nothing, and are most likely a typo.
+    pub fn idle_sensitive(&self) -> impl Iterator<Item = &[u8]> {
+        self.sensitive.iter().map(Vec::as_slice).filter(|p| {
+            !self.mappings.iter().any(|m| {
+                crate::keys::prefixes_overlap(p, &m.from) || crate::keys::prefixes_overlap(p, &m.to)
+            })
+        })
+    }
+
     /// A name for messages: the plan's `name`, or its file name.
     pub fn display_name(&self) -> String {
         self.name

@@ -422,7 +422,7 @@ impl Validator<'_> {
                         "the {role} `tls.{field}` file {} cannot be read: {e}",
                         resolved.display()
                     ),
-                    "make the file readable by the user running etcdplan".into(),
+                    "name a readable regular file of at most 1 MiB (not a device, folder or FIFO), readable by the user running etcdplan".into(),
                     "cannot read",
                 ));
                 return None;
