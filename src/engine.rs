@@ -32,7 +32,6 @@ use crate::apply::{
     Tap, ValueSource,
 };
 use crate::diff::Action;
-use crate::etcd::write::read_sorted;
 use crate::etcd::{EtcdError, RetryPolicy, Side};
 use crate::plan::{MAX_REPLANS, PlanError, PlanOptions, PlanReport, Progress};
 use crate::planfile::{self, LeaseMode, OnConflict, Plan, PlanFileError};
@@ -146,6 +145,10 @@ pub enum EngineError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Saved(#[from] SavedPlanError),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    SavedCheck(#[from] crate::saved::verify::CheckError),
 
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -507,7 +510,7 @@ impl Run<'_> {
         if saved {
             self.check_clusters(&report, restores_write).await?;
             if report.undo.is_none() {
-                self.check_deletes(&report).await?;
+                crate::saved::verify::check_deletes(&self.source, &report).await?;
             }
         }
         // Refuse before any write when a range to write is not writable.
@@ -660,54 +663,6 @@ impl Run<'_> {
                     found,
                 }
                 .into());
-            }
-        }
-        Ok(())
-    }
-
-    /// A saved plan's deletes: only of keys the source lacks at the pinned
-    /// revision (else an edited artifact could delete what the plan file
-    /// would copy). Read in chunks, before any write.
-    async fn check_deletes(&self, report: &PlanReport) -> Result<(), EngineError> {
-        const CHUNK: usize = 512;
-        let deletes = report
-            .changes
-            .try_iter()
-            .enumerate()
-            .filter_map(|(i, c)| match c {
-                Ok(c) if c.action == Action::Delete => Some(Ok((i as u64, c.source_key))),
-                Ok(_) => None,
-                Err(e) => Some(Err(e)),
-            });
-        let mut chunk: Vec<(u64, Vec<u8>)> = Vec::with_capacity(CHUNK);
-        let mut deletes = deletes.peekable();
-        while deletes.peek().is_some() {
-            chunk.clear();
-            for d in deletes.by_ref().take(CHUNK) {
-                chunk.push(d.map_err(PlanError::Spill)?);
-            }
-            let mut keys: Vec<Vec<u8>> = chunk.iter().map(|(_, k)| k.clone()).collect();
-            keys.sort();
-            let revision = report.source.revision;
-            let found = match read_sorted(&self.source, &keys, revision, false).await {
-                Err(EtcdError::Compacted { .. }) => {
-                    read_sorted(&self.source, &keys, 0, false).await
-                }
-                other => other,
-            }
-            .map_err(PlanError::from)?;
-            let present: std::collections::HashSet<&[u8]> = keys
-                .iter()
-                .zip(&found)
-                .filter(|(_, e)| e.is_some())
-                .map(|(k, _)| k.as_slice())
-                .collect();
-            let on_source: Vec<bool> = chunk
-                .iter()
-                .map(|(_, k)| present.contains(k.as_slice()))
-                .collect();
-            if let Some(t) = crate::saved::verify::first_delete_with_source(&chunk, &on_source) {
-                return Err(SavedPlanError::from(t).into());
             }
         }
         Ok(())

@@ -3,11 +3,16 @@
 //! never add one that applying the plan file itself could not make.
 //!
 //! What needs a cluster (a delete only where the source lacks the key at
-//! the pinned revision) is checked by the engine, also before any write.
+//! the pinned revision) is [`check_deletes`], which the engine runs before
+//! any write too.
+
+use std::sync::Arc;
 
 use miette::Diagnostic;
 
 use crate::diff::{Action, Change, SourceDelete, Summary};
+use crate::etcd::write::read_sorted;
+use crate::etcd::{EtcdError, Side};
 use crate::keys::display_key;
 use crate::plan::PlanReport;
 use crate::planfile::{OnConflict, Plan};
@@ -313,15 +318,58 @@ fn check_restore(plan: &Plan, c: &Change) -> std::result::Result<(), Why> {
     Ok(())
 }
 
-/// The engine's half: `Why::SourceHasKey` for the first planned delete whose
-/// source key exists, given the source's answer for each.
-pub fn first_delete_with_source(
-    deletes: &[(u64, Vec<u8>)],
-    on_source: &[bool],
-) -> Option<Tampered> {
-    deletes
-        .iter()
-        .zip(on_source)
-        .find(|(_, has)| **has)
-        .map(|((i, key), _)| bad("changes", *i, key, Why::SourceHasKey))
+/// The half that needs the source: a saved plan deletes only keys the
+/// source lacks at the pinned revision (else an edited artifact could delete
+/// what the plan file would copy). Read in chunks, before any write; after a
+/// compaction, the current source answers.
+pub async fn check_deletes(
+    source: &Arc<Side>,
+    report: &PlanReport,
+) -> std::result::Result<(), CheckError> {
+    const CHUNK: usize = 512;
+    let mut deletes = report
+        .changes
+        .try_iter()
+        .enumerate()
+        .filter_map(|(i, c)| match c {
+            Ok(c) if c.action == Action::Delete => Some(Ok((i as u64, c.source_key))),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .peekable();
+    while deletes.peek().is_some() {
+        let mut chunk: Vec<(u64, Vec<u8>)> = Vec::with_capacity(CHUNK);
+        for d in deletes.by_ref().take(CHUNK) {
+            chunk.push(d.map_err(|_| whole("changes", Why::OutOfOrder))?);
+        }
+        let mut keys: Vec<Vec<u8>> = chunk.iter().map(|(_, k)| k.clone()).collect();
+        keys.sort();
+        let revision = report.source.revision;
+        let found = match read_sorted(source, &keys, revision, false).await {
+            Err(EtcdError::Compacted { .. }) => read_sorted(source, &keys, 0, false).await,
+            other => other,
+        }?;
+        let present: std::collections::HashSet<&[u8]> = keys
+            .iter()
+            .zip(&found)
+            .filter(|(_, e)| e.is_some())
+            .map(|(k, _)| k.as_slice())
+            .collect();
+        if let Some((i, key)) = chunk.iter().find(|(_, k)| present.contains(k.as_slice())) {
+            return Err(bad("changes", *i, key, Why::SourceHasKey).into());
+        }
+    }
+    Ok(())
+}
+
+/// Why [`check_deletes`] stopped.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+pub enum CheckError {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Tampered(#[from] Tampered),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Etcd(#[from] EtcdError),
 }
