@@ -119,6 +119,40 @@ async fn hostile_names_keys_and_values_are_escaped_in_every_format() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_server_describing_itself_with_escapes_is_shown_escaped() {
+    // etcd takes any member name; `check` prints members' names and URLs.
+    let evil = Cluster::start(common::ClusterSpec {
+        members: 1,
+        name_prefix: Some("evil\u{1b}]8;;http://x\u{7}\u{202e}\r".into()),
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_plan(
+        dir.path(),
+        &evil,
+        &evil,
+        "prefixes:\n  - from: /a/\n    to: /b/\n",
+    );
+    let ran = run(etcdplan(dir.path()).args(["check", "plan.yaml"]));
+    assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
+    assert!(
+        ran.stdout
+            .contains("evil\\u{1b}]8;;http://x\\u{7}\\u{202e}\\u{d}0"),
+        "{}",
+        ran.stdout
+    );
+    for c in HIDDEN.iter().chain(&['\r']) {
+        assert!(
+            !ran.stdout.contains(*c),
+            "U+{:04X} raw:\n{}",
+            *c as u32,
+            ran.stdout
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sensitive_values_move_and_undo_without_any_digest() {
     let (src, dst) = tokio::join!(Cluster::plaintext(), Cluster::plaintext());
     let secrets = [

@@ -226,6 +226,9 @@ pub struct ClusterSpec {
     pub binary: Option<PathBuf>,
     /// More etcd flags, e.g. `--quota-backend-bytes=4194304`.
     pub extra_args: Vec<String>,
+    /// Member names start with this (default `m`): a hostile server's
+    /// self-description, for escaping tests.
+    pub name_prefix: Option<String>,
 }
 
 pub const ROOT_PASSWORD: &str = "rootpw";
@@ -300,7 +303,7 @@ impl Cluster {
         let token = format!("etcdplan-test-{}", free_port());
         for i in 0..n {
             self.members.push(Member {
-                name: format!("m{i}"),
+                name: format!("{}{i}", self.spec.name_prefix.as_deref().unwrap_or("m")),
                 client_port: free_port(),
                 peer_port: free_port(),
                 child: None,
