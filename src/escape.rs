@@ -70,12 +70,6 @@ pub fn text(s: &str) -> String {
     out
 }
 
-/// Bytes that should be text (a server message, say): invalid UTF-8 as
-/// U+FFFD, then [`text`].
-pub fn text_lossy(bytes: &[u8]) -> String {
-    text(&String::from_utf8_lossy(bytes))
-}
-
 /// A string as Markdown inline code: escaped by [`text`] (so it holds no
 /// newline), `|` escaped for tables, and fenced by more backticks than any
 /// run inside it.
@@ -315,11 +309,6 @@ mod tests {
             let e = text(&s);
             prop_assert!(shows_as_itself(&e));
             prop_assert_eq!(unescape(&e), Some(s));
-        }
-
-        #[test]
-        fn lossy_bytes_show_nothing_hidden(b in proptest::collection::vec(any::<u8>(), 0..64)) {
-            prop_assert!(shows_as_itself(&text_lossy(&b)));
         }
 
         #[test]

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::process::{Command as StdCommand, Stdio};
-
 use common::{Cluster, ClusterSpec, UserSpec, etcdplan, run, write_file, write_plan};
 use etcd_client::Permission;
 
@@ -12,12 +10,9 @@ use etcd_client::Permission;
 /// process (to kill or interrupt), listing few changes so that its output
 /// never fills a pipe nobody reads yet.
 fn spawn_apply(dir: &std::path::Path, extra: &[&str]) -> std::process::Child {
-    StdCommand::new(assert_cmd::cargo::cargo_bin("etcdplan"))
-        .current_dir(dir)
+    common::etcdplan_child(dir)
         .args(["apply", "plan.yaml", "--auto-approve", "--max-listed", "5"])
         .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn apply")
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command as StdCommand, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -15,8 +15,7 @@ use common::{Cluster, write_plan, write_plan_via};
 use etcd_client::GetOptions;
 
 fn spawn_follow(dir: &Path, extra: &[&str]) -> Child {
-    StdCommand::new(assert_cmd::cargo::cargo_bin("etcdplan"))
-        .current_dir(dir)
+    common::etcdplan_child(dir)
         .args([
             "apply",
             "plan.yaml",
@@ -28,8 +27,6 @@ fn spawn_follow(dir: &Path, extra: &[&str]) -> Child {
             "0.5",
         ])
         .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn follow")
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::process::{Command as StdCommand, Stdio};
+use std::process::Command as StdCommand;
 
 use common::{Cluster, etcdplan, run, write_file, write_plan};
 use sha2::Digest as _;
@@ -27,12 +27,8 @@ fn spawn(
     args: &[&str],
     tmp: Option<&std::path::Path>,
 ) -> std::process::Child {
-    let mut cmd = StdCommand::new(assert_cmd::cargo::cargo_bin("etcdplan"));
-    cmd.current_dir(dir)
-        .env("NO_COLOR", "1")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut cmd = common::etcdplan_child(dir);
+    cmd.args(args);
     if let Some(t) = tmp {
         cmd.env("TMPDIR", t);
     }

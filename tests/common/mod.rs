@@ -755,6 +755,17 @@ pub async fn run_async(mut cmd: assert_cmd::Command) -> Ran {
         .expect("command thread")
 }
 
+/// The etcdplan binary as a child to start (to kill, signal or close the
+/// pipes of): colour off, run in `dir`, stdout and stderr piped.
+pub fn etcdplan_child(dir: &Path) -> Command {
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("etcdplan"));
+    cmd.current_dir(dir)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
 /// The etcdplan binary, with colour off, run in `dir`.
 pub fn etcdplan(dir: &Path) -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::cargo_bin("etcdplan").expect("etcdplan binary");
