@@ -660,7 +660,9 @@ async fn follow_command(
             if json {
                 outln!(
                     "{}",
-                    serde_json::json!({"follow_stopped": {"reason": why, "last_applied_revision": last_applied}})
+                    crate::escape::to_json_string(
+                        &serde_json::json!({"follow_stopped": {"reason": why, "last_applied_revision": last_applied}})
+                    )
                 );
             }
             errln!(

@@ -486,7 +486,7 @@ fn report(json: bool, head: i64, applied: i64, events_per_second: f64, behind: f
     if json {
         outln!(
             "{}",
-            serde_json::json!({
+            crate::escape::to_json_string(&serde_json::json!({
                 "follow": {
                     "source_revision": head,
                     "applied_revision": applied,
@@ -495,7 +495,7 @@ fn report(json: bool, head: i64, applied: i64, events_per_second: f64, behind: f
                     "seconds_behind": (behind * 10.0).round() / 10.0,
                     "events_applied": total,
                 }
-            })
+            }))
         );
     } else {
         errln!(

@@ -52,6 +52,8 @@ pub enum Why {
     ActionAgainstOnConflict(Action),
     NotSensitiveAsPlanned,
     OutOfOrder,
+    /// The spilled list could not be read back (a local disk error).
+    Unreadable,
     SourceDeleteWithoutMove,
     Count {
         field: &'static str,
@@ -92,6 +94,7 @@ impl Tampered {
                     .to_string()
             }
             Why::OutOfOrder => "out of key order, or listed twice".to_string(),
+            Why::Unreadable => "its spill file could not be read back".to_string(),
             Why::SourceDeleteWithoutMove => {
                 "a source delete, and the plan file does not set `delete_source`".to_string()
             }
@@ -147,31 +150,27 @@ pub fn check(plan: &Plan, report: &PlanReport) -> Result<()> {
         return Err(whole("lease_mode", Why::LeaseModeDiffers));
     }
     let mut counts = vec![Summary::default(); plan.mappings.len()];
-    let mut last: Option<(usize, Vec<u8>)> = None;
+    let mut order = Order::default();
     for (i, c) in report.changes.try_iter().enumerate() {
-        let c = c.map_err(|_| whole("changes", Why::OutOfOrder))?;
+        let c = c.map_err(|_| whole("changes", Why::Unreadable))?;
         let i = i as u64;
         check_change(plan, &c, undo).map_err(|why| bad("changes", i, &c.key, why))?;
-        let here = (c.mapping, c.key.clone());
-        if last.as_ref().is_some_and(|l| *l >= here) {
+        if !order.next(c.mapping, &c.key) {
             return Err(bad("changes", i, &c.key, Why::OutOfOrder));
         }
-        last = Some(here);
         bump(&mut counts[c.mapping], c.action);
     }
     check_counts(report, &counts)?;
-    let mut last: Option<(usize, Vec<u8>)> = None;
+    let mut order = Order::default();
     let mut moved = 0u64;
     for (i, d) in report.source_deletes.try_iter().enumerate() {
-        let d = d.map_err(|_| whole("source_deletes", Why::OutOfOrder))?;
+        let d = d.map_err(|_| whole("source_deletes", Why::Unreadable))?;
         let i = i as u64;
         check_source_delete(plan, &d)
             .map_err(|why| bad("source_deletes", i, &d.source_key, why))?;
-        let here = (d.mapping, d.source_key.clone());
-        if last.as_ref().is_some_and(|l| *l >= here) {
+        if !order.next(d.mapping, &d.source_key) {
             return Err(bad("source_deletes", i, &d.source_key, Why::OutOfOrder));
         }
-        last = Some(here);
         moved += 1;
     }
     if moved != report.summary.delete_source {
@@ -190,6 +189,22 @@ pub fn check(plan: &Plan, report: &PlanReport) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Entries come in (mapping, key) order, each once.
+#[derive(Default)]
+struct Order(Option<(usize, Vec<u8>)>);
+
+impl Order {
+    /// Whether `(mapping, key)` comes strictly after the previous entry.
+    fn next(&mut self, mapping: usize, key: &[u8]) -> bool {
+        let later = self
+            .0
+            .as_ref()
+            .is_none_or(|(m, k)| (*m, k.as_slice()) < (mapping, key));
+        self.0 = Some((mapping, key.to_vec()));
+        later
+    }
 }
 
 fn bump(s: &mut Summary, action: Action) {
@@ -340,7 +355,7 @@ pub async fn check_deletes(
     while deletes.peek().is_some() {
         let mut chunk: Vec<(u64, Vec<u8>)> = Vec::with_capacity(CHUNK);
         for d in deletes.by_ref().take(CHUNK) {
-            chunk.push(d.map_err(|_| whole("changes", Why::OutOfOrder))?);
+            chunk.push(d.map_err(|_| whole("changes", Why::Unreadable))?);
         }
         let mut keys: Vec<Vec<u8>> = chunk.iter().map(|(_, k)| k.clone()).collect();
         keys.sort();
