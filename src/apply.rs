@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use miette::Diagnostic;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -853,7 +852,7 @@ pub async fn delete_moved(
         let mut eligible = Vec::new();
         for ((d, now), src) in chunk.into_iter().zip(on_destination).zip(on_source) {
             let holds = now.is_some_and(|e| match &d.sha256 {
-                Some(sha) => <[u8; 32]>::from(Sha256::digest(&e.value)) == *sha,
+                Some(sha) => crate::diff::digest(&e.value) == *sha,
                 // No digest recorded: the source's value, still at its
                 // planned mod revision, is compared byte for byte.
                 None => src.is_some_and(|s| s.mod_revision == d.mod_revision && s.value == e.value),

@@ -11,6 +11,11 @@ use sha2::{Digest, Sha256};
 use crate::etcd::Entry;
 use crate::planfile::{Mapping, OnConflict};
 
+/// The sha256 of a value, as changes record it.
+pub fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
 /// What a change does to a destination key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -64,7 +69,7 @@ impl Value {
     /// else by mod revision (a key's mod revision names one value exactly).
     pub fn held_by(&self, entry: &Entry) -> bool {
         match &self.sha256 {
-            Some(sha) => <[u8; 32]>::from(Sha256::digest(&entry.value)) == *sha,
+            Some(sha) => digest(&entry.value) == *sha,
             None => entry.mod_revision == self.mod_revision,
         }
     }
@@ -245,7 +250,7 @@ pub fn diff_into(
     // Values are kept for display only where a value diff is shown: on both
     // sides of an update or a conflict, never for a create or a delete.
     let value = |e: &Entry, is_sensitive: bool, show: bool| Value {
-        sha256: Some(Sha256::digest(&e.value).into()),
+        sha256: Some(digest(&e.value)),
         size: e.value.len(),
         mod_revision: e.mod_revision,
         lease: e.lease,
@@ -367,7 +372,7 @@ fn source_delete(
         key: entry.key.clone(),
         sensitive,
         mod_revision: entry.mod_revision,
-        sha256: Some(Sha256::digest(&entry.value).into()),
+        sha256: Some(digest(&entry.value)),
     }
 }
 
@@ -486,7 +491,7 @@ mod tests {
             for m in &d.source_deletes {
                 let value = source.remove(&m.source_key);
                 prop_assert!(value.is_some(), "only existing source keys are deleted");
-                let on_dest = dest.get(&m.key).map(|v| <[u8; 32]>::from(Sha256::digest(v)));
+                let on_dest = dest.get(&m.key).map(|v| digest(v));
                 prop_assert_eq!(on_dest, m.sha256, "deleted only where the destination holds it");
             }
             prop_assert_eq!(d.summary.delete_source, d.source_deletes.len() as u64);

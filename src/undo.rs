@@ -15,9 +15,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use miette::Diagnostic;
-use sha2::{Digest, Sha256};
 
-use crate::diff::{Action, Change, Summary, Value};
+use crate::diff::{Action, Change, Summary, Value, digest};
 use crate::etcd::write::{DEFAULT_MAX_REQUEST_BYTES, read_entries};
 use crate::etcd::{Entry, EtcdError, Side};
 use crate::keys::display_key;
@@ -73,10 +72,6 @@ pub enum UndoError {
         )
     )]
     HistoryMismatch { key: String, revision: i64 },
-}
-
-fn digest(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
 }
 
 /// A value as a change records it (hash, size, revision, lease; no bytes).
