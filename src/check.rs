@@ -1,11 +1,15 @@
 //! `etcdplan check`: a preflight of both sides. It reports each endpoint's
-//! reachability, TLS, version, cluster id and database size, the members,
-//! and the permissions the plan needs, probed without changing any data.
+//! reachability, TLS, cluster and member ids (and, where this user may ask
+//! for Status, version, leader and database size), the members, and every
+//! permission the run needs, probed without changing any data: the mapped
+//! prefixes and each key etcdplan writes for itself (the follow checkpoint).
 
 use std::fmt::Write as _;
 
+use futures::future::join_all;
+
 pub use crate::etcd::info::{EndpointStatus, MemberInfo, probe_read, probe_write};
-use crate::etcd::{Side, info};
+use crate::etcd::{RetryPolicy, Side, info};
 use crate::keys::display_key;
 use crate::planfile::Plan;
 use crate::render::thousands;
@@ -17,12 +21,31 @@ pub struct EndpointCheck {
     pub result: Result<EndpointStatus, String>,
 }
 
-/// One permission the plan needs.
+/// What a permission is needed for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// A mapped prefix: plan, apply, follow and undo all need it.
+    Mapping,
+    /// The follow checkpoint key: only `apply --follow` needs it.
+    Checkpoint,
+}
+
+/// One permission the run needs.
 #[derive(Debug, Clone)]
 pub struct PermissionCheck {
     pub action: &'static str,
     pub prefix: Vec<u8>,
+    /// False for a single key (the checkpoint), true for a prefix.
+    pub is_prefix: bool,
+    pub need: Need,
     pub result: Result<(), String>,
+}
+
+impl PermissionCheck {
+    /// The one-line etcdctl command that grants this permission.
+    pub fn grant(&self) -> String {
+        crate::etcd::grant::command(self.action, &display_key(&self.prefix), self.is_prefix)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -36,43 +59,103 @@ pub struct SideCheck {
 }
 
 impl SideCheck {
-    /// Whether everything the plan needs from this side is in place: one
-    /// reachable endpoint is enough (etcdplan fails over), every permission.
-    pub fn ok(&self) -> bool {
+    /// Whether everything plan and apply need from this side is in place:
+    /// one reachable endpoint is enough (etcdplan fails over), and every
+    /// mapped prefix's permission; the checkpoint only when `follow`.
+    pub fn ok(&self, follow: bool) -> bool {
         self.endpoints.iter().any(|e| e.result.is_ok())
-            && self.permissions.iter().all(|p| p.result.is_ok())
+            && self
+                .permissions
+                .iter()
+                .all(|p| p.result.is_ok() || (p.need == Need::Checkpoint && !follow))
     }
 }
 
-/// Probes one side. `reads` and `writes` are the prefixes the plan needs.
-pub async fn check_side(side: &Side, reads: &[Vec<u8>], writes: &[Vec<u8>]) -> SideCheck {
-    let mut endpoints = Vec::new();
-    for (i, url) in side.endpoints().enumerate() {
-        let result = info::endpoint_status(side, i)
-            .await
-            .map_err(|e| e.to_string());
-        endpoints.push(EndpointCheck {
-            url: url.to_string(),
-            result,
-        });
+/// What `check` is to probe beyond the plan file's own prefixes.
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    /// The follow checkpoint key on the destination.
+    pub checkpoint_key: Vec<u8>,
+    /// Whether the run will follow: then the checkpoint is required.
+    pub follow: bool,
+}
+
+/// Checks both sides, at once, with short timeouts: a check reports, it
+/// does not wait out a hung member.
+pub async fn run(plan: &Plan, policy: &RetryPolicy, options: &CheckOptions) -> [SideCheck; 2] {
+    let quick = policy.quicker();
+    let source = Side::new(&plan.source, quick.clone()).with_probe(plan.probe_prefix(true));
+    let destination = Side::new(&plan.destination, quick).with_probe(plan.probe_prefix(false));
+    let froms: Vec<Vec<u8>> = plan.mappings.iter().map(|m| m.from.clone()).collect();
+    let tos: Vec<Vec<u8>> = plan.mappings.iter().map(|m| m.to.clone()).collect();
+    let mut source_needs = needs("read", &froms);
+    if plan.delete_source {
+        // Move mode deletes from the source: it needs write there too.
+        source_needs.extend(needs("write", &froms));
     }
-    let leader = endpoints
+    let mut destination_needs = needs("read", &tos);
+    destination_needs.extend(needs("write", &tos));
+    if destination.v2().ok().flatten().is_none() {
+        for action in ["read", "write"] {
+            destination_needs.push((
+                action,
+                options.checkpoint_key.clone(),
+                false,
+                Need::Checkpoint,
+            ));
+        }
+    }
+    let (s, d) = tokio::join!(
+        check_side(&source, &source_needs),
+        check_side(&destination, &destination_needs)
+    );
+    [s, d]
+}
+
+type Needed = (&'static str, Vec<u8>, bool, Need);
+
+fn needs(action: &'static str, prefixes: &[Vec<u8>]) -> Vec<Needed> {
+    prefixes
         .iter()
-        .find_map(|e| e.result.as_ref().ok().map(|s| s.leader));
+        .map(|p| (action, p.clone(), true, Need::Mapping))
+        .collect()
+}
+
+/// Probes one side: every endpoint at once, then the members and each
+/// permission through an endpoint that answered.
+pub async fn check_side(side: &Side, needed: &[Needed]) -> SideCheck {
+    let statuses =
+        join_all((0..side.endpoints().count()).map(|i| info::endpoint_status(side, i))).await;
+    let endpoints: Vec<EndpointCheck> = side
+        .endpoints()
+        .zip(statuses)
+        .map(|(url, result)| EndpointCheck {
+            url: url.to_string(),
+            result: result.map_err(|e| e.to_string()),
+        })
+        .collect();
+    if let Some(i) = endpoints.iter().position(|e| e.result.is_ok()) {
+        side.prefer(i);
+    }
+    let leader = endpoints.iter().find_map(|e| {
+        let status = e.result.as_ref().ok()?.status.as_ref().ok()?;
+        Some(status.leader)
+    });
     let members = info::members(side, leader).await.map_err(|e| e.to_string());
     let mut permissions = Vec::new();
-    for prefix in reads {
+    for (action, prefix, is_prefix, need) in needed {
+        let result = match (*action, *is_prefix) {
+            ("read", true) => probe_read(side, prefix).await,
+            ("read", false) => info::probe_read_key(side, prefix).await,
+            (_, true) => probe_write(side, prefix).await,
+            (_, false) => info::probe_write_key(side, prefix).await,
+        };
         permissions.push(PermissionCheck {
-            action: "read",
+            action,
             prefix: prefix.clone(),
-            result: probe_read(side, prefix).await,
-        });
-    }
-    for prefix in writes {
-        permissions.push(PermissionCheck {
-            action: "write",
-            prefix: prefix.clone(),
-            result: probe_write(side, prefix).await,
+            is_prefix: *is_prefix,
+            need: *need,
+            result,
         });
     }
     SideCheck {
@@ -120,8 +203,9 @@ fn table(rows: &[Vec<String>]) -> String {
 // What members report about themselves is theirs to say, not to print raw.
 use crate::escape::text as esc;
 
-/// Renders both sides' checks as tables.
-pub fn render(plan: &Plan, sides: &[SideCheck]) -> String {
+/// Renders both sides' checks as tables. `follow` says whether the run
+/// will follow, which makes the checkpoint's permissions required.
+pub fn render(plan: &Plan, sides: &[SideCheck], follow: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "etcdplan check: {}\n", esc(&plan.display_name()));
     for s in sides {
@@ -132,102 +216,161 @@ pub fn render(plan: &Plan, sides: &[SideCheck]) -> String {
             if s.tls { "TLS" } else { "plaintext" },
             s.user
                 .as_ref()
-                .map(|u| format!(", user {u}"))
+                .map(|u| format!(", user {}", esc(u)))
                 .unwrap_or_default()
         );
-        let mut rows = vec![vec![
-            "ENDPOINT".to_string(),
-            "REACHABLE".into(),
-            "TLS".into(),
-            "VERSION".into(),
-            "CLUSTER ID".into(),
-            "MEMBER ID".into(),
-            "DB SIZE".into(),
-            "LEADER".into(),
-        ]];
-        let mut errors = Vec::new();
-        for e in &s.endpoints {
-            match &e.result {
-                Ok(st) => rows.push(vec![
-                    e.url.clone(),
-                    "yes".into(),
-                    if s.tls { "yes".into() } else { "no".into() },
-                    esc(&st.version),
-                    format!("{:016x}", st.cluster_id),
-                    format!("{:016x}", st.member_id),
-                    size(st.db_size),
-                    if st.leader == st.member_id {
-                        "yes".into()
-                    } else {
-                        "no".into()
-                    },
-                ]),
-                Err(msg) => {
-                    rows.push(vec![
-                        e.url.clone(),
-                        "NO".into(),
-                        if s.tls { "yes".into() } else { "no".into() },
-                    ]);
-                    errors.push(format!("{}: {msg}", e.url));
-                }
-            }
-        }
-        let _ = writeln!(out, "  endpoints");
-        out.push_str(&table(&rows));
-        for e in errors {
-            let _ = writeln!(out, "    ! {e}");
-        }
-        let _ = writeln!(out, "  members");
-        match &s.members {
-            Ok(members) => {
-                let mut rows = vec![vec![
-                    "NAME".to_string(),
-                    "ID".into(),
-                    "PEER URLS".into(),
-                    "CLIENT URLS".into(),
-                    "LEADER".into(),
-                ]];
-                for m in members {
-                    rows.push(vec![
-                        esc(&m.name),
-                        format!("{:016x}", m.id),
-                        esc(&m.peer_urls.join(",")),
-                        esc(&m.client_urls.join(",")),
-                        if m.leader { "yes".into() } else { "no".into() },
-                    ]);
-                }
-                out.push_str(&table(&rows));
-            }
-            Err(e) => {
-                let _ = writeln!(out, "    ! cannot list members: {e}");
-            }
-        }
-        let _ = writeln!(out, "  permissions");
-        let mut rows = vec![vec!["NEEDS".to_string(), "PREFIX".into(), "RESULT".into()]];
-        for p in &s.permissions {
-            rows.push(vec![
-                p.action.to_string(),
-                display_key(&p.prefix),
-                match &p.result {
-                    Ok(()) => "ok".into(),
-                    Err(e) => format!("DENIED: {e}"),
-                },
-            ]);
-        }
-        out.push_str(&table(&rows));
+        render_endpoints(&mut out, s);
+        render_members(&mut out, s);
+        render_permissions(&mut out, s);
         let _ = writeln!(out);
     }
-    let failed = sides.iter().filter(|s| !s.ok()).count();
-    if failed == 0 {
-        let _ = writeln!(
-            out,
-            "Check passed: both sides are reachable and every permission the plan needs is granted."
-        );
-    } else {
+    let failed = sides.iter().filter(|s| !s.ok(follow)).count();
+    let checkpoint_denied = sides
+        .iter()
+        .flat_map(|s| &s.permissions)
+        .any(|p| p.need == Need::Checkpoint && p.result.is_err());
+    if failed > 0 {
         let _ = writeln!(
             out,
             "Check FAILED on {failed} side(s): see the rows marked NO or DENIED above."
         );
+    } else if checkpoint_denied {
+        let _ = writeln!(
+            out,
+            "Check passed for plan and apply: both sides are reachable and every mapped prefix's permission is granted.\n\
+             apply --follow would fail: the checkpoint key is DENIED above; grant it, or pass --checkpoint-key with a key this user may write."
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "Check passed: both sides are reachable and every permission the run needs is granted."
+        );
     }
     out
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes".into() } else { "no".into() }
+}
+
+fn render_endpoints(out: &mut String, s: &SideCheck) {
+    let mut rows = vec![
+        [
+            "ENDPOINT",
+            "REACHABLE",
+            "TLS",
+            "VERSION",
+            "CLUSTER ID",
+            "MEMBER ID",
+            "DB SIZE",
+            "LEADER",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    let mut notes = Vec::new();
+    for e in &s.endpoints {
+        let url = esc(&e.url);
+        match &e.result {
+            Ok(st) => {
+                let facts = st.status.as_ref().ok();
+                rows.push(vec![
+                    url.clone(),
+                    "yes".into(),
+                    yes_no(s.tls),
+                    facts.map_or_else(|| "-".into(), |f| esc(&f.version)),
+                    format!("{:016x}", st.cluster_id),
+                    format!("{:016x}", st.member_id),
+                    facts.map_or_else(|| "-".into(), |f| size(f.db_size)),
+                    facts.map_or_else(|| "-".into(), |f| yes_no(f.leader == st.member_id)),
+                ]);
+                if let Err(why) = &st.status {
+                    notes.push(format!("- {url}: {}", esc(why)));
+                }
+            }
+            Err(msg) => {
+                rows.push(vec![url.clone(), "NO".into(), yes_no(s.tls)]);
+                notes.push(format!("! {url}: {}", esc(msg)));
+            }
+        }
+    }
+    let _ = writeln!(out, "  endpoints");
+    out.push_str(&table(&rows));
+    for n in notes {
+        let _ = writeln!(out, "    {n}");
+    }
+}
+
+fn render_members(out: &mut String, s: &SideCheck) {
+    let _ = writeln!(out, "  members");
+    let members = match &s.members {
+        Ok(members) => members,
+        Err(e) => {
+            let _ = writeln!(out, "    ! cannot list members: {}", esc(e));
+            return;
+        }
+    };
+    let known_leader = members.iter().any(|m| m.leader);
+    let mut rows = vec![
+        ["NAME", "ID", "PEER URLS", "CLIENT URLS", "LEADER"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for m in members {
+        rows.push(vec![
+            esc(&m.name),
+            format!("{:016x}", m.id),
+            esc(&m.peer_urls.join(",")),
+            esc(&m.client_urls.join(",")),
+            if known_leader {
+                yes_no(m.leader)
+            } else {
+                "-".into()
+            },
+        ]);
+    }
+    out.push_str(&table(&rows));
+}
+
+fn render_permissions(out: &mut String, s: &SideCheck) {
+    let _ = writeln!(out, "  permissions");
+    let mut rows = vec![
+        ["NEEDS", "PREFIX OR KEY", "FOR", "RESULT"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    let mut grants = Vec::new();
+    for p in &s.permissions {
+        let target = if p.is_prefix {
+            display_key(&p.prefix)
+        } else {
+            format!("{} (key)", display_key(&p.prefix))
+        };
+        rows.push(vec![
+            p.action.to_string(),
+            target,
+            match p.need {
+                Need::Mapping => "mapping".into(),
+                Need::Checkpoint => "apply --follow checkpoint".into(),
+            },
+            match &p.result {
+                Ok(()) => "ok".into(),
+                Err(e) => format!("DENIED: {}", esc(e)),
+            },
+        ]);
+        if p.result.is_err() {
+            grants.push(p.grant());
+        }
+    }
+    out.push_str(&table(&rows));
+    if !grants.is_empty() {
+        let _ = writeln!(
+            out,
+            "    to grant what is DENIED, run as root (ROLE: a role of this user):"
+        );
+        grants.dedup();
+        for g in grants {
+            let _ = writeln!(out, "      {g}");
+        }
+    }
 }

@@ -57,10 +57,18 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
-    /// Seconds one etcd request may take before it is retried (on the next
-    /// endpoint, with backoff), e.g. --request-timeout 5.
-    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 20.0, value_parser = positive_number)]
+    /// Seconds one etcd request may go unanswered before it is abandoned
+    /// and tried on the next endpoint (a hung member keeps its connection
+    /// open and never answers), e.g. --request-timeout 10 for a cluster
+    /// known to answer slowly.
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = crate::etcd::DEFAULT_REQUEST_TIMEOUT.as_secs_f64(), value_parser = positive_number)]
     pub request_timeout: f64,
+
+    /// Seconds a request may go without an answer from any endpoint,
+    /// retries included, before the run fails with a clear error (nothing
+    /// already written is lost; a rerun resumes), e.g. --stall-timeout 120.
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = crate::etcd::DEFAULT_STALL_TIMEOUT.as_secs_f64(), value_parser = positive_number)]
+    pub stall_timeout: f64,
 
     /// Seconds to establish a connection to an endpoint, e.g. --connect-timeout 1.
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 3.0, value_parser = positive_number)]
@@ -133,13 +141,26 @@ pub enum Command {
         output: OutputArgs,
     },
 
-    /// Preflight both clusters: endpoints, TLS, versions, cluster ids,
-    /// members, database size, and the permissions the plan needs (probed
-    /// without changing data). Exit 0 when everything is in place, 1 otherwise.
-    #[command(after_help = "Example:\n  etcdplan check plans/trident-external-etcd.yaml")]
+    /// Preflight both clusters: endpoints, TLS, cluster and member ids, the
+    /// members, and every permission the run needs, probed without changing
+    /// data: the mapped prefixes and the follow checkpoint key. Version,
+    /// leader and database size are shown where this user may ask for
+    /// Status (current etcd 3.5 answers it to root only); not knowing them
+    /// fails nothing. Exit 0 when everything is in place, 1 otherwise.
+    #[command(
+        after_help = "Examples:\n  etcdplan check plans/trident-external-etcd.yaml\n  etcdplan check plans/trident-external-etcd.yaml --follow --checkpoint-key /trident-etcdplan/checkpoint"
+    )]
     Check {
         /// The plan file (YAML).
         plan: PathBuf,
+        /// The run will use `apply --follow`: the checkpoint key's
+        /// permissions are required, not only reported.
+        #[arg(long)]
+        follow: bool,
+        /// The checkpoint key `apply --follow` will use (default
+        /// /etcdplan/checkpoint/<plan name>).
+        #[arg(long, value_name = "KEY")]
+        checkpoint_key: Option<String>,
     },
 
     /// Print a shell completion script.
@@ -318,6 +339,7 @@ where
         policy: RetryPolicy {
             request_timeout: std::time::Duration::from_secs_f64(cli.request_timeout),
             connect_timeout: std::time::Duration::from_secs_f64(cli.connect_timeout),
+            stall_timeout: std::time::Duration::from_secs_f64(cli.stall_timeout),
             ..RetryPolicy::default()
         },
     };
@@ -437,34 +459,24 @@ fn execute(command: Command, ctx: &Ctx) -> miette::Result<u8> {
             report.changes.check().map_err(PlanError::Spill)?;
             Ok(EXIT_OK)
         }
-        Command::Check { plan } => {
+        Command::Check {
+            plan,
+            follow,
+            checkpoint_key,
+        } => {
             let plan = planfile::load(&plan)?;
-            let quick = RetryPolicy {
-                request_timeout: ctx
-                    .policy
-                    .request_timeout
-                    .min(RetryPolicy::quick().request_timeout),
-                connect_timeout: ctx
-                    .policy
-                    .connect_timeout
-                    .min(RetryPolicy::quick().connect_timeout),
-                ..RetryPolicy::quick()
+            let checkpoint_key = match checkpoint_key {
+                Some(k) => crate::keys::parse_key(&k)
+                    .map_err(|e| miette::miette!("--checkpoint-key: {e}"))?,
+                None => crate::follow::default_checkpoint_key(&plan),
             };
-            let sides = runtime()?.block_on(async {
-                let source = Side::new(&plan.source, quick.clone());
-                let destination = Side::new(&plan.destination, quick);
-                let froms: Vec<Vec<u8>> = plan.mappings.iter().map(|m| m.from.clone()).collect();
-                let tos: Vec<Vec<u8>> = plan.mappings.iter().map(|m| m.to.clone()).collect();
-                // Move mode deletes from the source: it needs write there too.
-                let source_writes: &[Vec<u8>] = if plan.delete_source { &froms } else { &[] };
-                tokio::join!(
-                    check::check_side(&source, &froms, source_writes),
-                    check::check_side(&destination, &tos, &tos)
-                )
-            });
-            let sides = [sides.0, sides.1];
-            out!("{}", check::render(&plan, &sides));
-            Ok(if sides.iter().all(check::SideCheck::ok) {
+            let options = check::CheckOptions {
+                checkpoint_key,
+                follow,
+            };
+            let sides = runtime()?.block_on(check::run(&plan, &ctx.policy, &options));
+            out!("{}", check::render(&plan, &sides, follow));
+            Ok(if sides.iter().all(|s| s.ok(follow)) {
                 EXIT_OK
             } else {
                 EXIT_ERROR

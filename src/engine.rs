@@ -201,8 +201,8 @@ impl EngineError {
 /// The sides of a plan, with a run's retry policy.
 pub fn sides(plan: &Plan, policy: &RetryPolicy) -> (Arc<Side>, Arc<Side>) {
     (
-        Arc::new(Side::new(&plan.source, policy.clone())),
-        Arc::new(Side::new(&plan.destination, policy.clone())),
+        Arc::new(Side::new(&plan.source, policy.clone()).with_probe(plan.probe_prefix(true))),
+        Arc::new(Side::new(&plan.destination, policy.clone()).with_probe(plan.probe_prefix(false))),
     )
 }
 

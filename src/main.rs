@@ -6,6 +6,9 @@ fn main() -> std::process::ExitCode {
         Box::new(
             miette::MietteHandlerOpts::new()
                 .color(etcdplan::cli::color_enabled())
+                // A help line may hold a command to paste (a grant): never
+                // break it across lines; the terminal folds long lines itself.
+                .wrap_lines(false)
                 .build(),
         )
     }))

@@ -111,7 +111,8 @@ pub enum EtcdError {
     #[diagnostic(
         code(etcdplan::etcd::permission_denied),
         help(
-            "grant the user's role {what} permission on the prefix, e.g. `etcdctl role grant-permission ROLE --prefix=true readwrite {prefix}`"
+            "grant one of the user's roles {what} permission on the prefix:\n{}",
+            super::grant::command(what, prefix, true)
         )
     )]
     PermissionDenied {
@@ -203,6 +204,26 @@ pub enum EtcdError {
     )]
     RetriesExhausted {
         side: SideRole,
+        attempts: u32,
+        last: String,
+    },
+
+    #[error(
+        "{side}: no answer from any endpoint for {seconds} s ({attempts} attempts); last error: {}",
+        crate::escape::text(last)
+    )]
+    #[diagnostic(
+        code(etcdplan::etcd::stalled),
+        help(
+            "a request that gets no answer for --stall-timeout seconds (default 30) fails the run, \
+             after each endpoint was tried for --request-timeout seconds (default 5) in turn; \
+             a member paused or overloaded keeps the connection open but never answers. \
+             Check the cluster with `etcdplan check`; nothing is lost, and a rerun resumes"
+        )
+    )]
+    Stalled {
+        side: SideRole,
+        seconds: u64,
         attempts: u32,
         last: String,
     },

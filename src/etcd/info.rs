@@ -7,11 +7,20 @@ use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, Txn, TxnOp};
 use super::side::Op;
 use super::{EtcdError, KeyRange, Side};
 
+/// What `check` learns about one endpoint.
 #[derive(Debug, Clone)]
 pub struct EndpointStatus {
-    pub version: String,
     pub cluster_id: u64,
     pub member_id: u64,
+    /// The Status facts, or why they could not be had: current etcd 3.5
+    /// answers Status only to root, and nothing etcdplan does needs them.
+    pub status: Result<StatusFacts, String>,
+}
+
+/// What only the Status RPC tells.
+#[derive(Debug, Clone)]
+pub struct StatusFacts {
+    pub version: String,
     pub leader: u64,
     pub db_size: i64,
 }
@@ -25,18 +34,53 @@ pub struct MemberInfo {
     pub leader: bool,
 }
 
-/// The status of endpoint `i` of a side.
+/// The status of endpoint `i` of a side. The ids come from the header of
+/// a count-only read of the side's probe prefix, which every user the plan
+/// can run as may make; the rest from Status, when this user may ask.
 pub async fn endpoint_status(side: &Side, i: usize) -> Result<EndpointStatus, EtcdError> {
-    let s = side
+    let (cluster_id, member_id, _) = head_at(side, i).await?;
+    let status = side
         .on_endpoint(i, Op::REACH, |mut c| async move { c.status().await })
-        .await?;
+        .await;
+    let status = match status {
+        Ok(s) => Ok(StatusFacts {
+            version: s.version().to_string(),
+            leader: s.leader(),
+            db_size: s.db_size(),
+        }),
+        Err(EtcdError::PermissionDenied { user, .. }) => Err(format!(
+            "status: needs root on this etcd ({user} may not ask); version, leader and database size are not shown"
+        )),
+        Err(e) => Err(format!("status: {e}")),
+    };
     Ok(EndpointStatus {
-        version: s.version().to_string(),
-        cluster_id: s.header().map_or(0, |h| h.cluster_id()),
-        member_id: s.header().map_or(0, |h| h.member_id()),
-        leader: s.leader(),
-        db_size: s.db_size(),
+        cluster_id,
+        member_id,
+        status,
     })
+}
+
+/// Cluster id, member id and revision from endpoint `i`, read from the
+/// header of a count-only read of the probe prefix.
+async fn head_at(side: &Side, i: usize) -> Result<(u64, u64, i64), EtcdError> {
+    let range = KeyRange::prefix(side.probe());
+    let end = range.end.clone().unwrap_or_else(|| vec![0]);
+    let op = Op {
+        action: "read",
+        prefix: side.probe(),
+    };
+    let resp = side
+        .on_endpoint(i, op, |mut c| async move {
+            let options = GetOptions::new()
+                .with_range(end)
+                .with_count_only()
+                .with_limit(1);
+            c.get(range.start, Some(options)).await
+        })
+        .await?;
+    Ok(resp
+        .header()
+        .map_or((0, 0, 0), |h| (h.cluster_id(), h.member_id(), h.revision())))
 }
 
 /// The members of a side's cluster; `leader` marks the one that leads.
@@ -57,16 +101,49 @@ pub async fn members(side: &Side, leader: Option<u64>) -> Result<Vec<MemberInfo>
         .collect())
 }
 
-/// The cluster id and current revision of a side (revision 0 for v2), from
-/// a status request, which also proves the side is reachable.
+/// The cluster id and current revision of a side (revision 0 for v2),
+/// from the header of a count-only read of the side's probe prefix: no
+/// maintenance RPC, so any user with read rights there may ask. Every
+/// endpoint is asked at once and the first to answer serves the requests
+/// that follow, so a member that is down or hung before the run starts
+/// costs nothing.
 pub async fn cluster_head(side: &Side) -> Result<(u64, i64), EtcdError> {
     if let Some(v2) = side.v2()? {
         return Ok((v2.cluster_id().await?, 0));
     }
-    let status = side
-        .call(Op::REACH, |mut c| async move { c.status().await })
+    let n = side.endpoints().count();
+    if n > 1 {
+        let asks = (0..n).map(|i| Box::pin(async move { (i, head_at(side, i).await) }));
+        let mut pending: Vec<_> = asks.collect();
+        while !pending.is_empty() {
+            let ((i, answer), _, rest) = futures::future::select_all(pending).await;
+            if let Ok((cluster_id, _, revision)) = answer {
+                side.prefer(i);
+                return Ok((cluster_id, revision));
+            }
+            pending = rest;
+        }
+    }
+    // One endpoint, or none answered at once: the retrying path says why.
+    let range = KeyRange::prefix(side.probe());
+    let end = range.end.clone().unwrap_or_else(|| vec![0]);
+    let op = Op {
+        action: "read",
+        prefix: side.probe(),
+    };
+    let resp = side
+        .call(op, |mut c| {
+            let (start, end) = (range.start.clone(), end.clone());
+            async move {
+                let options = GetOptions::new()
+                    .with_range(end)
+                    .with_count_only()
+                    .with_limit(1);
+                c.get(start, Some(options)).await
+            }
+        })
         .await?;
-    Ok(status
+    Ok(resp
         .header()
         .map_or((0, 0), |h| (h.cluster_id(), h.revision())))
 }
@@ -108,7 +185,7 @@ pub async fn lease_ttl(side: &Side, id: i64) -> Result<i64, EtcdError> {
     Ok(resp.ttl())
 }
 
-/// A count-only read of the whole range: etcd checks read permission on
+/// A count-only read of the whole prefix: etcd checks read permission on
 /// exactly the range requested.
 pub async fn probe_read(side: &Side, prefix: &[u8]) -> Result<(), String> {
     if let Some(v2) = side.v2().map_err(|e| e.to_string())? {
@@ -116,23 +193,32 @@ pub async fn probe_read(side: &Side, prefix: &[u8]) -> Result<(), String> {
     }
     let range = KeyRange::prefix(prefix);
     let end = range.end.clone().unwrap_or_else(|| vec![0]);
+    read_range(side, prefix, range.start, Some(end)).await
+}
+
+/// A read of one key (the follow checkpoint).
+pub async fn probe_read_key(side: &Side, key: &[u8]) -> Result<(), String> {
+    read_range(side, key, key.to_vec(), None).await
+}
+
+async fn read_range(
+    side: &Side,
+    label: &[u8],
+    start: Vec<u8>,
+    end: Option<Vec<u8>>,
+) -> Result<(), String> {
     let op = Op {
         action: "read",
-        prefix,
+        prefix: label,
     };
     side.call(op, |mut c| {
-        let (start, end) = (range.start.clone(), end.clone());
+        let (start, end) = (start.clone(), end.clone());
         async move {
-            c.get(
-                start,
-                Some(
-                    GetOptions::new()
-                        .with_range(end)
-                        .with_count_only()
-                        .with_limit(1),
-                ),
-            )
-            .await
+            let mut options = GetOptions::new().with_count_only().with_limit(1);
+            if let Some(end) = end {
+                options = options.with_range(end);
+            }
+            c.get(start, Some(options)).await
         }
     })
     .await
@@ -141,29 +227,46 @@ pub async fn probe_read(side: &Side, prefix: &[u8]) -> Result<(), String> {
 }
 
 /// A transaction whose compare can never hold (a version below 0), carrying
-/// a delete of the whole range: etcd checks permission on every op of a txn,
-/// taken branch or not, so this proves write permission on the whole range
-/// and changes nothing. (A put beside it would be a duplicate key.)
+/// a delete of the whole prefix: etcd checks permission on every op of a
+/// txn, taken branch or not, so this proves write permission on the whole
+/// range and changes nothing. (A put beside it would be a duplicate key.)
 pub async fn probe_write(side: &Side, prefix: &[u8]) -> Result<(), String> {
     if let Some(v2) = side.v2().map_err(|e| e.to_string())? {
         return v2.probe_write(prefix).await.map_err(|e| e.to_string());
     }
     let range = KeyRange::prefix(prefix);
     let end = range.end.clone().unwrap_or_else(|| vec![0]);
+    write_range(side, prefix, range.start, Some(end)).await
+}
+
+/// The write probe for one key (the follow checkpoint): a put, never taken.
+pub async fn probe_write_key(side: &Side, key: &[u8]) -> Result<(), String> {
+    write_range(side, key, key.to_vec(), None).await
+}
+
+async fn write_range(
+    side: &Side,
+    label: &[u8],
+    start: Vec<u8>,
+    end: Option<Vec<u8>>,
+) -> Result<(), String> {
     let op = Op {
         action: "write",
-        prefix,
+        prefix: label,
     };
     let result = side
         .call(op, |mut c| {
-            let (start, end) = (range.start.clone(), end.clone());
+            let (start, end) = (start.clone(), end.clone());
             async move {
+                let write = match end {
+                    Some(end) => {
+                        TxnOp::delete(start.clone(), Some(DeleteOptions::new().with_range(end)))
+                    }
+                    None => TxnOp::put(start.clone(), Vec::new(), None),
+                };
                 let txn = Txn::new()
-                    .when([Compare::version(start.clone(), CompareOp::Less, 0)])
-                    .and_then([TxnOp::delete(
-                        start,
-                        Some(DeleteOptions::new().with_range(end)),
-                    )]);
+                    .when([Compare::version(start, CompareOp::Less, 0)])
+                    .and_then([write]);
                 c.txn(txn).await
             }
         })

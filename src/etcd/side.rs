@@ -10,46 +10,16 @@ use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use tokio::sync::OnceCell;
 
 use super::EtcdError;
+use super::classify::is_timeout;
+pub use super::classify::{Failure, classify, error_text};
+pub use super::retry::RetryPolicy;
+use super::retry::{Attempts, Next, Notices, seconds};
 use crate::keys::display_key;
 use crate::planfile::{Api, SideConfig, SideRole};
 
 /// Largest response etcd-client will decode. Pages are sized far below this;
 /// it only has to admit one page holding a few maximum-size values.
 pub const MAX_DECODE_BYTES: usize = 64 << 20;
-
-/// How hard to try before giving up on a side.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    pub max_attempts: u32,
-    pub first_backoff: Duration,
-    pub max_backoff: Duration,
-    pub connect_timeout: Duration,
-    pub request_timeout: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 10,
-            first_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(2),
-            connect_timeout: Duration::from_secs(3),
-            request_timeout: Duration::from_secs(20),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// For probes that report rather than wait: few attempts, short timeouts.
-    pub fn quick() -> Self {
-        Self {
-            max_attempts: 2,
-            connect_timeout: Duration::from_secs(2),
-            request_timeout: Duration::from_secs(5),
-            ..Self::default()
-        }
-    }
-}
 
 /// What a request is about, for errors that must name a prefix.
 #[derive(Debug, Clone, Copy)]
@@ -64,202 +34,6 @@ impl Op<'static> {
         action: "reach",
         prefix: b"",
     };
-}
-
-/// How a failed request is to be handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// Worth another try, possibly on another endpoint.
-    Transient,
-    UntrustedServer,
-    ClientCertificateRejected,
-    PlaintextToTls,
-    TlsToPlaintext,
-    AuthenticationFailed,
-    AuthenticationRequired,
-    PermissionDenied,
-    Compacted,
-    /// The token predates an auth store change (`revision of auth store is
-    /// old`) or expired: authenticate again and retry.
-    AuthStale,
-    /// The destination is out of quota (`mvcc: database space exceeded`).
-    NoSpace,
-    /// The server refused the request as larger than its limit.
-    TooLarge,
-    /// Anything else: not retried.
-    Other,
-}
-
-/// Sorts an etcd-client error into what to do about it. etcd-client and
-/// tonic expose transport failures only as text, so this reads the text.
-/// `tls` says whether the endpoint is https://. `answered` says whether the
-/// endpoint has answered a request before: on a first handshake a dropped
-/// connection means a TLS mismatch or a rejected client certificate, but on
-/// an endpoint that has been answering, it is a reset (a proxy, a load
-/// balancer, a restarting member) and worth another try.
-pub fn classify(err: &etcd_client::Error, tls: bool, answered: bool) -> Failure {
-    let text = error_text(err).to_lowercase();
-    let has = |s: &str| text.contains(s);
-    let any = |list: &[&str]| list.iter().any(|s| text.contains(s));
-    if has("required revision has been compacted") {
-        Failure::Compacted
-    } else if has("database space exceeded") || has("nospace") {
-        Failure::NoSpace
-    } else if any(&[
-        "request is too large",
-        "received message larger than max",
-        "message length too large",
-    ]) {
-        Failure::TooLarge
-    } else if any(&[
-        "revision of auth store is old",
-        // etcd 3.5's wording when the check happens as the request is applied.
-        "revision in header is old",
-        "invalid auth token",
-    ]) {
-        Failure::AuthStale
-    } else if has("permission denied") {
-        Failure::PermissionDenied
-    } else if has("authentication failed") || has("invalid user id or password") {
-        Failure::AuthenticationFailed
-    } else if has("user name is empty") || has("token is not provided") {
-        Failure::AuthenticationRequired
-    } else if any(&[
-        "unknownissuer",
-        "unknown issuer",
-        "notvalidforname",
-        "not valid for name",
-        "invalidcertificate",
-        "invalid peer certificate",
-    ]) {
-        // A certificate does not stop being untrusted between requests.
-        Failure::UntrustedServer
-    } else if any(&[
-        "request timed out",
-        "leader changed",
-        "no leader",
-        "too many requests",
-        "timeout expired",
-        "deadline",
-        "goaway",
-        "go away",
-        "keepalive",
-        "keep-alive",
-    ]) {
-        // etcd's own transient answers, and etcd-client's request timeout
-        // (`Cancelled: Timeout expired`).
-        Failure::Transient
-    } else if answered && is_dropped_connection(&has) {
-        Failure::Transient
-    } else if any(&[
-        "certificate required",
-        "bad certificate",
-        "badcertificate",
-        "unknown ca",
-        "certificaterequired",
-        "alert",
-    ]) {
-        Failure::ClientCertificateRejected
-    } else if any(&[
-        "tls handshake eof",
-        "invalidcontenttype",
-        "corrupt message",
-        "wrong version number",
-        "invalid content type",
-    ]) {
-        Failure::TlsToPlaintext
-    } else if any(&[
-        "frame with invalid size",
-        "http2 error",
-        "protocol error",
-        "invalid http version",
-        "connection reset",
-        "broken pipe",
-        "h2 protocol",
-    ]) {
-        if tls {
-            // The server hung up during or right after our TLS handshake:
-            // what etcd does to a missing or untrusted client certificate.
-            Failure::ClientCertificateRejected
-        } else {
-            // A plaintext HTTP/2 preface sent to a TLS listener gets these.
-            Failure::PlaintextToTls
-        }
-    } else if any(&[
-        "unavailable",
-        "timed out",
-        "timeout",
-        "connection refused",
-        "transport error",
-        "tcp connect error",
-        "error trying to connect",
-        "connection closed",
-        "connection aborted",
-        "unexpected eof",
-        "dns error",
-        "failed to lookup",
-    ]) {
-        Failure::Transient
-    } else {
-        Failure::Other
-    }
-}
-
-/// A connection that broke under a request: reset, closed, EOF, a broken
-/// HTTP/2 stream, or a TLS session cut short.
-fn is_dropped_connection(has: &dyn Fn(&str) -> bool) -> bool {
-    [
-        "connection reset",
-        "broken pipe",
-        "connection closed",
-        "connection aborted",
-        "eof",
-        "http2 error",
-        "h2 protocol",
-        "protocol error",
-        "frame with invalid size",
-        "stream closed",
-        "stream error",
-        "not connected",
-        "transport error",
-        "unavailable",
-        "close_notify",
-        "closenotify",
-    ]
-    .iter()
-    .any(|s| has(s))
-}
-
-/// The error text with every source in the chain, each new part once: tonic
-/// hides the useful part (the TLS alert, the refused connection) in sources
-/// and repeats itself on the way.
-pub fn error_text(err: &etcd_client::Error) -> String {
-    use std::error::Error as _;
-    let mut parts: Vec<String> = Vec::new();
-    let mut source: Option<&dyn std::error::Error> = match err {
-        etcd_client::Error::GRpcStatus(s) => {
-            parts.push(s.message().to_string());
-            s.source()
-        }
-        etcd_client::Error::TransportError(e) => {
-            parts.push(e.to_string());
-            e.source()
-        }
-        other => {
-            parts.push(other.to_string());
-            other.source()
-        }
-    };
-    while let Some(s) = source {
-        let text = s.to_string();
-        // Debug-ish wrappers repeat their sources in their own text; skip them.
-        if !text.contains("ConnectError(") && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.retain(|p| !p.is_empty());
-    parts.join(": ")
 }
 
 struct Endpoint {
@@ -278,6 +52,12 @@ pub struct Side {
     v2: Option<super::v2::V2>,
     endpoints: Vec<Endpoint>,
     current: AtomicUsize,
+    notices: Notices,
+    /// A prefix the plan reads on this side: requests that only need a
+    /// header (cluster id, revision) read it, count-only, because a user
+    /// limited to that prefix may do nothing else (current etcd 3.5 denies
+    /// Status to users other than root).
+    probe: Vec<u8>,
     options: ConnectOptions,
     pub policy: RetryPolicy,
 }
@@ -316,9 +96,27 @@ impl Side {
                 })
                 .collect(),
             current: AtomicUsize::new(0),
+            notices: Notices::default(),
+            probe: Vec::new(),
             options,
             policy,
         }
+    }
+
+    /// This side, with the prefix header-only requests read (see `probe`).
+    pub fn with_probe(mut self, prefix: &[u8]) -> Side {
+        self.probe = prefix.to_vec();
+        self
+    }
+
+    /// The prefix header-only requests read.
+    pub fn probe(&self) -> &[u8] {
+        &self.probe
+    }
+
+    /// Sends the next requests to endpoint `i` first (one that answered).
+    pub fn prefer(&self, i: usize) {
+        self.current.store(i, Ordering::Relaxed);
     }
 
     /// The v2 client when this side speaks `api: v2`.
@@ -393,27 +191,24 @@ impl Side {
         }
     }
 
-    /// Runs `f` with retry and failover: transient failures move to the next
-    /// endpoint, with exponential backoff after each full round. A stale auth
-    /// token is replaced by a fresh authentication and the request retried.
-    /// `f` may run more than once, so it must be safe to repeat: every write
-    /// etcdplan sends is guarded, and a retried write that had in fact been
-    /// applied is settled by its guard and read-back.
+    /// Runs `f` with retry and failover: a failure that another member or a
+    /// later try might not have moves to the next endpoint at once, with
+    /// exponential backoff after each full round, until the attempts or the
+    /// stall timeout run out. A stale auth token is replaced by a fresh
+    /// authentication and the request retried. `f` may run more than once,
+    /// so it must be safe to repeat: every write etcdplan sends is guarded,
+    /// and a retried write that had in fact been applied is settled by its
+    /// guard and read-back.
     pub async fn call<T, F, Fut>(&self, op: Op<'_>, f: F) -> Result<T, EtcdError>
     where
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
         let n = self.endpoints.len().max(1);
-        let mut backoff = self.policy.first_backoff;
-        let mut attempt = 0;
-        let mut specific: Option<(Failure, etcd_client::Error, String)> = None;
-        // Endpoints that failed in a way retrying cannot fix (TLS mismatch).
-        let mut hopeless = vec![false; n];
+        let mut attempts = Attempts::new(&self.policy, n);
         loop {
             let i = self.current.load(Ordering::Relaxed) % n;
             let ep = &self.endpoints[i];
-            let url = &ep.url;
             let (client, result) = match self.client(i).await {
                 Ok(c) => (Some(c.clone()), f(c).await),
                 Err(e) => (None, Err(e)),
@@ -426,66 +221,117 @@ impl Side {
                 Err(e) => e,
             };
             let kind = self.classify_at(i, &err).await;
-            attempt += 1;
-            tracing::debug!(side = %self.role, endpoint = %url, ?kind, error = %error_text(&err), attempt, "request failed");
-            if kind == Failure::AuthStale && attempt < self.policy.max_attempts {
-                // Someone changed users or roles (the auth store revision
-                // moved) or the token expired: log in again, then retry.
-                if let Some(c) = &client
-                    && let Err(e) = c.refresh_token().await
-                {
-                    let kind = classify(&e, self.config.uses_tls, true);
-                    if !matches!(kind, Failure::Transient | Failure::AuthStale) {
-                        return Err(self.error(kind, &e, url, op));
-                    }
-                }
+            attempts.attempt += 1;
+            tracing::debug!(side = %self.role, endpoint = %ep.url, ?kind, error = %error_text(&err), attempt = attempts.attempt, "request failed");
+            if kind == Failure::AuthStale && attempts.attempt < self.policy.max_attempts {
+                self.log_in_again(client.as_ref(), &ep.url, op).await?;
                 continue;
             }
             // Endpoint-level failures (TLS mismatch, unreachable) may be one
             // bad member: try the others before giving up.
-            let endpoint_level = matches!(
-                kind,
-                Failure::Transient
-                    | Failure::UntrustedServer
-                    | Failure::ClientCertificateRejected
-                    | Failure::PlaintextToTls
-                    | Failure::TlsToPlaintext
-            );
-            if !endpoint_level {
-                return Err(self.error(kind, &err, url, op));
+            if !kind.endpoint_level() {
+                return Err(self.error(kind, &err, &ep.url, op));
             }
-            if kind != Failure::Transient {
-                hopeless[i] = true;
-                specific = Some((kind, err, url.clone()));
-            } else if specific.as_ref().is_none_or(|s| s.0 == Failure::Transient) {
-                specific = Some((kind, err, url.clone()));
-            }
-            if hopeless.iter().all(|&h| h)
-                && let Some((kind, err, url)) = &specific
-            {
-                return Err(self.error(*kind, err, url, op));
-            }
-            if attempt >= self.policy.max_attempts
-                && let Some((kind, err, url)) = &specific
-            {
-                if *kind == Failure::Transient && n > 1 {
-                    return Err(EtcdError::RetriesExhausted {
+            let timed_out = is_timeout(&err);
+            match attempts.after(&self.policy, i, kind, err, &ep.url) {
+                Next::Retry(wait) => {
+                    // Move on from the failing endpoint, unless another task did already.
+                    let _ = self.current.compare_exchange(
+                        i,
+                        i + 1,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                    if kind == Failure::Transient {
+                        self.say_retrying(i, timed_out, wait);
+                    }
+                    if let Some(wait) = wait {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                Next::GiveUp => return Err(self.give_up(&attempts, op)),
+                Next::Stalled(elapsed) => {
+                    let last = attempts
+                        .specific
+                        .as_ref()
+                        .map_or_else(String::new, |s| format!("{}: {}", s.2, error_text(&s.1)));
+                    return Err(EtcdError::Stalled {
                         side: self.role,
-                        attempts: attempt,
-                        last: format!("{url}: {}", error_text(err)),
+                        seconds: elapsed.as_secs(),
+                        attempts: attempts.attempt,
+                        last,
                     });
                 }
-                return Err(self.error(*kind, err, url, op));
-            }
-            // Move on from the failing endpoint, unless another task did already.
-            let _ = self
-                .current
-                .compare_exchange(i, i + 1, Ordering::Relaxed, Ordering::Relaxed);
-            if attempt.is_multiple_of(n as u32) {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(self.policy.max_backoff);
             }
         }
+    }
+
+    /// Someone changed users or roles (the auth store revision moved) or
+    /// the token expired: log in again before the retry.
+    async fn log_in_again(
+        &self,
+        client: Option<&Client>,
+        url: &str,
+        op: Op<'_>,
+    ) -> Result<(), EtcdError> {
+        if let Some(c) = client
+            && let Err(e) = c.refresh_token().await
+        {
+            let kind = classify(&e, self.config.uses_tls, true);
+            if !matches!(kind, Failure::Transient | Failure::AuthStale) {
+                return Err(self.error(kind, &e, url, op));
+            }
+        }
+        Ok(())
+    }
+
+    /// The error for a request that ran out of attempts or endpoints.
+    fn give_up(&self, attempts: &Attempts, op: Op<'_>) -> EtcdError {
+        let Some((kind, err, url)) = &attempts.specific else {
+            return EtcdError::RetriesExhausted {
+                side: self.role,
+                attempts: attempts.attempt,
+                last: String::new(),
+            };
+        };
+        if *kind == Failure::Transient && self.endpoints.len() > 1 {
+            return EtcdError::RetriesExhausted {
+                side: self.role,
+                attempts: attempts.attempt,
+                last: format!("{url}: {}", error_text(err)),
+            };
+        }
+        self.error(*kind, err, url, op)
+    }
+
+    /// Says on stderr, once per endpoint and interval, that endpoint `i`
+    /// failed and what happens next: in a terminal and in CI alike, a hung
+    /// member must not look like a slow migration.
+    fn say_retrying(&self, i: usize, timed_out: bool, wait: Option<std::time::Duration>) {
+        if !self.notices.fresh(i) {
+            return;
+        }
+        let n = self.endpoints.len().max(1);
+        let url = crate::escape::text(&self.endpoints[i].url);
+        let what = if timed_out {
+            format!("did not answer in {}", seconds(self.policy.request_timeout))
+        } else {
+            "failed".to_string()
+        };
+        let next = if n > 1 {
+            format!(
+                "trying {}",
+                crate::escape::text(&self.endpoints[(i + 1) % n].url)
+            )
+        } else {
+            format!(
+                "retrying{} (giving up after {} without an answer, --stall-timeout)",
+                wait.map(|w| format!(" in {}", seconds(w)))
+                    .unwrap_or_default(),
+                seconds(self.policy.stall_timeout)
+            )
+        };
+        tracing::warn!("{} {url} {what}; {next}", self.role);
     }
 
     /// Builds the diagnostic for a failure at `endpoint`.
@@ -604,91 +450,4 @@ fn tls_options(config: &SideConfig) -> TlsOptions {
         tls = tls.domain_name(name.clone());
     }
     tls
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn kind(text: &str, tls: bool, answered: bool) -> Failure {
-        classify(&etcd_client::Error::InvalidArgs(text.into()), tls, answered)
-    }
-
-    #[test]
-    fn a_dropped_connection_is_a_mismatch_only_on_the_first_handshake() {
-        let reset = "transport error: connection error: connection reset";
-        assert_eq!(kind(reset, false, false), Failure::PlaintextToTls);
-        assert_eq!(kind(reset, true, false), Failure::ClientCertificateRejected);
-        for text in [
-            reset,
-            "h2 protocol error: error reading a body from connection: bytes remaining on stream",
-            "broken pipe",
-            "connection closed before message completed",
-            "unexpected EOF",
-            "peer closed connection without sending TLS close_notify",
-        ] {
-            assert_eq!(kind(text, false, true), Failure::Transient, "{text}");
-            assert_eq!(kind(text, true, true), Failure::Transient, "{text}");
-        }
-        // A certificate does not become trusted by retrying.
-        assert_eq!(
-            kind("invalid peer certificate: UnknownIssuer", true, true),
-            Failure::UntrustedServer
-        );
-    }
-
-    #[test]
-    fn etcd_and_client_timeouts_are_transient() {
-        for text in [
-            "Timeout expired",
-            "etcdserver: request timed out",
-            "etcdserver: leader changed",
-            "etcdserver: no leader",
-            "etcdserver: too many requests",
-            "http2 error: GOAWAY received",
-            "keepalive ping timeout",
-        ] {
-            assert_eq!(kind(text, true, false), Failure::Transient, "{text}");
-        }
-    }
-
-    #[test]
-    fn stale_tokens_quota_and_size_have_their_own_kinds() {
-        assert_eq!(
-            kind("etcdserver: revision of auth store is old", false, true),
-            Failure::AuthStale
-        );
-        assert_eq!(
-            kind("etcdserver: invalid auth token", false, true),
-            Failure::AuthStale
-        );
-        assert_eq!(
-            kind("auth: revision in header is old", false, true),
-            Failure::AuthStale
-        );
-        assert_eq!(
-            kind("etcdserver: mvcc: database space exceeded", false, true),
-            Failure::NoSpace
-        );
-        assert_eq!(
-            kind("etcdserver: request is too large", false, true),
-            Failure::TooLarge
-        );
-        assert_eq!(
-            kind(
-                "grpc: received message larger than max (2000000 vs. 1572864)",
-                false,
-                true
-            ),
-            Failure::TooLarge
-        );
-        assert_eq!(
-            kind(
-                "etcdserver: mvcc: required revision has been compacted",
-                false,
-                true
-            ),
-            Failure::Compacted
-        );
-    }
 }

@@ -44,6 +44,15 @@ impl Plan {
             .any(|p| source_key.starts_with(p) || key.starts_with(p))
     }
 
+    /// The prefix a side's header-only requests read (cluster id and
+    /// revision): the first mapping's `from` on the source, its `to` on the
+    /// destination, which the plan needs read rights on anyway.
+    pub fn probe_prefix(&self, source: bool) -> &[u8] {
+        self.mappings
+            .first()
+            .map_or(&[][..], |m| if source { &m.from } else { &m.to })
+    }
+
     /// `sensitive` prefixes that no mapping reads or writes: they hide
     /// nothing, and are most likely a typo.
     pub fn idle_sensitive(&self) -> impl Iterator<Item = &[u8]> {

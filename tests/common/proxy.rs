@@ -24,6 +24,8 @@ struct Faults {
     blackhole: AtomicBool,
     resets: AtomicU64,
     accepted: AtomicU64,
+    /// Bytes forwarded, both ways.
+    bytes: AtomicU64,
     seed: AtomicU64,
 }
 
@@ -124,6 +126,11 @@ impl Proxy {
         self.faults.resets.load(Ordering::Relaxed)
     }
 
+    /// Bytes forwarded so far, both ways.
+    pub fn bytes(&self) -> u64 {
+        self.faults.bytes.load(Ordering::Relaxed)
+    }
+
     /// Connections accepted so far.
     pub fn accepted(&self) -> u64 {
         self.faults.accepted.load(Ordering::Relaxed)
@@ -193,5 +200,6 @@ async fn pump(
         if to.write_all(&buf[..n]).await.is_err() {
             return;
         }
+        faults.bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
