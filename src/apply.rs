@@ -3,7 +3,6 @@
 //! writes only the rest; a key someone else changed since the plan is never
 //! overwritten.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,6 +16,7 @@ use crate::diff::{Action, Change, SourceDelete};
 use crate::etcd::write::{Guard, Outcome, WriteOp, read_sorted, split_ops, write_batch};
 use crate::etcd::{EtcdError, Side};
 use crate::keys::display_key;
+use crate::leases::LeaseBook;
 use crate::plan::PlanReport;
 
 /// How writes are batched and paced.
@@ -409,77 +409,6 @@ impl ValueSource {
     }
 }
 
-/// How the writer attaches leases to puts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeasePolicy {
-    /// Written without a lease (`leases: drop`, or none in the plan).
-    None,
-    /// `leases: preserve`: one destination lease per source lease, granted
-    /// with the source lease's remaining TTL read right before first use.
-    Grant,
-    /// An undo on one cluster: back on the very same lease, while it lives.
-    Same,
-}
-
-/// The leases of one apply, granted as the writes first need them. A key
-/// whose source lease has expired is not written: it is not resurrected.
-pub struct LeaseBook {
-    policy: LeasePolicy,
-    source: Arc<Side>,
-    destination: Arc<Side>,
-    /// Source lease to destination lease; `None`: expired.
-    map: tokio::sync::Mutex<HashMap<i64, Option<i64>>>,
-    warned_v2: AtomicBool,
-}
-
-impl LeaseBook {
-    pub fn new(policy: LeasePolicy, source: Arc<Side>, destination: Arc<Side>) -> LeaseBook {
-        LeaseBook {
-            policy,
-            source,
-            destination,
-            map: tokio::sync::Mutex::new(HashMap::new()),
-            warned_v2: AtomicBool::new(false),
-        }
-    }
-
-    /// The lease to put with (0: none), or `None` for a key not to write.
-    async fn lease_for(&self, change: &Change) -> Result<Option<i64>, EtcdError> {
-        let id = change.source.as_ref().map_or(0, |v| v.lease);
-        if id == 0 || self.policy == LeasePolicy::None {
-            return Ok(Some(0));
-        }
-        if self.destination.config.api == crate::planfile::Api::V2 {
-            if !self.warned_v2.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    "the destination speaks v2, which has no leases: leased keys are written without one"
-                );
-            }
-            return Ok(Some(0));
-        }
-        // Held across the grant so that keys sharing a lease share one grant.
-        let mut map = self.map.lock().await;
-        if let Some(known) = map.get(&id) {
-            return Ok(*known);
-        }
-        let granted = match self.policy {
-            LeasePolicy::Same => {
-                (crate::plan::lease_ttl(&self.destination, id).await? > 0).then_some(id)
-            }
-            _ => {
-                let ttl = crate::plan::lease_ttl(&self.source, id).await?;
-                if ttl > 0 {
-                    Some(crate::etcd::write::grant_lease(&self.destination, ttl).await?)
-                } else {
-                    None
-                }
-            }
-        };
-        map.insert(id, granted);
-        Ok(granted)
-    }
-}
-
 /// What one transaction did.
 struct Settled {
     items: Vec<Change>,
@@ -577,7 +506,10 @@ async fn write_one(
                 lease: 0,
             },
             _ => {
-                let Some(lease) = leases.lease_for(c).await? else {
+                let Some(lease) = leases
+                    .lease_for(c.source.as_ref().map_or(0, |v| v.lease))
+                    .await?
+                else {
                     lease_expired.push(display_key(&c.key));
                     continue;
                 };

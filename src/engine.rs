@@ -28,11 +28,11 @@ use miette::Diagnostic;
 use tokio::sync::mpsc;
 
 use crate::apply::{
-    self, ApplyError, ApplyOptions, ApplyProgress, ApplyStats, LeaseBook, LeasePolicy, MoveStats,
-    Tap, ValueSource,
+    self, ApplyError, ApplyOptions, ApplyProgress, ApplyStats, MoveStats, Tap, ValueSource,
 };
 use crate::diff::Action;
 use crate::etcd::{EtcdError, RetryPolicy, Side};
+use crate::leases::{LeaseBook, LeasePolicy};
 use crate::plan::{MAX_REPLANS, PlanError, PlanOptions, PlanReport, Progress};
 use crate::planfile::{self, LeaseMode, OnConflict, Plan, PlanFileError};
 use crate::saved::{SavedPlan, SavedPlanError};
@@ -212,6 +212,9 @@ pub struct Loaded {
     pub source: Arc<Side>,
     pub destination: Arc<Side>,
     pub saved: Option<PlanReport>,
+    /// A lease book to write with, shared with a follow that comes after
+    /// (`None`: the apply keeps its own).
+    pub leases: Option<Arc<LeaseBook>>,
 }
 
 /// Loads a plan file or a saved plan (recognised by content).
@@ -230,6 +233,7 @@ pub fn load(request: &ApplyRequest) -> Result<Loaded, EngineError> {
             source,
             destination,
             saved: Some(report),
+            leases: None,
         })
     } else {
         let plan = planfile::load(&request.target)?;
@@ -239,6 +243,7 @@ pub fn load(request: &ApplyRequest) -> Result<Loaded, EngineError> {
             source,
             destination,
             saved: None,
+            leases: None,
         })
     }
 }
@@ -268,6 +273,7 @@ pub async fn apply_loaded(
         source,
         destination,
         saved,
+        leases,
     } = loaded;
     let run = Run {
         request,
@@ -277,6 +283,7 @@ pub async fn apply_loaded(
         observer,
         stop,
         started,
+        leases,
     };
     match saved {
         Some(report) => run.reviewed(report, true).await,
@@ -317,6 +324,7 @@ struct Run<'a> {
     observer: &'a dyn Observer,
     stop: Arc<AtomicBool>,
     started: Instant,
+    leases: Option<Arc<LeaseBook>>,
 }
 
 impl Run<'_> {
@@ -337,6 +345,19 @@ impl Run<'_> {
         match self.plan.leases {
             LeaseMode::Preserve => LeasePolicy::Grant,
             _ => LeasePolicy::None,
+        }
+    }
+
+    /// The lease book to write a plan's changes with: the shared one, or a
+    /// new one with `policy`.
+    fn lease_book(&self, policy: LeasePolicy) -> Arc<LeaseBook> {
+        match &self.leases {
+            Some(book) if policy != LeasePolicy::Same => book.clone(),
+            _ => Arc::new(LeaseBook::new(
+                policy,
+                self.source.clone(),
+                self.destination.clone(),
+            )),
         }
     }
 
@@ -398,11 +419,7 @@ impl Run<'_> {
             self.observer.writing(&writes);
             let (tx, rx) = mpsc::channel(options.concurrency.max(1));
             let tap = Tap::new(options, tx, writes.clone());
-            let leases = Arc::new(LeaseBook::new(
-                self.lease_policy(),
-                self.source.clone(),
-                self.destination.clone(),
-            ));
+            let leases = self.lease_book(self.lease_policy());
             let planning = async {
                 let result = crate::plan::make_plan_tapped(
                     self.plan,
@@ -601,11 +618,7 @@ impl Run<'_> {
                 LeasePolicy::Same,
             ),
         };
-        let leases = Arc::new(LeaseBook::new(
-            policy,
-            self.source.clone(),
-            self.destination.clone(),
-        ));
+        let leases = self.lease_book(policy);
         let progress = Arc::new(ApplyProgress::default());
         progress
             .total
@@ -812,18 +825,31 @@ pub async fn follow(
         max_txn_bytes: request.apply.options.max_txn_bytes,
         report_every: request.report_every,
     };
+    // One lease book for the initial apply and the follow after it, so that
+    // keys sharing a source lease share one destination lease throughout.
+    let policy = match plan.leases {
+        LeaseMode::Preserve => LeasePolicy::Grant,
+        _ => LeasePolicy::None,
+    };
+    let book = Arc::new(LeaseBook::new(policy, source.clone(), destination.clone()));
+    // The checkpoint must be writable before anything is written: else the
+    // initial apply would land and following fail right after it.
+    crate::etcd::info::require_write_key(&destination, &key)
+        .await
+        .map_err(FollowError::from)?;
     let resume = f::read_checkpoint(&destination, &key).await?.filter(|c| {
         c.source_cluster_id == source_cluster_id && c.plan_file_sha256 == plan.file_sha256
     });
     // The apply that starts (or restarts) following; on success the
     // checkpoint is written at its pinned source revision.
     let initial = |apply: ApplyRequest| {
-        let (plan, source, destination, stop, key) = (
+        let (plan, source, destination, stop, key, book) = (
             plan.clone(),
             source.clone(),
             destination.clone(),
             stop.clone(),
             key.clone(),
+            book.clone(),
         );
         let source_cluster_id = source_cluster_id.clone();
         async move {
@@ -832,6 +858,7 @@ pub async fn follow(
                 source,
                 destination: destination.clone(),
                 saved: None,
+                leases: Some(book.clone()),
             };
             let outcome = apply_loaded(&apply, loaded, observer, stop).await?;
             if !observer.applied(&outcome) {
@@ -842,6 +869,7 @@ pub async fn follow(
                 source_cluster_id,
                 revision,
                 plan_file_sha256: plan.file_sha256.clone(),
+                leases: book.pairs().await,
             };
             f::write_checkpoint(&destination, &key, &checkpoint)
                 .await
@@ -862,6 +890,7 @@ pub async fn follow(
                 c.revision,
                 c.revision + 1
             ));
+            book.adopt(&c.leases).await.map_err(FollowError::from)?;
             c.revision
         }
         None => match initial(request.apply.clone()).await? {
@@ -876,6 +905,7 @@ pub async fn follow(
             destination.clone(),
             &source_cluster_id,
             applied,
+            &book,
             &options,
             stop.clone(),
         )

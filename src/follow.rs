@@ -21,7 +21,8 @@ use crate::etcd::watch::{self, SourceEvent, Watch, WatchMessage};
 use crate::etcd::write::{Guard, Outcome, Put, WriteOp, write_batch};
 use crate::etcd::{EtcdError, Side};
 use crate::keys::{display_key, prefix_end};
-use crate::planfile::Plan;
+use crate::leases::{LeaseBook, Pair};
+use crate::planfile::{LeaseMode, Plan};
 
 /// What the checkpoint key holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +32,10 @@ pub struct Checkpoint {
     pub revision: i64,
     /// The plan file it belongs to: a changed plan starts over.
     pub plan_file_sha256: String,
+    /// Source lease to destination lease, for the leases follow tends, so
+    /// a resumed follow keeps using them.
+    #[serde(default)]
+    pub leases: Vec<Pair>,
 }
 
 /// How follow mode stops and writes.
@@ -220,8 +225,17 @@ fn covering_range(plan: &Plan) -> (Vec<u8>, Vec<u8>) {
     (start, end)
 }
 
-/// The guarded destination writes of one source revision.
-fn writes_for(plan: &Plan, events: &[SourceEvent]) -> Vec<WriteOp> {
+/// The guarded destination writes of one source revision. A leased put
+/// goes on the destination lease standing in for its source lease (with
+/// `leases: preserve`); a put whose source lease is already gone, or any
+/// leased put with `leases: skip`, is not written, and a key whose previous
+/// value was such a put is expected absent on the destination.
+async fn writes_for(
+    plan: &Plan,
+    events: &[SourceEvent],
+    book: &LeaseBook,
+) -> Result<Vec<WriteOp>, EtcdError> {
+    let skip = plan.leases == LeaseMode::Skip;
     let mut ops = Vec::new();
     for e in events {
         for m in &plan.mappings {
@@ -231,19 +245,33 @@ fn writes_for(plan: &Plan, events: &[SourceEvent]) -> Vec<WriteOp> {
             let Some(key) = m.to_destination(&e.key) else {
                 continue;
             };
+            let lease = match (&e.value, e.lease) {
+                (Some(_), 0) => 0,
+                (Some(_), _) if skip => continue,
+                (Some(_), id) => match book.lease_for(id).await? {
+                    Some(lease) => lease,
+                    None => continue,
+                },
+                (None, _) => 0,
+            };
+            let prev_missing = e.prev_lease != 0 && (skip || book.is_gone(e.prev_lease).await);
+            let guard = match &e.prev {
+                Some(prev) if !prev_missing => Guard::Value(prev.clone()),
+                _ => Guard::Absent,
+            };
+            if e.value.is_none() && guard == Guard::Absent {
+                // Deleting what is absent here: nothing to write.
+                continue;
+            }
             ops.push(WriteOp {
                 key,
                 value: e.value.clone(),
-                guard: match &e.prev {
-                    Some(prev) => Guard::Value(prev.clone()),
-                    None => Guard::Absent,
-                },
-                // Follow mode writes without leases (see the README's limits).
-                lease: 0,
+                guard,
+                lease,
             });
         }
     }
-    ops
+    Ok(ops)
 }
 
 /// Follows the source from `last_applied + 1` until told to stop.
@@ -253,6 +281,7 @@ pub async fn follow(
     destination: Arc<Side>,
     source_cluster_id: &str,
     mut last_applied: i64,
+    book: &LeaseBook,
     options: &FollowOptions,
     stop: Arc<AtomicBool>,
 ) -> Result<FollowEnd, FollowError> {
@@ -263,10 +292,11 @@ pub async fn follow(
     let mut window_start = Instant::now();
     let mut window_events = 0u64;
     let mut behind_since: Option<Instant> = None;
-    let checkpoint = |revision: i64| Checkpoint {
+    let checkpoint = |revision: i64, leases: Vec<Pair>| Checkpoint {
         source_cluster_id: source_cluster_id.to_string(),
         revision,
         plan_file_sha256: plan.file_sha256.clone(),
+        leases,
     };
     let mut ticker = tokio::time::interval(options.report_every.min(Duration::from_secs(1)));
     let mut last_report = Instant::now();
@@ -305,7 +335,7 @@ pub async fn follow(
                         }
                         Some(WatchMessage::Compacted { compact_revision }) => {
                             if dirty {
-                                write_checkpoint(&destination, &options.checkpoint_key, &checkpoint(last_applied)).await?;
+                                write_checkpoint(&destination, &options.checkpoint_key, &checkpoint(last_applied, book.pairs().await)).await?;
                             }
                             return Ok(FollowEnd::Compacted { last_applied, compact_revision });
                         }
@@ -331,8 +361,8 @@ pub async fn follow(
                         while j < events.len() && events[j].revision == revision {
                             j += 1;
                         }
-                        let ops = writes_for(plan, &events[i..j]);
-                        apply_revision(&destination, revision, &ops, options, &checkpoint(revision), &mut dirty).await?;
+                        let ops = writes_for(plan, &events[i..j], book).await?;
+                        apply_revision(&destination, revision, &ops, options, &checkpoint(revision, book.pairs().await), &mut dirty).await?;
                         events_applied += ops.len() as u64;
                         window_events += ops.len() as u64;
                         last_applied = revision;
@@ -346,6 +376,7 @@ pub async fn follow(
                 }
                 _ = ticker.tick() => {
                     idle_ticks += 1;
+                    book.tend().await?;
                     head = head.max(source_head(&source, &start).await?);
                     fresh_head = true;
                     // Idle and behind: prove the revisions in between did not
@@ -363,7 +394,7 @@ pub async fn follow(
                         behind_since = Some(Instant::now());
                     }
                     if dirty {
-                        write_checkpoint(&destination, &options.checkpoint_key, &checkpoint(last_applied)).await?;
+                        write_checkpoint(&destination, &options.checkpoint_key, &checkpoint(last_applied, book.pairs().await)).await?;
                         dirty = false;
                     }
                     if last_report.elapsed() >= options.report_every {
@@ -380,7 +411,7 @@ pub async fn follow(
                     write_checkpoint(
                         &destination,
                         &options.checkpoint_key,
-                        &checkpoint(last_applied),
+                        &checkpoint(last_applied, book.pairs().await),
                     )
                     .await?;
                 }

@@ -38,6 +38,7 @@ pub mod etcd;
 pub mod files;
 pub mod follow;
 pub mod keys;
+pub mod leases;
 pub mod plan;
 pub mod planfile;
 pub mod render;

@@ -4,55 +4,14 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::follow::{finish, spawn_follow};
 use common::proxy::Proxy;
 use common::{Cluster, write_plan, write_plan_via};
 use etcd_client::GetOptions;
-
-fn spawn_follow(dir: &Path, extra: &[&str]) -> Child {
-    common::etcdplan_child(dir)
-        .args([
-            "apply",
-            "plan.yaml",
-            "--auto-approve",
-            "--follow",
-            "--max-listed",
-            "3",
-            "--progress-every",
-            "0.5",
-        ])
-        .args(extra)
-        .spawn()
-        .expect("spawn follow")
-}
-
-/// Waits for a child with a deadline; returns (exit code, stdout, stderr).
-fn finish(child: Child) -> (Option<i32>, String, String) {
-    let id = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(90)) {
-        Ok(Ok(out)) => (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ),
-        _ => {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(id as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            panic!("follow did not stop within 90 s");
-        }
-    }
-}
 
 /// A writer that puts, overwrites and deletes keys under /f/ until stopped,
 /// some of them in multi-key transactions.

@@ -193,12 +193,16 @@ pub async fn probe_read(side: &Side, prefix: &[u8]) -> Result<(), String> {
     }
     let range = KeyRange::prefix(prefix);
     let end = range.end.clone().unwrap_or_else(|| vec![0]);
-    read_range(side, prefix, range.start, Some(end)).await
+    read_range(side, prefix, range.start, Some(end))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// A read of one key (the follow checkpoint).
 pub async fn probe_read_key(side: &Side, key: &[u8]) -> Result<(), String> {
-    read_range(side, key, key.to_vec(), None).await
+    read_range(side, key, key.to_vec(), None)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn read_range(
@@ -206,7 +210,7 @@ async fn read_range(
     label: &[u8],
     start: Vec<u8>,
     end: Option<Vec<u8>>,
-) -> Result<(), String> {
+) -> Result<(), EtcdError> {
     let op = Op {
         action: "read",
         prefix: label,
@@ -223,7 +227,6 @@ async fn read_range(
     })
     .await
     .map(|_| ())
-    .map_err(|e| e.to_string())
 }
 
 /// A transaction whose compare can never hold (a version below 0), carrying
@@ -236,11 +239,20 @@ pub async fn probe_write(side: &Side, prefix: &[u8]) -> Result<(), String> {
     }
     let range = KeyRange::prefix(prefix);
     let end = range.end.clone().unwrap_or_else(|| vec![0]);
-    write_range(side, prefix, range.start, Some(end)).await
+    write_range(side, prefix, range.start, Some(end))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The write probe for one key (the follow checkpoint): a put, never taken.
 pub async fn probe_write_key(side: &Side, key: &[u8]) -> Result<(), String> {
+    require_write_key(side, key)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// [`probe_write_key`] as an error a run can stop on before writing.
+pub async fn require_write_key(side: &Side, key: &[u8]) -> Result<(), EtcdError> {
     write_range(side, key, key.to_vec(), None).await
 }
 
@@ -249,7 +261,7 @@ async fn write_range(
     label: &[u8],
     start: Vec<u8>,
     end: Option<Vec<u8>>,
-) -> Result<(), String> {
+) -> Result<(), EtcdError> {
     let op = Op {
         action: "write",
         prefix: label,
@@ -270,11 +282,14 @@ async fn write_range(
                 c.txn(txn).await
             }
         })
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     if result.succeeded() {
         // Cannot happen: no key has a negative version.
-        return Err("the write probe's impossible compare held; refusing to trust it".into());
+        return Err(EtcdError::Request {
+            side: side.role,
+            operation: format!("probe write `{}`", crate::keys::display_key(label)),
+            detail: "the write probe's impossible compare held; refusing to trust it".into(),
+        });
     }
     Ok(())
 }

@@ -16,6 +16,9 @@ pub struct SourceEvent {
     pub value: Option<Vec<u8>>,
     /// The key's value before the event, `None` when it was absent.
     pub prev: Option<Vec<u8>>,
+    /// The lease of the put (0: none), and of the previous value.
+    pub lease: i64,
+    pub prev_lease: i64,
 }
 
 /// What one watch response says.
@@ -98,6 +101,8 @@ fn message_of(resp: &WatchResponse) -> WatchMessage {
                 key: kv.key().to_vec(),
                 value: (e.event_type() == EventType::Put).then(|| kv.value().to_vec()),
                 prev: e.prev_kv().map(|p| p.value().to_vec()),
+                lease: kv.lease(),
+                prev_lease: e.prev_kv().map_or(0, |p| p.lease()),
             })
         })
         .collect();

@@ -187,6 +187,33 @@ pub async fn grant_lease(side: &Side, ttl: i64) -> Result<i64, EtcdError> {
     Ok(granted.id())
 }
 
+/// Revokes a lease on `side`, deleting its keys; a lease already gone is
+/// not an error.
+pub async fn revoke_lease(side: &Side, id: i64) -> Result<(), EtcdError> {
+    let op = Op {
+        action: "write",
+        prefix: b"",
+    };
+    let result = side
+        .call(op, |mut c| async move { c.lease_revoke(id).await })
+        .await;
+    match result {
+        Err(EtcdError::Request { detail, .. }) if detail.contains("lease not found") => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+/// Renews a lease on `side` once (to its granted TTL); returns the TTL it
+/// now has, 0 when the lease is gone.
+pub async fn renew_lease(side: &Side, id: i64) -> Result<i64, EtcdError> {
+    side.call(Op::REACH, |mut c| async move {
+        let (mut keeper, mut stream) = c.lease_keep_alive(id).await?;
+        keeper.keep_alive().await?;
+        Ok(stream.message().await?.map_or(0, |r| r.ttl()))
+    })
+    .await
+}
+
 /// A key's value and mod revision, `None` when the key is absent.
 pub type Current = Option<(Vec<u8>, i64)>;
 

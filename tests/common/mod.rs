@@ -4,6 +4,7 @@
 //! three-member clusters. Never touches a server it did not start.
 #![allow(dead_code)]
 
+pub mod follow;
 pub mod proxy;
 
 use std::collections::HashSet;
