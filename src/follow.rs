@@ -44,6 +44,8 @@ pub struct FollowOptions {
     pub until_revision: Option<i64>,
     pub cutover_file: Option<PathBuf>,
     pub checkpoint_key: Vec<u8>,
+    /// The source cluster's id, as the checkpoint records it.
+    pub source_cluster_id: String,
     /// One JSON line per progress report on stdout instead of text on stderr.
     pub json: bool,
     pub max_txn_ops: usize,
@@ -279,7 +281,6 @@ pub async fn follow(
     plan: &Plan,
     source: Arc<Side>,
     destination: Arc<Side>,
-    source_cluster_id: &str,
     mut last_applied: i64,
     book: &LeaseBook,
     options: &FollowOptions,
@@ -293,7 +294,7 @@ pub async fn follow(
     let mut window_events = 0u64;
     let mut behind_since: Option<Instant> = None;
     let checkpoint = |revision: i64, leases: Vec<Pair>| Checkpoint {
-        source_cluster_id: source_cluster_id.to_string(),
+        source_cluster_id: options.source_cluster_id.clone(),
         revision,
         plan_file_sha256: plan.file_sha256.clone(),
         leases,
