@@ -39,12 +39,19 @@ pub struct PermissionCheck {
     pub is_prefix: bool,
     pub need: Need,
     pub result: Result<(), String>,
+    /// The server refused it (rather than not answering): a grant fixes it.
+    pub denied: bool,
 }
 
 impl PermissionCheck {
-    /// The one-line etcdctl command that grants this permission.
-    pub fn grant(&self) -> String {
-        crate::etcd::grant::command(self.action, &display_key(&self.prefix), self.is_prefix)
+    /// The one-line etcdctl command that grants this permission to `role`.
+    pub fn grant(&self, role: &str) -> String {
+        crate::etcd::grant::command_for(
+            role,
+            self.action,
+            &display_key(&self.prefix),
+            self.is_prefix,
+        )
     }
 }
 
@@ -56,6 +63,9 @@ pub struct SideCheck {
     pub endpoints: Vec<EndpointCheck>,
     pub members: Result<Vec<MemberInfo>, String>,
     pub permissions: Vec<PermissionCheck>,
+    /// The user's roles, looked up when a permission was denied (`None`:
+    /// not looked up, or the lookup failed).
+    pub roles: Option<Vec<String>>,
 }
 
 impl SideCheck {
@@ -134,9 +144,30 @@ pub async fn check_side(side: &Side, needed: &[Needed]) -> SideCheck {
             result: result.map_err(|e| e.to_string()),
         })
         .collect();
-    if let Some(i) = endpoints.iter().position(|e| e.result.is_ok()) {
-        side.prefer(i);
-    }
+    let Some(reachable) = endpoints.iter().position(|e| e.result.is_ok()) else {
+        // Nothing answered: probing further would only wait out timeouts.
+        let why = "not probed: no endpoint answered".to_string();
+        return SideCheck {
+            role: side.role.to_string(),
+            tls: side.config.uses_tls,
+            user: side.config.auth.as_ref().map(|a| a.username.clone()),
+            endpoints,
+            members: Err(why.clone()),
+            roles: None,
+            permissions: needed
+                .iter()
+                .map(|(action, prefix, is_prefix, need)| PermissionCheck {
+                    action,
+                    prefix: prefix.clone(),
+                    is_prefix: *is_prefix,
+                    need: *need,
+                    result: Err(why.clone()),
+                    denied: false,
+                })
+                .collect(),
+        };
+    };
+    side.prefer(reachable);
     let leader = endpoints.iter().find_map(|e| {
         let status = e.result.as_ref().ok()?.status.as_ref().ok()?;
         Some(status.leader)
@@ -150,14 +181,21 @@ pub async fn check_side(side: &Side, needed: &[Needed]) -> SideCheck {
             (_, true) => probe_write(side, prefix).await,
             (_, false) => info::probe_write_key(side, prefix).await,
         };
+        let denied = matches!(result, Err(crate::etcd::EtcdError::PermissionDenied { .. }));
         permissions.push(PermissionCheck {
             action,
             prefix: prefix.clone(),
             is_prefix: *is_prefix,
             need: *need,
-            result,
+            result: result.map_err(|e| e.to_string()),
+            denied,
         });
     }
+    let roles = if permissions.iter().any(|p| p.denied) {
+        info::own_roles(side).await.ok()
+    } else {
+        None
+    };
     SideCheck {
         role: side.role.to_string(),
         tls: side.config.uses_tls,
@@ -165,6 +203,7 @@ pub async fn check_side(side: &Side, needed: &[Needed]) -> SideCheck {
         endpoints,
         members,
         permissions,
+        roles,
     }
 }
 
@@ -339,7 +378,19 @@ fn render_permissions(out: &mut String, s: &SideCheck) {
             .map(String::from)
             .to_vec(),
     ];
-    let mut grants = Vec::new();
+    let (role, whose) = match s.roles.as_deref() {
+        Some([only]) => (only.clone(), format!("{}, the user's one role", esc(only))),
+        Some([]) => (
+            "ROLE".to_string(),
+            "a role of its own: the user has none; `etcdctl role add ROLE`, then `etcdctl user grant-role USER ROLE`".to_string(),
+        ),
+        Some(many) => (
+            "ROLE".to_string(),
+            format!("one of the user's roles: {}", esc(&many.join(", "))),
+        ),
+        None => ("ROLE".to_string(), "a role of this user".to_string()),
+    };
+    let mut grants: Vec<(String, bool, &PermissionCheck)> = Vec::new();
     for p in &s.permissions {
         let target = if p.is_prefix {
             display_key(&p.prefix)
@@ -358,19 +409,26 @@ fn render_permissions(out: &mut String, s: &SideCheck) {
                 Err(e) => format!("DENIED: {}", esc(e)),
             },
         ]);
-        if p.result.is_err() {
-            grants.push(p.grant());
+        if p.denied {
+            grants.push((display_key(&p.prefix), p.is_prefix, p));
         }
     }
     out.push_str(&table(&rows));
-    if !grants.is_empty() {
-        let _ = writeln!(
-            out,
-            "    to grant what is DENIED, run as root (ROLE: a role of this user):"
-        );
-        grants.dedup();
-        for g in grants {
-            let _ = writeln!(out, "      {g}");
-        }
+    if grants.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "    to grant what is DENIED, run as root (the role: {whose}):"
+    );
+    // readwrite covers read: one command per prefix or key.
+    let writes: Vec<(String, bool)> = grants
+        .iter()
+        .filter(|g| g.2.action == "write")
+        .map(|g| (g.0.clone(), g.1))
+        .collect();
+    grants.retain(|g| g.2.action == "write" || !writes.contains(&(g.0.clone(), g.1)));
+    for (_, _, p) in grants {
+        let _ = writeln!(out, "      {}", p.grant(&role));
     }
 }

@@ -310,7 +310,7 @@ async fn unwritable<'p>(
 ) -> Option<(String, String)> {
     for (prefix, _) in prefixes.zip(wanted).filter(|(_, w)| **w) {
         if let Err(why) = crate::check::probe_write(side, prefix).await {
-            return Some((crate::keys::display_key(prefix), why));
+            return Some((crate::keys::display_key(prefix), why.to_string()));
         }
     }
     None
@@ -835,7 +835,7 @@ pub async fn follow(
     let book = Arc::new(LeaseBook::new(policy, source.clone(), destination.clone()));
     // The checkpoint must be writable before anything is written: else the
     // initial apply would land and following fail right after it.
-    crate::etcd::info::require_write_key(&destination, &key)
+    crate::etcd::info::probe_write_key(&destination, &key)
         .await
         .map_err(FollowError::from)?;
     let resume = f::read_checkpoint(&destination, &key).await?.filter(|c| {

@@ -165,11 +165,16 @@ async fn a_missing_checkpoint_grant_is_named_whole_before_anything_is_written() 
         "{}",
         ran.stdout
     );
-    let grant = format!("etcdctl role grant-permission ROLE readwrite {CHECKPOINT}");
+    let grant = ran
+        .stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("etcdctl role grant-permission "))
+        .unwrap_or_else(|| panic!("a grant command: {}", ran.stdout))
+        .to_string();
     assert!(
-        ran.stdout.lines().any(|l| l.trim() == grant),
-        "the grant command, whole on one line: {}",
-        ran.stdout
+        grant.ends_with(&format!(" readwrite {CHECKPOINT}")) && !grant.contains("ROLE"),
+        "whole on one line, naming the user's role and the key: {grant}"
     );
     let ran = as_users(d, &["check", "plan.yaml", "--follow"]);
     assert_eq!(ran.code, Some(1), "{}", ran.stdout);
@@ -196,4 +201,20 @@ async fn a_missing_checkpoint_grant_is_named_whole_before_anything_is_written() 
         "one pasteable line: {stderr}"
     );
     assert_eq!(dst.revision().await, before, "nothing written");
+
+    // Pasted as printed (as root), the grant is all the user lacked.
+    let words = shlex::split(&grant).expect("a shell command");
+    let out = std::process::Command::new(common::etcdctl_binary())
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &dst.endpoint(0), "--user"])
+        .arg(format!("root:{}", common::ROOT_PASSWORD))
+        .args(&words[1..])
+        .output()
+        .expect("run etcdctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ok(&as_users(d, &["check", "plan.yaml", "--follow"]));
 }

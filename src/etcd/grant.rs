@@ -8,12 +8,18 @@ use std::fmt::Write as _;
 /// [`crate::keys::display_key`] shows keys. `ROLE` is left for the operator:
 /// etcdplan knows the user, and a user may hold several roles.
 pub fn command(action: &str, target: &str, prefix: bool) -> String {
+    command_for("ROLE", action, target, prefix)
+}
+
+/// [`command`] naming the role.
+pub fn command_for(role: &str, action: &str, target: &str, prefix: bool) -> String {
     let permission = if action == "read" {
         "read"
     } else {
         "readwrite"
     };
-    let mut out = String::from("etcdctl role grant-permission ROLE ");
+    let role = shlex::try_quote(role).map_or_else(|_| "ROLE".to_string(), |q| q.into_owned());
+    let mut out = format!("etcdctl role grant-permission {role} ");
     if prefix && target.is_empty() {
         // The whole keyspace: every key from the empty key on.
         let _ = write!(out, "--from-key {permission} ''");

@@ -103,28 +103,11 @@ pub async fn members(side: &Side, leader: Option<u64>) -> Result<Vec<MemberInfo>
 
 /// The cluster id and current revision of a side (revision 0 for v2),
 /// from the header of a count-only read of the side's probe prefix: no
-/// maintenance RPC, so any user with read rights there may ask. Every
-/// endpoint is asked at once and the first to answer serves the requests
-/// that follow, so a member that is down or hung before the run starts
-/// costs nothing.
+/// maintenance RPC, so any user with read rights there may ask.
 pub async fn cluster_head(side: &Side) -> Result<(u64, i64), EtcdError> {
     if let Some(v2) = side.v2()? {
         return Ok((v2.cluster_id().await?, 0));
     }
-    let n = side.endpoints().count();
-    if n > 1 {
-        let asks = (0..n).map(|i| Box::pin(async move { (i, head_at(side, i).await) }));
-        let mut pending: Vec<_> = asks.collect();
-        while !pending.is_empty() {
-            let ((i, answer), _, rest) = futures::future::select_all(pending).await;
-            if let Ok((cluster_id, _, revision)) = answer {
-                side.prefer(i);
-                return Ok((cluster_id, revision));
-            }
-            pending = rest;
-        }
-    }
-    // One endpoint, or none answered at once: the retrying path says why.
     let range = KeyRange::prefix(side.probe());
     let end = range.end.clone().unwrap_or_else(|| vec![0]);
     let op = Op {
@@ -175,6 +158,22 @@ pub async fn range_is_empty(side: &Side, prefix: &[u8]) -> Result<bool, EtcdErro
     Ok(resp.count() == 0)
 }
 
+/// The roles of the user this side authenticates as (etcd lets a user
+/// read its own entry); empty without auth.
+pub async fn own_roles(side: &Side) -> Result<Vec<String>, EtcdError> {
+    let Some(auth) = &side.config.auth else {
+        return Ok(Vec::new());
+    };
+    let name = auth.username.clone();
+    let resp = side
+        .call(Op::REACH, |mut c| {
+            let name = name.clone();
+            async move { c.user_get(name).await }
+        })
+        .await?;
+    Ok(resp.roles().to_vec())
+}
+
 /// The remaining TTL of a lease on `side`, in seconds; -1 when expired.
 pub async fn lease_ttl(side: &Side, id: i64) -> Result<i64, EtcdError> {
     let resp = side
@@ -187,22 +186,18 @@ pub async fn lease_ttl(side: &Side, id: i64) -> Result<i64, EtcdError> {
 
 /// A count-only read of the whole prefix: etcd checks read permission on
 /// exactly the range requested.
-pub async fn probe_read(side: &Side, prefix: &[u8]) -> Result<(), String> {
-    if let Some(v2) = side.v2().map_err(|e| e.to_string())? {
-        return v2.probe_read(prefix).await.map_err(|e| e.to_string());
+pub async fn probe_read(side: &Side, prefix: &[u8]) -> Result<(), EtcdError> {
+    if let Some(v2) = side.v2()? {
+        return v2.probe_read(prefix).await;
     }
     let range = KeyRange::prefix(prefix);
     let end = range.end.clone().unwrap_or_else(|| vec![0]);
-    read_range(side, prefix, range.start, Some(end))
-        .await
-        .map_err(|e| e.to_string())
+    read_range(side, prefix, range.start, Some(end)).await
 }
 
 /// A read of one key (the follow checkpoint).
-pub async fn probe_read_key(side: &Side, key: &[u8]) -> Result<(), String> {
-    read_range(side, key, key.to_vec(), None)
-        .await
-        .map_err(|e| e.to_string())
+pub async fn probe_read_key(side: &Side, key: &[u8]) -> Result<(), EtcdError> {
+    read_range(side, key, key.to_vec(), None).await
 }
 
 async fn read_range(
@@ -233,26 +228,17 @@ async fn read_range(
 /// a delete of the whole prefix: etcd checks permission on every op of a
 /// txn, taken branch or not, so this proves write permission on the whole
 /// range and changes nothing. (A put beside it would be a duplicate key.)
-pub async fn probe_write(side: &Side, prefix: &[u8]) -> Result<(), String> {
-    if let Some(v2) = side.v2().map_err(|e| e.to_string())? {
-        return v2.probe_write(prefix).await.map_err(|e| e.to_string());
+pub async fn probe_write(side: &Side, prefix: &[u8]) -> Result<(), EtcdError> {
+    if let Some(v2) = side.v2()? {
+        return v2.probe_write(prefix).await;
     }
     let range = KeyRange::prefix(prefix);
     let end = range.end.clone().unwrap_or_else(|| vec![0]);
-    write_range(side, prefix, range.start, Some(end))
-        .await
-        .map_err(|e| e.to_string())
+    write_range(side, prefix, range.start, Some(end)).await
 }
 
 /// The write probe for one key (the follow checkpoint): a put, never taken.
-pub async fn probe_write_key(side: &Side, key: &[u8]) -> Result<(), String> {
-    require_write_key(side, key)
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// [`probe_write_key`] as an error a run can stop on before writing.
-pub async fn require_write_key(side: &Side, key: &[u8]) -> Result<(), EtcdError> {
+pub async fn probe_write_key(side: &Side, key: &[u8]) -> Result<(), EtcdError> {
     write_range(side, key, key.to_vec(), None).await
 }
 

@@ -52,6 +52,7 @@ impl RetryPolicy {
         Self {
             max_attempts: 2,
             connect_timeout: Duration::from_secs(2),
+            stall_timeout: Duration::from_secs(10),
             ..Self::default()
         }
     }

@@ -53,6 +53,8 @@ pub struct Side {
     endpoints: Vec<Endpoint>,
     current: AtomicUsize,
     notices: Notices,
+    /// Set once the endpoints were raced on first use (see `pick`).
+    picked: OnceCell<()>,
     /// A prefix the plan reads on this side: requests that only need a
     /// header (cluster id, revision) read it, count-only, because a user
     /// limited to that prefix may do nothing else (current etcd 3.5 denies
@@ -97,6 +99,7 @@ impl Side {
                 .collect(),
             current: AtomicUsize::new(0),
             notices: Notices::default(),
+            picked: OnceCell::new(),
             probe: Vec::new(),
             options,
             policy,
@@ -204,6 +207,7 @@ impl Side {
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
+        self.pick().await;
         let n = self.endpoints.len().max(1);
         let mut attempts = Attempts::new(&self.policy, n);
         loop {
@@ -263,6 +267,54 @@ impl Side {
                     });
                 }
             }
+        }
+    }
+
+    /// On a side's first request, with several endpoints: asks every
+    /// endpoint at once for a header (a count-only read of the probe
+    /// prefix) and sends what follows to the first that answers, so that a
+    /// member that is down or hung when the run starts costs nothing. When
+    /// none answers, the retrying path takes over and says why.
+    async fn pick(&self) {
+        let n = self.endpoints.len();
+        if n < 2 {
+            return;
+        }
+        self.picked
+            .get_or_init(|| async {
+                let mut pending: Vec<_> = (0..n)
+                    .map(|i| Box::pin(async move { (i, self.answers(i).await) }))
+                    .collect();
+                while !pending.is_empty() {
+                    let ((i, answered), _, rest) = futures::future::select_all(pending).await;
+                    if answered {
+                        self.prefer(i);
+                        return;
+                    }
+                    pending = rest;
+                }
+            })
+            .await;
+    }
+
+    /// Whether endpoint `i` answers at all (a refusal is an answer).
+    async fn answers(&self, i: usize) -> bool {
+        let range = super::KeyRange::prefix(&self.probe);
+        let end = range.end.clone().unwrap_or_else(|| vec![0]);
+        let ask = async {
+            let mut c = self.client(i).await?;
+            let options = etcd_client::GetOptions::new()
+                .with_range(end)
+                .with_count_only()
+                .with_limit(1);
+            c.get(range.start, Some(options)).await
+        };
+        match ask.await {
+            Ok(_) => {
+                self.endpoints[i].answered.store(true, Ordering::Relaxed);
+                true
+            }
+            Err(e) => classify(&e, self.config.uses_tls, false) == Failure::PermissionDenied,
         }
     }
 
