@@ -291,3 +291,73 @@ async fn user_changes_during_an_apply_with_auth_cost_nothing() {
     assert!(!ran.stdout.contains("mover-pw") && !ran.stderr.contains("mover-pw"));
     assert_eq!(dst.dump(b"/copy/").await, expected(&src).await);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_tokens_that_expire_while_following_idle_are_renewed() {
+    // Simple tokens expire after a second unused: an idle follow outlives
+    // its tokens on both sides.
+    let user = |grants: Vec<Permission>| ClusterSpec {
+        members: 1,
+        users: vec![UserSpec {
+            name: "mover",
+            password: "mover-pw",
+            grants,
+        }],
+        extra_args: vec!["--auth-token-ttl=1".into()],
+        ..Default::default()
+    };
+    let (src, dst) = tokio::join!(
+        Cluster::start(user(vec![Permission::read("/r/").with_prefix()])),
+        Cluster::start(user(vec![
+            Permission::read_write("/copy/").with_prefix(),
+            Permission::read_write("/etcdplan/checkpoint/tokens"),
+        ]))
+    );
+    src.seed(keys(100)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "version: 1\nname: tokens\nsource:\n{}destination:\n{}{MAPPING}",
+        side_yaml(&src, Some(("mover", "MOVER_PASSWORD"))),
+        side_yaml(&dst, Some(("mover", "MOVER_PASSWORD")))
+    );
+    write_file(dir.path(), "plan.yaml", &text);
+    // The fault is real: a client that does not log in again fails after
+    // idling as long as the follow will.
+    let mut naive = etcd_client::Client::connect(
+        [dst.endpoint(0)],
+        Some(etcd_client::ConnectOptions::new().with_user("mover", "mover-pw")),
+    )
+    .await
+    .expect("connect");
+    naive
+        .get("/copy/", None)
+        .await
+        .expect("a fresh token works");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stale = naive
+        .get("/copy/", None)
+        .await
+        .expect_err("an idle token expires");
+    assert!(stale.to_string().contains("invalid auth token"), "{stale}");
+    let later = src.revision().await + 1;
+    let child = common::etcdplan_child(dir.path())
+        .env("MOVER_PASSWORD", "mover-pw")
+        .args(["apply", "plan.yaml", "--auto-approve", "--follow"])
+        .args([
+            "--progress-every",
+            "5",
+            "--until-revision",
+            &later.to_string(),
+        ])
+        .spawn()
+        .expect("spawn follow");
+    dst.wait_for_keys("/copy/", 100).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut c = src.client().await;
+    c.put("/r/later", "after the tokens expired", None)
+        .await
+        .expect("put");
+    let (code, stdout, stderr) = common::follow::finish(child);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert_eq!(dst.dump(b"/copy/").await, expected(&src).await);
+}

@@ -3,7 +3,7 @@
 //! etcd-client neither retries nor fails over on its own.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
@@ -55,6 +55,10 @@ pub struct Side {
     notices: Notices,
     /// Set once the endpoints were raced on first use (see `pick`).
     picked: OnceCell<()>,
+    /// The slowest answered request so far, in microseconds, and how many
+    /// were answered: what `--request-timeout` must stay above (said at -v).
+    slowest_us: AtomicU64,
+    answered: AtomicU64,
     /// A prefix the plan reads on this side: requests that only need a
     /// header (cluster id, revision) read it, count-only, because a user
     /// limited to that prefix may do nothing else (current etcd 3.5 denies
@@ -100,6 +104,8 @@ impl Side {
             current: AtomicUsize::new(0),
             notices: Notices::default(),
             picked: OnceCell::new(),
+            slowest_us: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
             probe: Vec::new(),
             options,
             policy,
@@ -213,6 +219,7 @@ impl Side {
         loop {
             let i = self.current.load(Ordering::Relaxed) % n;
             let ep = &self.endpoints[i];
+            let started = std::time::Instant::now();
             let (client, result) = match self.client(i).await {
                 Ok(c) => (Some(c.clone()), f(c).await),
                 Err(e) => (None, Err(e)),
@@ -220,6 +227,9 @@ impl Side {
             let err = match result {
                 Ok(v) => {
                     ep.answered.store(true, Ordering::Relaxed);
+                    let took = started.elapsed().as_micros() as u64;
+                    self.slowest_us.fetch_max(took, Ordering::Relaxed);
+                    self.answered.fetch_add(1, Ordering::Relaxed);
                     return Ok(v);
                 }
                 Err(e) => e,
@@ -452,6 +462,20 @@ impl Side {
                 operation: format!("{} `{}`", op.action, display_key(op.prefix)),
                 detail,
             },
+        }
+    }
+}
+
+impl Drop for Side {
+    fn drop(&mut self) {
+        let n = self.answered.load(Ordering::Relaxed);
+        if n > 0 {
+            let ms = self.slowest_us.load(Ordering::Relaxed) as f64 / 1000.0;
+            tracing::info!(
+                "{}: the slowest of {n} requests answered in {ms:.1} ms (--request-timeout {})",
+                self.role,
+                seconds(self.policy.request_timeout)
+            );
         }
     }
 }
