@@ -147,10 +147,19 @@ impl Side {
 
     /// The user requests run as, for messages.
     pub fn user(&self) -> String {
-        self.config.auth.as_ref().map_or_else(
-            || "the anonymous user".to_string(),
-            |a| format!("user `{}`", a.username),
-        )
+        let with_certificate = self
+            .config
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.identity.is_some());
+        match &self.config.auth {
+            Some(a) => format!("user `{}`", crate::escape::text(&a.username)),
+            // etcd with --client-cert-auth takes the user from the CN.
+            None if with_certificate => {
+                "the user the client certificate names (its CN), or the anonymous user".to_string()
+            }
+            None => "the anonymous user".to_string(),
+        }
     }
 
     async fn client(&self, i: usize) -> Result<Client, etcd_client::Error> {
