@@ -69,6 +69,7 @@ async fn one_of_three_members_paused_costs_almost_nothing() {
         "plan with a paused member took {paused:?}, {normal:?} without"
     );
     assert!(!stderr.contains("did not answer"), "never waited: {stderr}");
+    eprintln!("plan: {normal:?} with every member, {paused:?} with one of three paused");
 
     let (code, took, stdout, stderr) = timed(dir.path(), &["apply", "plan.yaml", "--auto-approve"]);
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
@@ -78,6 +79,7 @@ async fn one_of_three_members_paused_costs_almost_nothing() {
         took < Duration::from_secs(5),
         "apply with a paused member took {took:?}, longer than one request timeout"
     );
+    eprintln!("apply with one of three paused: {took:?}");
     src.resume_member(src_paused);
     dst.resume_member(dst_paused);
     assert_eq!(dst.dump(b"/h/").await, src.dump(b"/h/").await);
@@ -145,6 +147,10 @@ async fn the_only_endpoint_paused_is_said_at_once_and_fails_within_a_minute() {
         .find(|(_, l)| l.contains(&notice))
         .unwrap_or_else(|| panic!("no notice `{notice}`: {all}"));
     assert!(said.0 < Duration::from_secs(8), "said after {:?}", said.0);
+    eprintln!(
+        "the only endpoint paused: said after {:?}, failed after {took:?}",
+        said.0
+    );
     assert!(all.contains("etcdplan::etcd::stalled"), "{all}");
     assert!(
         all.contains("--stall-timeout"),
@@ -155,5 +161,6 @@ async fn the_only_endpoint_paused_is_said_at_once_and_fails_within_a_minute() {
     let (code, took, _) = watched(dir.path(), &["check", "plan.yaml"]);
     assert_eq!(code, Some(1));
     assert!(took < Duration::from_secs(20), "check took {took:?}");
+    eprintln!("check with the only endpoint paused: {took:?}");
     dst.resume_member(0);
 }

@@ -110,10 +110,7 @@ pub enum EtcdError {
     #[error("{side}: permission denied for {user} to {what} `{prefix}`")]
     #[diagnostic(
         code(etcdplan::etcd::permission_denied),
-        help(
-            "grant one of the user's roles {what} permission on the prefix:\n{}",
-            super::grant::command(what, prefix, true)
-        )
+        help("{}", super::grant::hint(what, prefix))
     )]
     PermissionDenied {
         side: SideRole,

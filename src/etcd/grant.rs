@@ -34,6 +34,20 @@ pub fn command_for(role: &str, action: &str, target: &str, prefix: bool) -> Stri
     out
 }
 
+/// The help line of a denied request: the grant command for a prefix, or
+/// (for requests on no key, such as a lease grant) where to look instead.
+pub fn hint(action: &str, prefix: &str) -> String {
+    if prefix.is_empty() {
+        return format!(
+            "the user may not {action} here; `etcdplan check` probes every permission the run needs and prints the grant commands"
+        );
+    }
+    format!(
+        "grant one of the user's roles {action} permission on the prefix (`etcdplan check` names the role):\n{}",
+        command(action, prefix, true)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::command;
