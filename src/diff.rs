@@ -95,6 +95,21 @@ pub struct Change {
     pub payload: Option<Vec<u8>>,
 }
 
+impl Change {
+    /// The request bytes this change's write needs (0 for one that writes
+    /// nothing).
+    pub fn write_bytes(&self) -> usize {
+        use crate::etcd::write::request_bytes;
+        match self.action {
+            Action::Create | Action::Update => {
+                request_bytes(self.key.len(), self.source.as_ref().map_or(0, |v| v.size))
+            }
+            Action::Delete => request_bytes(self.key.len(), 0),
+            Action::Conflict => 0,
+        }
+    }
+}
+
 /// Move mode: a source key to delete once the destination holds its value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SourceDelete {
@@ -150,7 +165,8 @@ impl Summary {
         self.writes() + self.delete_source > 0
     }
 
-    fn count(&mut self, action: Action) {
+    /// Counts one change of `action`.
+    pub fn count(&mut self, action: Action) {
         match action {
             Action::Create => self.create += 1,
             Action::Update => self.update += 1,
@@ -238,27 +254,11 @@ pub fn diff_into(
         .into_iter()
         .filter(|e| e.key.starts_with(&mapping.to) && !mapping.excludes_destination(&e.key))
         .peekable();
-    let mut summary = Summary::default();
-    // A sensitive prefix covers a key on either side: the source key, or the
-    // destination key it is written to (or deleted from).
-    let sensitive = |source_key: &[u8], key: &[u8]| {
-        options
-            .sensitive
-            .iter()
-            .any(|p| source_key.starts_with(p) || key.starts_with(p))
-    };
-    // Values are kept for display only where a value diff is shown: on both
-    // sides of an update or a conflict, never for a create or a delete.
-    let value = |e: &Entry, is_sensitive: bool, show: bool| Value {
-        sha256: Some(digest(&e.value)),
-        size: e.value.len(),
-        mod_revision: e.mod_revision,
-        lease: e.lease,
-        shown: (show
-            && !is_sensitive
-            && options.shown_limit > 0
-            && e.value.len() <= options.shown_limit)
-            .then(|| e.value.clone()),
+    let mut differ = Differ {
+        index,
+        mapping,
+        options,
+        summary: Summary::default(),
     };
     loop {
         let order = match (src.peek(), dst.peek()) {
@@ -267,95 +267,149 @@ pub fn diff_into(
             (None, Some(_)) => Ordering::Greater,
             (Some((_, s)), Some(d)) => s.key.cmp(&d.key),
         };
-        match order {
-            Ordering::Less => {
-                let Some((source_key, s)) = src.next() else {
-                    break;
-                };
-                if options.skip_leased && s.lease != 0 {
-                    summary.leased_skipped += 1;
-                    continue;
-                }
-                let is_sensitive = sensitive(&source_key, &s.key);
-                summary.count(Action::Create);
-                if options.move_source {
-                    summary.delete_source += 1;
-                    moved(source_delete(index, &source_key, &s, is_sensitive));
-                }
-                sink(Change {
-                    action: Action::Create,
-                    mapping: index,
-                    source: Some(value(&s, is_sensitive, false)),
-                    destination: None,
-                    payload: options.keep_payload.then(|| s.value.clone()),
-                    key: s.key,
-                    source_key,
-                    sensitive: is_sensitive,
-                });
-            }
-            Ordering::Greater => {
-                let Some(d) = dst.next() else { break };
-                if !options.prune {
-                    // Not ours to touch: neither counted as a change nor as unchanged.
-                    continue;
-                }
-                let source_key = mapping.to_source(&d.key).unwrap_or_default();
-                let is_sensitive = sensitive(&source_key, &d.key);
-                summary.count(Action::Delete);
-                sink(Change {
-                    action: Action::Delete,
-                    mapping: index,
-                    source: None,
-                    destination: Some(value(&d, is_sensitive, false)),
-                    payload: None,
-                    key: d.key,
-                    source_key,
-                    sensitive: is_sensitive,
-                });
-            }
-            Ordering::Equal => {
-                let (Some((source_key, s)), Some(d)) = (src.next(), dst.next()) else {
-                    break;
-                };
-                if options.skip_leased && s.lease != 0 {
-                    // Left alone on both sides, like an exclusion.
-                    summary.leased_skipped += 1;
-                    continue;
-                }
-                let action = if s.value == d.value {
-                    None
-                } else {
-                    Some(match options.on_conflict {
-                        OnConflict::Overwrite => Action::Update,
-                        OnConflict::Keep | OnConflict::Fail => Action::Conflict,
-                    })
-                };
-                // Move mode: what ends up on the destination leaves the
-                // source; a conflict left as is stays on both.
-                let is_sensitive = sensitive(&source_key, &s.key);
-                if options.move_source && action != Some(Action::Conflict) {
-                    summary.delete_source += 1;
-                    moved(source_delete(index, &source_key, &s, is_sensitive));
-                }
-                let Some(action) = action else {
-                    summary.unchanged += 1;
-                    continue;
-                };
-                summary.count(action);
-                sink(Change {
-                    action,
-                    mapping: index,
-                    source: Some(value(&s, is_sensitive, true)),
-                    destination: Some(value(&d, is_sensitive, true)),
-                    payload: (options.keep_payload && action.writes()).then(|| s.value.clone()),
-                    key: s.key,
-                    source_key,
-                    sensitive: is_sensitive,
-                });
-            }
+        let (s, d) = match order {
+            Ordering::Less => (src.next(), None),
+            Ordering::Greater => (None, dst.next()),
+            Ordering::Equal => (src.next(), dst.next()),
+        };
+        let (change, delete) = match (s, d) {
+            (Some((source_key, s)), None) => differ.only_source(source_key, s),
+            (None, Some(d)) => (differ.only_destination(d), None),
+            (Some((source_key, s)), Some(d)) => differ.both(source_key, s, d),
+            (None, None) => break,
+        };
+        if let Some(d) = delete {
+            moved(d);
+        }
+        if let Some(c) = change {
+            sink(c);
         }
     }
-    summary
+    differ.summary
+}
+
+/// One mapping's diff in progress: what each pairing of keys becomes.
+struct Differ<'a> {
+    index: usize,
+    mapping: &'a Mapping,
+    options: &'a DiffOptions<'a>,
+    summary: Summary,
+}
+
+impl Differ<'_> {
+    /// A sensitive prefix covers a key on either side: the source key, or
+    /// the destination key it is written to (or deleted from).
+    fn sensitive(&self, source_key: &[u8], key: &[u8]) -> bool {
+        self.options
+            .sensitive
+            .iter()
+            .any(|p| source_key.starts_with(p) || key.starts_with(p))
+    }
+
+    /// Values are kept for display only where a value diff is shown: on
+    /// both sides of an update or a conflict, never a create or a delete.
+    fn value(&self, e: &Entry, is_sensitive: bool, show: bool) -> Value {
+        let limit = self.options.shown_limit;
+        Value {
+            sha256: Some(digest(&e.value)),
+            size: e.value.len(),
+            mod_revision: e.mod_revision,
+            lease: e.lease,
+            shown: (show && !is_sensitive && limit > 0 && e.value.len() <= limit)
+                .then(|| e.value.clone()),
+        }
+    }
+
+    /// A key only the source holds: a create (and in move mode its delete).
+    fn only_source(
+        &mut self,
+        source_key: Vec<u8>,
+        s: Entry,
+    ) -> (Option<Change>, Option<SourceDelete>) {
+        if self.options.skip_leased && s.lease != 0 {
+            self.summary.leased_skipped += 1;
+            return (None, None);
+        }
+        let is_sensitive = self.sensitive(&source_key, &s.key);
+        self.summary.count(Action::Create);
+        let delete = self.options.move_source.then(|| {
+            self.summary.delete_source += 1;
+            source_delete(self.index, &source_key, &s, is_sensitive)
+        });
+        let change = Change {
+            action: Action::Create,
+            mapping: self.index,
+            source: Some(self.value(&s, is_sensitive, false)),
+            destination: None,
+            payload: self.options.keep_payload.then(|| s.value.clone()),
+            key: s.key,
+            source_key,
+            sensitive: is_sensitive,
+        };
+        (Some(change), delete)
+    }
+
+    /// A key only the destination holds: a delete with `prune`, else not
+    /// ours to touch (neither counted as a change nor as unchanged).
+    fn only_destination(&mut self, d: Entry) -> Option<Change> {
+        if !self.options.prune {
+            return None;
+        }
+        let source_key = self.mapping.to_source(&d.key).unwrap_or_default();
+        let is_sensitive = self.sensitive(&source_key, &d.key);
+        self.summary.count(Action::Delete);
+        Some(Change {
+            action: Action::Delete,
+            mapping: self.index,
+            source: None,
+            destination: Some(self.value(&d, is_sensitive, false)),
+            payload: None,
+            key: d.key,
+            source_key,
+            sensitive: is_sensitive,
+        })
+    }
+
+    /// A key both sides hold: unchanged, an update, or a conflict.
+    fn both(
+        &mut self,
+        source_key: Vec<u8>,
+        s: Entry,
+        d: Entry,
+    ) -> (Option<Change>, Option<SourceDelete>) {
+        if self.options.skip_leased && s.lease != 0 {
+            // Left alone on both sides, like an exclusion.
+            self.summary.leased_skipped += 1;
+            return (None, None);
+        }
+        let action = (s.value != d.value).then_some(match self.options.on_conflict {
+            OnConflict::Overwrite => Action::Update,
+            OnConflict::Keep | OnConflict::Fail => Action::Conflict,
+        });
+        // Move mode: what ends up on the destination leaves the source; a
+        // conflict left as is stays on both.
+        let is_sensitive = self.sensitive(&source_key, &s.key);
+        let delete = (self.options.move_source && action != Some(Action::Conflict)).then(|| {
+            self.summary.delete_source += 1;
+            source_delete(self.index, &source_key, &s, is_sensitive)
+        });
+        let Some(action) = action else {
+            self.summary.unchanged += 1;
+            return (None, delete);
+        };
+        self.summary.count(action);
+        let change = Change {
+            action,
+            mapping: self.index,
+            source: Some(self.value(&s, is_sensitive, true)),
+            destination: Some(self.value(&d, is_sensitive, true)),
+            payload: (self.options.keep_payload && action.writes()).then(|| s.value.clone()),
+            key: s.key,
+            source_key,
+            sensitive: is_sensitive,
+        };
+        (Some(change), delete)
+    }
 }
 
 /// Move mode: the source key behind `entry` (already mapped to its

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::etcd::watch::{self, SourceEvent, Watch, WatchMessage};
 use crate::etcd::write::{Guard, Outcome, Put, WriteOp, write_batch};
 use crate::etcd::{EtcdError, Side};
-use crate::keys::{display_key, prefix_end};
+use crate::keys::{KeyList, display_key, prefix_end};
 use crate::leases::{LeaseBook, Pair};
 use crate::planfile::{LeaseMode, Plan};
 
@@ -46,8 +46,6 @@ pub struct FollowOptions {
     pub checkpoint_key: Vec<u8>,
     /// The source cluster's id, as the checkpoint records it.
     pub source_cluster_id: String,
-    /// One JSON line per progress report on stdout instead of text on stderr.
-    pub json: bool,
     pub max_txn_ops: usize,
     pub max_txn_bytes: usize,
     /// How often lag is reported.
@@ -77,7 +75,8 @@ pub enum FollowError {
     Etcd(#[from] EtcdError),
 
     #[error(
-        "source revision {revision}: {count} destination key(s) were written by someone else while following and were left alone:\n{listed}"
+        "source revision {revision}: {} destination key(s) were written by someone else while following and were left alone:\n{keys}",
+        keys.len()
     )]
     #[diagnostic(
         code(etcdplan::follow::conflict),
@@ -85,11 +84,7 @@ pub enum FollowError {
             "stale plan or concurrent writer: find out who writes to the destination, then run `etcdplan plan` again"
         )
     )]
-    Conflict {
-        revision: i64,
-        count: usize,
-        listed: String,
-    },
+    Conflict { revision: i64, keys: KeyList },
 
     #[error("the checkpoint key `{key}` lies inside a range the plan reads or writes")]
     #[diagnostic(
@@ -276,149 +271,261 @@ async fn writes_for(
     Ok(ops)
 }
 
-/// Follows the source from `last_applied + 1` until told to stop.
-pub async fn follow(
-    plan: &Plan,
-    source: Arc<Side>,
-    destination: Arc<Side>,
-    mut last_applied: i64,
-    book: &LeaseBook,
-    options: &FollowOptions,
-    stop: Arc<AtomicBool>,
-) -> Result<FollowEnd, FollowError> {
-    let (start, end) = covering_range(plan);
-    let mut head = last_applied;
-    let mut dirty = false;
-    let mut events_applied = 0u64;
-    let mut window_start = Instant::now();
-    let mut window_events = 0u64;
-    let mut behind_since: Option<Instant> = None;
-    let checkpoint = |revision: i64, leases: Vec<Pair>| Checkpoint {
-        source_cluster_id: options.source_cluster_id.clone(),
-        revision,
-        plan_file_sha256: plan.file_sha256.clone(),
-        leases,
-    };
-    let mut ticker = tokio::time::interval(options.report_every.min(Duration::from_secs(1)));
-    let mut last_report = Instant::now();
-    let mut idle_ticks = 0u32;
-    'watch: loop {
-        // (Re)open the watch from the first revision not yet applied.
-        let mut stream = Watch::open(&source, &start, &end, last_applied + 1).await?;
+/// What following needs: the plan, both sides, the lease book shared with
+/// the initial apply, how to stop, and where lag reports go.
+pub struct Follower<'a> {
+    pub plan: &'a Plan,
+    pub source: Arc<Side>,
+    pub destination: Arc<Side>,
+    pub book: &'a LeaseBook,
+    pub options: &'a FollowOptions,
+    pub stop: Arc<AtomicBool>,
+    /// Hears a [`LagReport`] every `options.report_every`.
+    pub on_lag: &'a (dyn Fn(&LagReport) + Sync),
+}
+
+/// How far behind the source following is, as plain data.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LagReport {
+    pub source_revision: i64,
+    pub applied_revision: i64,
+    pub lag_revisions: i64,
+    pub events_per_second: f64,
+    pub seconds_behind: f64,
+    pub events_applied: u64,
+}
+
+/// Where following stands, between watch messages and ticks.
+struct Position {
+    last_applied: i64,
+    head: i64,
+    /// The checkpoint lags `last_applied` and must be written.
+    dirty: bool,
+    events_applied: u64,
+    window_start: Instant,
+    window_events: u64,
+    behind_since: Option<Instant>,
+    last_report: Instant,
+    idle_ticks: u32,
+}
+
+impl Position {
+    fn new(last_applied: i64) -> Position {
+        Position {
+            last_applied,
+            head: last_applied,
+            dirty: false,
+            events_applied: 0,
+            window_start: Instant::now(),
+            window_events: 0,
+            behind_since: None,
+            last_report: Instant::now(),
+            idle_ticks: 0,
+        }
+    }
+
+    fn note_behind(&mut self) {
+        if self.last_applied >= self.head {
+            self.behind_since = None;
+        } else if self.behind_since.is_none() {
+            self.behind_since = Some(Instant::now());
+        }
+    }
+
+    /// The lag report of the window since the last one, and a new window.
+    fn lag(&mut self) -> LagReport {
+        let secs = self.window_start.elapsed().as_secs_f64().max(0.001);
+        let report = LagReport {
+            source_revision: self.head,
+            applied_revision: self.last_applied,
+            lag_revisions: (self.head - self.last_applied).max(0),
+            events_per_second: (self.window_events as f64 / secs * 10.0).round() / 10.0,
+            seconds_behind: (self.behind_since.map_or(0.0, |t| t.elapsed().as_secs_f64()) * 10.0)
+                .round()
+                / 10.0,
+            events_applied: self.events_applied,
+        };
+        self.window_start = Instant::now();
+        self.window_events = 0;
+        self.last_report = Instant::now();
+        report
+    }
+}
+
+/// What one watch message asks of the follower.
+enum Step {
+    Go,
+    Reopen,
+    End(FollowEnd),
+}
+
+impl Follower<'_> {
+    /// Follows the source from `last_applied + 1` until told to stop.
+    pub async fn run(&self, last_applied: i64) -> Result<FollowEnd, FollowError> {
+        let (start, end) = covering_range(self.plan);
+        let mut at = Position::new(last_applied);
+        let every = self.options.report_every;
+        let mut ticker = tokio::time::interval(every.min(Duration::from_secs(1)));
         loop {
-            // Cutover is judged only right after the head was read afresh.
-            let mut fresh_head = false;
-            let finished = |last_applied: i64, head: i64, fresh_head: bool| -> Option<FollowEnd> {
-                if stop.load(Ordering::SeqCst) {
-                    return Some(FollowEnd::Interrupted { last_applied });
-                }
-                if options.until_revision.is_some_and(|r| last_applied >= r) {
-                    return Some(FollowEnd::UntilReached { last_applied });
-                }
-                if let Some(file) = &options.cutover_file
-                    && fresh_head
-                    && file.exists()
-                    && last_applied >= head
-                {
-                    return Some(FollowEnd::Cutover { last_applied });
-                }
-                None
-            };
-            tokio::select! {
-                message = stream.next() => {
-                    let (header_revision, events) = match message {
-                        Some(WatchMessage::Events { header_revision, events }) => (header_revision, events),
-                        None => {
-                            // The endpoint went away: reopen from the checkpoint of memory.
-                            tracing::warn!(last_applied, "source watch broke; reopening");
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            continue 'watch;
-                        }
-                        Some(WatchMessage::Compacted { compact_revision }) => {
-                            if dirty {
-                                write_checkpoint(&destination, &options.checkpoint_key, &checkpoint(last_applied, book.pairs().await)).await?;
-                            }
-                            return Ok(FollowEnd::Compacted { last_applied, compact_revision });
-                        }
-                        Some(WatchMessage::Cancelled { reason }) => {
-                            return Err(FollowError::WatchCancelled(reason));
-                        }
-                    };
-                    head = head.max(header_revision);
-                    // Events at or below a position proven by `settled` are
-                    // state-neutral (see there) and already accounted for.
-                    let events: Vec<SourceEvent> = events
-                        .into_iter()
-                        .filter(|e| e.revision > last_applied)
-                        .collect();
-                    if !events.is_empty() {
-                        idle_ticks = 0;
-                    }
-                    // Revisions come whole and in order; apply them one by one.
-                    let mut i = 0;
-                    while i < events.len() {
-                        let revision = events[i].revision;
-                        let mut j = i;
-                        while j < events.len() && events[j].revision == revision {
-                            j += 1;
-                        }
-                        let ops = writes_for(plan, &events[i..j], book).await?;
-                        apply_revision(&destination, revision, &ops, options, &checkpoint(revision, book.pairs().await), &mut dirty).await?;
-                        events_applied += ops.len() as u64;
-                        window_events += ops.len() as u64;
-                        last_applied = revision;
-                        i = j;
-                    }
-                    if last_applied >= head {
-                        behind_since = None;
-                    } else if behind_since.is_none() {
-                        behind_since = Some(Instant::now());
+            // (Re)open the watch from the first revision not yet applied.
+            let mut stream = Watch::open(&self.source, &start, &end, at.last_applied + 1).await?;
+            loop {
+                // Cutover is judged only right after the head was read afresh.
+                let mut fresh_head = false;
+                tokio::select! {
+                    message = stream.next() => match self.on_message(message, &mut at).await? {
+                        Step::Go => {}
+                        Step::Reopen => break,
+                        Step::End(end) => return Ok(end),
+                    },
+                    _ = ticker.tick() => {
+                        self.on_tick(&start, &end, &mut at).await?;
+                        fresh_head = true;
                     }
                 }
-                _ = ticker.tick() => {
-                    idle_ticks += 1;
-                    book.tend().await?;
-                    head = head.max(source_head(&source, &start).await?);
-                    fresh_head = true;
-                    // Idle and behind: prove the revisions in between did not
-                    // touch the watched range, then move past them.
-                    if idle_ticks >= 2
-                        && last_applied < head
-                        && settled(&source, &start, &end, last_applied, head).await?
-                    {
-                        last_applied = head;
-                        dirty = true;
+                if let Some(end) = self.finished(&at, fresh_head) {
+                    if at.dirty {
+                        self.save(at.last_applied).await?;
                     }
-                    if last_applied >= head {
-                        behind_since = None;
-                    } else if behind_since.is_none() {
-                        behind_since = Some(Instant::now());
-                    }
-                    if dirty {
-                        write_checkpoint(&destination, &options.checkpoint_key, &checkpoint(last_applied, book.pairs().await)).await?;
-                        dirty = false;
-                    }
-                    if last_report.elapsed() >= options.report_every {
-                        let secs = window_start.elapsed().as_secs_f64().max(0.001);
-                        report(options.json, head, last_applied, window_events as f64 / secs, behind_since.map_or(0.0, |t| t.elapsed().as_secs_f64()), events_applied);
-                        window_start = Instant::now();
-                        window_events = 0;
-                        last_report = Instant::now();
-                    }
+                    return Ok(end);
                 }
-            }
-            if let Some(end) = finished(last_applied, head, fresh_head) {
-                if dirty {
-                    write_checkpoint(
-                        &destination,
-                        &options.checkpoint_key,
-                        &checkpoint(last_applied, book.pairs().await),
-                    )
-                    .await?;
-                }
-                return Ok(end);
             }
         }
+    }
+
+    /// Why to stop now, if at all.
+    fn finished(&self, at: &Position, fresh_head: bool) -> Option<FollowEnd> {
+        let last_applied = at.last_applied;
+        if self.stop.load(Ordering::SeqCst) {
+            return Some(FollowEnd::Interrupted { last_applied });
+        }
+        if self
+            .options
+            .until_revision
+            .is_some_and(|r| last_applied >= r)
+        {
+            return Some(FollowEnd::UntilReached { last_applied });
+        }
+        if let Some(file) = &self.options.cutover_file
+            && fresh_head
+            && file.exists()
+            && last_applied >= at.head
+        {
+            return Some(FollowEnd::Cutover { last_applied });
+        }
+        None
+    }
+
+    /// The checkpoint at `revision`, with the live lease pairs.
+    async fn checkpoint(&self, revision: i64) -> Checkpoint {
+        Checkpoint {
+            source_cluster_id: self.options.source_cluster_id.clone(),
+            revision,
+            plan_file_sha256: self.plan.file_sha256.clone(),
+            leases: self.book.pairs().await,
+        }
+    }
+
+    async fn save(&self, revision: i64) -> Result<(), FollowError> {
+        let checkpoint = self.checkpoint(revision).await;
+        write_checkpoint(&self.destination, &self.options.checkpoint_key, &checkpoint).await?;
+        Ok(())
+    }
+
+    /// Applies one watch message's events, revision by revision.
+    async fn on_message(
+        &self,
+        message: Option<WatchMessage>,
+        at: &mut Position,
+    ) -> Result<Step, FollowError> {
+        let (header_revision, events) = match message {
+            Some(WatchMessage::Events {
+                header_revision,
+                events,
+            }) => (header_revision, events),
+            None => {
+                // The endpoint went away: reopen from the checkpoint of memory.
+                tracing::warn!(
+                    last_applied = at.last_applied,
+                    "source watch broke; reopening"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return Ok(Step::Reopen);
+            }
+            Some(WatchMessage::Compacted { compact_revision }) => {
+                if at.dirty {
+                    self.save(at.last_applied).await?;
+                }
+                return Ok(Step::End(FollowEnd::Compacted {
+                    last_applied: at.last_applied,
+                    compact_revision,
+                }));
+            }
+            Some(WatchMessage::Cancelled { reason }) => {
+                return Err(FollowError::WatchCancelled(reason));
+            }
+        };
+        at.head = at.head.max(header_revision);
+        // Events at or below a position proven by `settled` are
+        // state-neutral (see there) and already accounted for.
+        let events: Vec<SourceEvent> = events
+            .into_iter()
+            .filter(|e| e.revision > at.last_applied)
+            .collect();
+        if !events.is_empty() {
+            at.idle_ticks = 0;
+        }
+        // Revisions come whole and in order; apply them one by one.
+        for group in events.chunk_by(|a, b| a.revision == b.revision) {
+            let revision = group[0].revision;
+            let ops = writes_for(self.plan, group, self.book).await?;
+            let checkpoint = self.checkpoint(revision).await;
+            apply_revision(
+                &self.destination,
+                revision,
+                &ops,
+                self.options,
+                &checkpoint,
+                &mut at.dirty,
+            )
+            .await?;
+            at.events_applied += ops.len() as u64;
+            at.window_events += ops.len() as u64;
+            at.last_applied = revision;
+        }
+        at.note_behind();
+        Ok(Step::Go)
+    }
+
+    /// The periodic work: leases, the source head, skipping revisions that
+    /// left the range alone, the checkpoint, and the lag report.
+    async fn on_tick(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        at: &mut Position,
+    ) -> Result<(), FollowError> {
+        at.idle_ticks += 1;
+        self.book.tend().await?;
+        at.head = at.head.max(source_head(&self.source, start).await?);
+        // Idle and behind: prove the revisions in between did not touch the
+        // watched range, then move past them.
+        if at.idle_ticks >= 2
+            && at.last_applied < at.head
+            && settled(&self.source, start, end, at.last_applied, at.head).await?
+        {
+            at.last_applied = at.head;
+            at.dirty = true;
+        }
+        at.note_behind();
+        if at.dirty {
+            self.save(at.last_applied).await?;
+            at.dirty = false;
+        }
+        if at.last_report.elapsed() >= self.options.report_every {
+            (self.on_lag)(&at.lag());
+        }
+        Ok(())
     }
 }
 
@@ -488,14 +595,14 @@ async fn apply_revision(
     }
     let cp = [checkpoint_op(&options.checkpoint_key, checkpoint)];
     let last = parts.len() - 1;
-    let mut foreign = Vec::new();
+    let mut foreign = KeyList::default();
     let mut wrote_last = false;
     for (n, batch) in parts.into_iter().enumerate() {
         let extra: &[Put] = if n == last { &cp } else { &[] };
         let outcomes = write_batch(destination, &batch, extra).await?;
         for (op, outcome) in batch.iter().zip(&outcomes) {
             if let Outcome::Foreign { .. } = outcome {
-                foreign.push(display_key(&op.key));
+                foreign.push(op.key.clone());
             }
         }
         if n == last {
@@ -505,36 +612,10 @@ async fn apply_revision(
     if !foreign.is_empty() {
         return Err(FollowError::Conflict {
             revision,
-            count: foreign.len(),
-            listed: crate::apply::list(&foreign),
+            keys: foreign,
         });
     }
     // Every key already in place: the checkpoint did not ride along.
     *dirty = !wrote_last;
     Ok(())
-}
-
-fn report(json: bool, head: i64, applied: i64, events_per_second: f64, behind: f64, total: u64) {
-    if json {
-        outln!(
-            "{}",
-            crate::escape::to_json_string(&serde_json::json!({
-                "follow": {
-                    "source_revision": head,
-                    "applied_revision": applied,
-                    "lag_revisions": (head - applied).max(0),
-                    "events_per_second": (events_per_second * 10.0).round() / 10.0,
-                    "seconds_behind": (behind * 10.0).round() / 10.0,
-                    "events_applied": total,
-                }
-            }))
-        );
-    } else {
-        errln!(
-            "follow: source revision {head}, applied {applied} ({} behind), {:.0} events/s, {:.1} s behind",
-            (head - applied).max(0),
-            events_per_second,
-            behind
-        );
-    }
 }

@@ -13,6 +13,84 @@
 
 use std::fmt::Write as _;
 
+/// How many keys a list shows before "… and N more".
+pub const LISTED: usize = 20;
+
+/// Keys as data (raw bytes), in the order found. Shown, escaped and cut to
+/// the first [`LISTED`], only when displayed: one key per indented line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyList(pub Vec<Vec<u8>>);
+
+impl KeyList {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn push(&mut self, key: Vec<u8>) {
+        self.0.push(key);
+    }
+    pub fn extend(&mut self, other: KeyList) {
+        self.0.extend(other.0);
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &Vec<u8>> {
+        self.0.iter()
+    }
+    /// Every key in its shown form, for JSON.
+    pub fn shown(&self) -> Vec<String> {
+        self.0.iter().map(|k| display_key(k)).collect()
+    }
+}
+
+/// Keys with their sizes in bytes, shown like [`KeyList`] with the size.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SizedKeyList(pub Vec<(Vec<u8>, u64)>);
+
+impl std::fmt::Display for SizedKeyList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lines: Vec<String> = self
+            .0
+            .iter()
+            .take(LISTED)
+            .map(|(k, size)| format!("  {} ({size} bytes)", display_key(k)))
+            .collect();
+        f.write_str(&lines.join("\n"))?;
+        if self.0.len() > LISTED {
+            write!(f, "\n  … and {} more", self.0.len() - LISTED)?;
+        }
+        Ok(())
+    }
+}
+
+impl From<Vec<Vec<u8>>> for KeyList {
+    fn from(keys: Vec<Vec<u8>>) -> Self {
+        KeyList(keys)
+    }
+}
+
+impl serde::Serialize for KeyList {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|k| display_key(k)))
+    }
+}
+
+impl std::fmt::Display for KeyList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lines: Vec<String> = self
+            .0
+            .iter()
+            .take(LISTED)
+            .map(|k| format!("  {}", display_key(k)))
+            .collect();
+        f.write_str(&lines.join("\n"))?;
+        if self.0.len() > LISTED {
+            write!(f, "\n  … and {} more", self.0.len() - LISTED)?;
+        }
+        Ok(())
+    }
+}
+
 /// Decodes a prefix written in a plan file into key bytes.
 pub fn parse_key(text: &str) -> Result<Vec<u8>, String> {
     let bytes = text.as_bytes();

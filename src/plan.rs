@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::diff::{self, Change, DiffOptions, SourceDelete, Summary};
 use crate::etcd::{Entry, EtcdError, KeyRange, PageLimits, Pin, Side};
-use crate::keys::{display_key, prefixes_overlap};
+use crate::keys::{KeyList, display_key, prefixes_overlap};
 use crate::planfile::{LeaseMode, OnConflict, Plan};
 use crate::spool::{Spool, SpoolWriter};
 
@@ -108,17 +108,6 @@ impl PlanReport {
     }
 }
 
-/// The request bytes one change's write needs (0 for one that writes nothing).
-pub fn write_bytes(c: &Change) -> usize {
-    match c.action {
-        diff::Action::Create | diff::Action::Update => {
-            crate::etcd::write::request_bytes(c.key.len(), c.source.as_ref().map_or(0, |v| v.size))
-        }
-        diff::Action::Delete => crate::etcd::write::request_bytes(c.key.len(), 0),
-        diff::Action::Conflict => 0,
-    }
-}
-
 /// Why a plan could not be made.
 #[derive(Debug, thiserror::Error, Diagnostic)]
 pub enum PlanError {
@@ -142,7 +131,8 @@ pub enum PlanError {
     },
 
     #[error(
-        "{count} destination key(s) exist with other values, and `on_conflict: fail`:\n{listed}"
+        "{count} destination key(s) exist with other values, and `on_conflict: fail`:\n{}",
+        conflict_lines(keys, *count)
     )]
     #[diagnostic(
         code(etcdplan::plan::conflicts),
@@ -150,7 +140,7 @@ pub enum PlanError {
             "decide per plan: `on_conflict: overwrite` writes the source values, `on_conflict: keep` leaves these keys as they are"
         )
     )]
-    Conflicts { count: u64, listed: String },
+    Conflicts { count: u64, keys: KeyList },
 
     #[error("cannot spill the plan's changes to a temporary file")]
     #[diagnostic(
@@ -264,192 +254,89 @@ pub async fn make_plan(
     options: &PlanOptions,
     progress: Arc<Progress>,
 ) -> Result<PlanReport, PlanError> {
-    make_plan_tapped(plan, source, destination, options, progress, None)
+    make_plan_tapped::<()>(plan, source, destination, options, progress, None)
         .await
         .map(|(report, _)| report)
 }
 
+/// Where the diff hands each write when writing overlaps the plan (the
+/// writer pool's tap): called from the blocking diff thread.
+pub trait WriteSink: Send + 'static {
+    fn offer(&mut self, change: Change, value: Option<Vec<u8>>);
+}
+
+/// A sink that takes nothing, for a plan that only plans.
+impl WriteSink for () {
+    fn offer(&mut self, _: Change, _: Option<Vec<u8>>) {}
+}
+
+/// Conflicts kept for the message: the first [`crate::keys::LISTED`] (the
+/// count says how many in all), so memory stays bounded.
+fn conflict_lines(keys: &KeyList, count: u64) -> String {
+    let mut lines: Vec<String> = keys
+        .iter()
+        .map(|k| format!("  ! {}", display_key(k)))
+        .collect();
+    if count > keys.len() as u64 {
+        lines.push(format!("  … and {} more", count - keys.len() as u64));
+    }
+    lines.join("\n")
+}
+
+/// What the diffs of all mappings gathered so far.
+#[derive(Default)]
+struct Gathered {
+    mappings: Vec<MappingReport>,
+    changes: SpoolWriter<Change>,
+    moves: SpoolWriter<SourceDelete>,
+    summary: Summary,
+    largest_write: usize,
+    conflicts: KeyList,
+    lease_ids: std::collections::BTreeSet<i64>,
+}
+
 /// [`make_plan`], also handing every write, with the value its scan read,
-/// to `tap` as the diff finds it: the writers start while the scans are
-/// still reading. The tap comes back with what it could not send.
-pub async fn make_plan_tapped(
+/// to `sink` as the diff finds it: the writers start while the scans are
+/// still reading. The sink comes back for the caller to finish.
+pub async fn make_plan_tapped<S: WriteSink>(
     plan: &Plan,
     source: Arc<Side>,
     destination: Arc<Side>,
     options: &PlanOptions,
     progress: Arc<Progress>,
-    tap: Option<crate::apply::Tap>,
-) -> Result<(PlanReport, Option<crate::apply::Tap>), PlanError> {
-    let mut tap = tap;
+    mut sink: Option<S>,
+) -> Result<(PlanReport, Option<S>), PlanError> {
     let (source_id, destination_id) =
         tokio::try_join!(cluster_id(&source), cluster_id(&destination))?;
     if source_id == destination_id {
-        for m in &plan.mappings {
-            if let Some(f) = plan
-                .mappings
-                .iter()
-                .find(|f| prefixes_overlap(&f.from, &m.to))
-            {
-                return Err(PlanError::SameCluster {
-                    cluster_id: format!("{source_id:016x}"),
-                    from: display_key(&f.from),
-                    to: display_key(&m.to),
-                });
-            }
-        }
+        same_cluster(plan, source_id)?;
     }
-    let source_pin = Pin::at(options.source_revision);
-    let destination_pin = Pin::latest();
-    let mut mappings = Vec::new();
-    let mut changes = Some(SpoolWriter::<Change>::new());
-    let mut moves = Some(SpoolWriter::<SourceDelete>::new());
-    let mut summary = Summary::default();
-    let mut largest_write = 0;
-    let mut conflicts: Vec<String> = Vec::new();
-    let mut lease_ids = std::collections::BTreeSet::new();
+    let pins = (Pin::at(options.source_revision), Pin::latest());
+    let mut got = Gathered::default();
     for (index, mapping) in plan.mappings.iter().enumerate() {
-        let (src_rx, src_task) = spawn_scan(
-            source.clone(),
-            KeyRange::prefix(&mapping.from),
-            source_pin.clone(),
-            options.limits,
-            progress.clone(),
-            true,
-        );
-        let (dst_rx, dst_task) = spawn_scan(
-            destination.clone(),
-            KeyRange::prefix(&mapping.to),
-            destination_pin.clone(),
-            options.limits,
-            progress.clone(),
-            false,
-        );
-        let mapping_clone = mapping.clone();
-        let sensitive = plan.sensitive.clone();
-        let (prune, on_conflict, move_source) = (plan.prune, plan.on_conflict, plan.delete_source);
-        let skip_leased = plan.leases == LeaseMode::Skip;
-        let shown_limit = options.shown_limit;
-        let (mut out, mut moved) = (
-            changes.take().unwrap_or_default(),
-            moves.take().unwrap_or_default(),
-        );
-        let mut mapping_tap = tap.take();
-        let diffed = tokio::task::spawn_blocking(move || {
-            let opts = DiffOptions {
-                prune,
-                on_conflict,
-                sensitive: &sensitive,
-                shown_limit,
-                keep_payload: mapping_tap.is_some(),
-                move_source,
-                skip_leased,
-            };
-            let mut failed: Option<std::io::Error> = None;
-            let mut failed_moves: Option<std::io::Error> = None;
-            let mut largest = 0;
-            let mut conflicts = Vec::new();
-            let mut leases = std::collections::BTreeSet::new();
-            let summary = diff::diff_into(
-                index,
-                &mapping_clone,
-                drain(src_rx),
-                drain(dst_rx),
-                &opts,
-                |mut c| {
-                    let value = c.payload.take();
-                    largest = largest.max(write_bytes(&c));
-                    if c.action == diff::Action::Conflict && conflicts.len() < 21 {
-                        conflicts.push(display_key(&c.key));
-                    }
-                    if let Some(l) = c.source.as_ref().map(|v| v.lease).filter(|&l| l != 0) {
-                        leases.insert(l);
-                    }
-                    if failed.is_none()
-                        && let Err(e) = out.push(&c)
-                    {
-                        failed = Some(e);
-                    }
-                    if let Some(tap) = mapping_tap.as_mut()
-                        && c.action.writes()
-                    {
-                        tap.offer(c, value);
-                    }
-                },
-                |d| {
-                    if failed_moves.is_none()
-                        && let Err(e) = moved.push(&d)
-                    {
-                        failed_moves = Some(e);
-                    }
-                },
-            );
-            let failed = failed.or(failed_moves);
-            (
-                summary,
-                out,
-                moved,
-                failed,
-                largest,
-                conflicts,
-                leases,
-                mapping_tap,
-            )
-        })
-        .await
-        .map_err(|e| PlanError::Internal(e.to_string()))?;
-        // A failed scan ends its stream early: its error wins over the diff.
-        for task in [src_task, dst_task] {
-            task.await
-                .map_err(|e| PlanError::Internal(e.to_string()))??;
-        }
-        let (diff_summary, out, moved, failed, largest, found_conflicts, leases, back) = diffed;
-        tap = back;
-        if let Some(e) = failed {
-            return Err(PlanError::Spill(e));
-        }
-        changes = Some(out);
-        moves = Some(moved);
-        largest_write = largest_write.max(largest);
-        conflicts.extend(found_conflicts);
-        lease_ids.extend(leases);
-        summary.add(&diff_summary);
-        mappings.push(MappingReport {
-            from: mapping.from.clone(),
-            to: mapping.to.clone(),
-            summary: diff_summary,
-        });
+        let sides = (&source, &destination);
+        sink = diff_mapping(
+            plan, index, mapping, sides, &pins, options, &progress, &mut got, sink,
+        )
+        .await?;
     }
-    if plan.on_conflict == OnConflict::Fail && summary.conflict > 0 {
-        let mut listed: Vec<String> = conflicts
-            .iter()
-            .take(20)
-            .map(|k| format!("  ! {k}"))
-            .collect();
-        if summary.conflict > 20 {
-            listed.push(format!("  … and {} more", summary.conflict - 20));
-        }
+    if plan.on_conflict == OnConflict::Fail && got.summary.conflict > 0 {
         return Err(PlanError::Conflicts {
-            count: summary.conflict,
-            listed: listed.join("\n"),
+            count: got.summary.conflict,
+            keys: got.conflicts,
         });
     }
     let mut lease_ttls = BTreeMap::new();
     if plan.leases != LeaseMode::Skip {
-        for id in lease_ids {
-            lease_ttls.insert(id, lease_ttl(&source, id).await?);
+        for &id in &got.lease_ids {
+            lease_ttls.insert(id, crate::etcd::info::lease_ttl(&source, id).await?);
         }
     }
-    if let Some(t) = tap.as_mut() {
-        t.finish().await;
-    }
-    let changes = changes
-        .unwrap_or_default()
-        .finish()
-        .map_err(PlanError::Spill)?;
-    let source_deletes = moves
-        .unwrap_or_default()
-        .finish()
-        .map_err(PlanError::Spill)?;
+    let cluster = |side: &Side, id: u64, pin: &Pin| ClusterInfo {
+        cluster_id: format!("{id:016x}"),
+        revision: pin.get(),
+        endpoints: side.endpoints().map(String::from).collect(),
+    };
     let report = PlanReport {
         undo: None,
         max_request_bytes: options.max_request_bytes,
@@ -458,28 +345,159 @@ pub async fn make_plan_tapped(
         name: plan.name.clone(),
         plan_path: plan.path.display().to_string(),
         file_sha256: plan.file_sha256.clone(),
-        source: ClusterInfo {
-            cluster_id: format!("{source_id:016x}"),
-            revision: source_pin.get(),
-            endpoints: source.endpoints().map(String::from).collect(),
-        },
-        destination: ClusterInfo {
-            cluster_id: format!("{destination_id:016x}"),
-            revision: destination_pin.get(),
-            endpoints: destination.endpoints().map(String::from).collect(),
-        },
-        mappings,
-        changes,
-        source_deletes,
-        largest_write,
-        summary,
+        source: cluster(&source, source_id, &pins.0),
+        destination: cluster(&destination, destination_id, &pins.1),
+        mappings: got.mappings,
+        changes: got.changes.finish().map_err(PlanError::Spill)?,
+        source_deletes: got.moves.finish().map_err(PlanError::Spill)?,
+        largest_write: got.largest_write,
+        summary: got.summary,
     };
-    Ok((report, tap))
+    Ok((report, sink))
 }
 
-/// The remaining TTL of a lease on `side`, in seconds; -1 when expired.
-pub async fn lease_ttl(side: &Side, id: i64) -> Result<i64, EtcdError> {
-    crate::etcd::info::lease_ttl(side, id).await
+/// On one cluster, no mapping may write where another reads.
+fn same_cluster(plan: &Plan, cluster_id: u64) -> Result<(), PlanError> {
+    for m in &plan.mappings {
+        if let Some(f) = plan
+            .mappings
+            .iter()
+            .find(|f| prefixes_overlap(&f.from, &m.to))
+        {
+            return Err(PlanError::SameCluster {
+                cluster_id: format!("{cluster_id:016x}"),
+                from: display_key(&f.from),
+                to: display_key(&m.to),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What one mapping's diff found, besides the spills it wrote.
+struct Found {
+    summary: Summary,
+    largest: usize,
+    conflicts: KeyList,
+    leases: std::collections::BTreeSet<i64>,
+    failed: Option<std::io::Error>,
+}
+
+/// Scans one mapping on both sides and diffs the two streams on a blocking
+/// thread, spilling the changes and offering the writes to `sink`.
+#[allow(clippy::too_many_arguments)]
+async fn diff_mapping<S: WriteSink>(
+    plan: &Plan,
+    index: usize,
+    mapping: &crate::planfile::Mapping,
+    (source, destination): (&Arc<Side>, &Arc<Side>),
+    (source_pin, destination_pin): &(Pin, Pin),
+    options: &PlanOptions,
+    progress: &Arc<Progress>,
+    got: &mut Gathered,
+    sink: Option<S>,
+) -> Result<Option<S>, PlanError> {
+    let scan = |side: &Arc<Side>, prefix: &[u8], pin: &Pin, is_source| {
+        spawn_scan(
+            side.clone(),
+            KeyRange::prefix(prefix),
+            pin.clone(),
+            options.limits,
+            progress.clone(),
+            is_source,
+        )
+    };
+    let (src_rx, src_task) = scan(source, &mapping.from, source_pin, true);
+    let (dst_rx, dst_task) = scan(destination, &mapping.to, destination_pin, false);
+    let (mapping_clone, sensitive) = (mapping.clone(), plan.sensitive.clone());
+    let (prune, on_conflict, move_source) = (plan.prune, plan.on_conflict, plan.delete_source);
+    let (skip_leased, shown_limit) = (plan.leases == LeaseMode::Skip, options.shown_limit);
+    let (mut out, mut moved) = (
+        std::mem::take(&mut got.changes),
+        std::mem::take(&mut got.moves),
+    );
+    let mut sink = sink;
+    let diffed = tokio::task::spawn_blocking(move || {
+        let opts = DiffOptions {
+            prune,
+            on_conflict,
+            sensitive: &sensitive,
+            shown_limit,
+            keep_payload: sink.is_some(),
+            move_source,
+            skip_leased,
+        };
+        let mut found = Found {
+            summary: Summary::default(),
+            largest: 0,
+            conflicts: KeyList::default(),
+            leases: Default::default(),
+            failed: None,
+        };
+        let mut failed_moves: Option<std::io::Error> = None;
+        found.summary = diff::diff_into(
+            index,
+            &mapping_clone,
+            drain(src_rx),
+            drain(dst_rx),
+            &opts,
+            |mut c| {
+                let value = c.payload.take();
+                found.largest = found.largest.max(c.write_bytes());
+                if c.action == diff::Action::Conflict && found.conflicts.len() < crate::keys::LISTED
+                {
+                    found.conflicts.push(c.key.clone());
+                }
+                if let Some(l) = c.source.as_ref().map(|v| v.lease).filter(|&l| l != 0) {
+                    found.leases.insert(l);
+                }
+                if found.failed.is_none()
+                    && let Err(e) = out.push(&c)
+                {
+                    found.failed = Some(e);
+                }
+                if let Some(sink) = sink.as_mut()
+                    && c.action.writes()
+                {
+                    sink.offer(c, value);
+                }
+            },
+            |d| {
+                if failed_moves.is_none()
+                    && let Err(e) = moved.push(&d)
+                {
+                    failed_moves = Some(e);
+                }
+            },
+        );
+        found.failed = found.failed.take().or(failed_moves);
+        (found, out, moved, sink)
+    })
+    .await
+    .map_err(|e| PlanError::Internal(e.to_string()))?;
+    // A failed scan ends its stream early: its error wins over the diff.
+    for task in [src_task, dst_task] {
+        task.await
+            .map_err(|e| PlanError::Internal(e.to_string()))??;
+    }
+    let (found, out, moved, sink) = diffed;
+    if let Some(e) = found.failed {
+        return Err(PlanError::Spill(e));
+    }
+    got.changes = out;
+    got.moves = moved;
+    got.largest_write = got.largest_write.max(found.largest);
+    if got.conflicts.len() < crate::keys::LISTED {
+        got.conflicts.extend(found.conflicts);
+    }
+    got.lease_ids.extend(found.leases);
+    got.summary.add(&found.summary);
+    got.mappings.push(MappingReport {
+        from: mapping.from.clone(),
+        to: mapping.to.clone(),
+        summary: found.summary,
+    });
+    Ok(sink)
 }
 
 type ScanTask = tokio::task::JoinHandle<Result<(), EtcdError>>;

@@ -17,10 +17,11 @@ use std::sync::Arc;
 use miette::Diagnostic;
 
 use crate::diff::{Action, Change, Summary, Value, digest};
+use crate::etcd::info::lease_ttl;
 use crate::etcd::write::{DEFAULT_MAX_REQUEST_BYTES, read_entries};
 use crate::etcd::{Entry, EtcdError, Side};
 use crate::keys::display_key;
-use crate::plan::{ClusterInfo, MappingReport, PlanReport, UndoInfo, cluster_head, lease_ttl};
+use crate::plan::{ClusterInfo, MappingReport, PlanReport, UndoInfo, cluster_head};
 use crate::planfile::{Plan, SideRole};
 use crate::spool::Spool;
 
@@ -176,63 +177,10 @@ pub async fn plan_undo(
         })
     })?;
     recover_digests(&source, applied, &mut written).await?;
-    let keys: Vec<Vec<u8>> = written.iter().map(|c| c.key.clone()).collect();
-    let (before, now) = tokio::try_join!(
-        read_at(&destination, &keys, recorded),
-        read_at(&destination, &keys, 0)
-    )?;
-    let mut changes = Vec::new();
-    let mut untouched = vec![0u64; applied.mappings.len()];
-    for ((c, before), now) in written.iter().zip(&before).zip(&now) {
-        // What was there then must be what the plan saw there.
-        let held = match (before, &c.destination) {
-            (None, None) => true,
-            (Some(e), Some(v)) => v.held_by(e),
-            _ => false,
-        };
-        if !held {
-            return Err(UndoError::HistoryMismatch {
-                key: display_key(&c.key),
-                revision: recorded,
-            });
-        }
-        match invert(c, before.as_ref(), now.as_ref()) {
-            Some(undo) => changes.push(undo),
-            None => {
-                if let Some(n) = untouched.get_mut(c.mapping) {
-                    *n += 1;
-                }
-            }
-        }
-    }
+    let (changes, untouched) = invert_all(&destination, applied, &written, recorded).await?;
     let restores = plan_restores(plan, applied, &source).await?;
 
-    let mut summary = Summary::default();
-    let mappings: Vec<MappingReport> = applied
-        .mappings
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let mut s = Summary {
-                unchanged: m.summary.unchanged + untouched.get(i).copied().unwrap_or(0),
-                ..Summary::default()
-            };
-            for c in changes.iter().filter(|c| c.mapping == i) {
-                match c.action {
-                    Action::Create => s.create += 1,
-                    Action::Update => s.update += 1,
-                    Action::Delete => s.delete += 1,
-                    Action::Conflict => s.conflict += 1,
-                }
-            }
-            summary.add(&s);
-            MappingReport {
-                from: m.to.clone(),
-                to: m.to.clone(),
-                summary: s,
-            }
-        })
-        .collect();
+    let (mappings, summary) = undo_mappings(applied, &changes, &untouched);
     let mut lease_ttls = BTreeMap::new();
     for c in changes.iter().filter(|c| c.action.writes()) {
         if let Some(id) = c.source.as_ref().map(|v| v.lease).filter(|&l| l != 0)
@@ -259,11 +207,7 @@ pub async fn plan_undo(
             endpoints,
         },
         mappings,
-        largest_write: changes
-            .iter()
-            .map(crate::plan::write_bytes)
-            .max()
-            .unwrap_or(0),
+        largest_write: changes.iter().map(Change::write_bytes).max().unwrap_or(0),
         changes: Spool::from_records(&changes).map_err(|e| {
             UndoError::Etcd(EtcdError::Request {
                 side: crate::planfile::SideRole::Destination,
@@ -282,6 +226,78 @@ pub async fn plan_undo(
             restores,
         }),
     })
+}
+
+/// The inverse of each written key, from the destination's history at
+/// `recorded` (what the plan saw there) and now; keys the apply did not
+/// change are counted per mapping as untouched.
+async fn invert_all(
+    destination: &Arc<Side>,
+    applied: &PlanReport,
+    written: &[Change],
+    recorded: i64,
+) -> Result<(Vec<Change>, Vec<u64>), UndoError> {
+    let keys: Vec<Vec<u8>> = written.iter().map(|c| c.key.clone()).collect();
+    let (before, now) = tokio::try_join!(
+        read_at(destination, &keys, recorded),
+        read_at(destination, &keys, 0)
+    )?;
+    let mut changes = Vec::new();
+    let mut untouched = vec![0u64; applied.mappings.len()];
+    for ((c, before), now) in written.iter().zip(&before).zip(&now) {
+        // What was there then must be what the plan saw there.
+        let held = match (before, &c.destination) {
+            (None, None) => true,
+            (Some(e), Some(v)) => v.held_by(e),
+            _ => false,
+        };
+        if !held {
+            return Err(UndoError::HistoryMismatch {
+                key: display_key(&c.key),
+                revision: recorded,
+            });
+        }
+        match invert(c, before.as_ref(), now.as_ref()) {
+            Some(undo) => changes.push(undo),
+            None => {
+                if let Some(n) = untouched.get_mut(c.mapping) {
+                    *n += 1;
+                }
+            }
+        }
+    }
+    Ok((changes, untouched))
+}
+
+/// The undo's per-mapping counts (each mapping undone on its `to` range)
+/// and their total.
+fn undo_mappings(
+    applied: &PlanReport,
+    changes: &[Change],
+    untouched: &[u64],
+) -> (Vec<MappingReport>, Summary) {
+    let mut summary = Summary::default();
+    let mappings = applied
+        .mappings
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let mut s = Summary {
+                unchanged: m.summary.unchanged + untouched.get(i).copied().unwrap_or(0),
+                ..Summary::default()
+            };
+            for c in changes.iter().filter(|c| c.mapping == i) {
+                s.count(c.action);
+            }
+            summary.add(&s);
+            MappingReport {
+                from: m.to.clone(),
+                to: m.to.clone(),
+                summary: s,
+            }
+        })
+        .collect();
+    (mappings, summary)
 }
 
 /// A saved plan keeps no digest of a sensitive value. Where the undo needs

@@ -241,7 +241,8 @@ async fn a_plan_compacted_under_its_scan_starts_over_at_a_fresh_revision() {
         },
         ..Default::default()
     };
-    let (source, destination) = etcdplan::cli::Ctx::default().sides(&plan);
+    let (source, destination) =
+        etcdplan::engine::sides(&plan, &etcdplan::etcd::RetryPolicy::default());
     let mut replans = Vec::new();
     let report = etcdplan::plan::make_plan_fresh(
         &plan,

@@ -48,8 +48,12 @@ fn reset_peak() -> usize {
 struct Quiet;
 
 impl Observer for Quiet {
-    fn review(&self, _report: &etcdplan::plan::PlanReport, _review: Review) -> bool {
-        true
+    fn review(
+        &self,
+        _report: &etcdplan::plan::PlanReport,
+        _review: Review,
+    ) -> etcdplan::engine::Approval {
+        etcdplan::engine::Approval::Approved
     }
 }
 
@@ -78,7 +82,8 @@ async fn plan_and_apply_of_a_large_range_keep_the_heap_flat() {
     // read from the source batch by batch.
     let base = reset_peak();
     let plan = etcdplan::planfile::load(&plan_path).expect("plan");
-    let (source, destination) = etcdplan::cli::Ctx::default().sides(&plan);
+    let (source, destination) =
+        etcdplan::engine::sides(&plan, &etcdplan::etcd::RetryPolicy::default());
     let report = etcdplan::plan::make_plan(
         &plan,
         source,

@@ -679,8 +679,19 @@ async fn writes_during_the_plan_do_not_change_it() {
         },
         ..Default::default()
     };
-    let (source, destination) = etcdplan::cli::Ctx::default().sides(&plan);
-    let report = etcdplan::cli::plan_with_progress(&plan, source, destination, options, 0)
+    let (source, destination) =
+        etcdplan::engine::sides(&plan, &etcdplan::etcd::RetryPolicy::default());
+    struct Silent;
+    impl etcdplan::engine::Observer for Silent {
+        fn review(
+            &self,
+            _: &etcdplan::plan::PlanReport,
+            _: etcdplan::engine::Review,
+        ) -> etcdplan::engine::Approval {
+            etcdplan::engine::Approval::Approved
+        }
+    }
+    let report = etcdplan::engine::plan(&plan, source, destination, &options, &Silent)
         .await
         .expect("plan");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -52,7 +52,7 @@ async fn side_of(cluster: &Cluster) -> (Arc<Side>, tempfile::TempDir) {
         "prefixes:\n  - from: /s/\n    to: /copy/\n",
     );
     let plan = etcdplan::planfile::load(&dir.path().join("plan.yaml")).expect("plan");
-    let (source, _) = etcdplan::cli::Ctx::default().sides(&plan);
+    let (source, _) = etcdplan::engine::sides(&plan, &etcdplan::etcd::RetryPolicy::default());
     (source, dir)
 }
 

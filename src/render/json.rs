@@ -462,7 +462,7 @@ impl<'de> Deserialize<'de> for JsonChanges {
                         lease_ttls.insert(lease, ttl);
                     }
                     let change = c.to_change().map_err(A::Error::custom)?;
-                    largest_write = largest_write.max(crate::plan::write_bytes(&change));
+                    largest_write = largest_write.max(change.write_bytes());
                     out.push(&change).map_err(A::Error::custom)?;
                 }
                 Ok(JsonChanges {

@@ -20,7 +20,7 @@ const RESERVE: usize = 600;
 use crate::escape::{code_span, longest_run, markdown_code as code};
 
 /// A fenced block whose fence is longer than any backtick run inside.
-fn fenced(lang: &str, body: &str) -> String {
+pub(super) fn fenced(lang: &str, body: &str) -> String {
     let fence = "`".repeat(longest_run(body, '`').max(2) + 1);
     format!("{fence}{lang}\n{body}{fence}\n")
 }

@@ -3,8 +3,11 @@
 //! network. Sensitive values never reach them: the diff keeps no bytes for
 //! display under a `sensitive` prefix, and every renderer shows a hash instead.
 
+pub mod check;
+pub mod follow;
 mod json;
 mod markdown;
+pub mod outcome;
 mod text;
 
 pub use json::{
@@ -19,8 +22,8 @@ use crate::diff::{Action, Change, Summary, Value};
 use crate::plan::PlanReport;
 use crate::planfile::LeaseMode;
 
-/// Output format of `plan`, `show` and `apply`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// Output format of `plan`, `show`, `apply` and `check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// For terminals: a header, each change, a summary line.
     Text,
@@ -28,6 +31,54 @@ pub enum Format {
     Markdown,
     /// For machines: one JSON object (see the README).
     Json,
+}
+
+impl Format {
+    pub const ALL: [Format; 3] = [Format::Text, Format::Markdown, Format::Json];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Text => "text",
+            Format::Markdown => "markdown",
+            Format::Json => "json",
+        }
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Format, String> {
+        Format::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| format!("`{s}` is not one of text, markdown, json"))
+    }
+}
+
+/// What a command tells the operator: stdout for the result, stderr for
+/// findings and hints. Renderers build it; only the CLI prints it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Told {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Told {
+    pub fn out(&mut self, line: &str) {
+        self.stdout.push_str(line);
+        self.stdout.push('\n');
+    }
+    pub fn err(&mut self, line: &str) {
+        self.stderr.push_str(line);
+        self.stderr.push('\n');
+    }
+}
+
+/// A finding that is not an error of etcdplan's (a stale plan, keys too
+/// large): its code, what happened, and what to do, shaped like the
+/// diagnostics so that one grep finds both.
+pub fn finding(code: &str, message: &str, help: &str) -> String {
+    format!("{code}\n\n  × {message}\n  help: {help}\n")
 }
 
 /// Options shared by the renderers.

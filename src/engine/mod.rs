@@ -27,15 +27,20 @@ use std::time::Instant;
 use miette::Diagnostic;
 use tokio::sync::mpsc;
 
-use crate::apply::{
-    self, ApplyError, ApplyOptions, ApplyProgress, ApplyStats, MoveStats, Tap, ValueSource,
-};
+use crate::apply::{self, ApplyError, ApplyOptions, ApplyProgress, ApplyStats, Tap, ValueSource};
 use crate::diff::Action;
 use crate::etcd::{EtcdError, RetryPolicy, Side};
+use crate::keys::KeyList;
 use crate::leases::{LeaseBook, LeasePolicy};
 use crate::plan::{MAX_REPLANS, PlanError, PlanOptions, PlanReport, Progress};
 use crate::planfile::{self, LeaseMode, OnConflict, Plan, PlanFileError};
 use crate::saved::{SavedPlan, SavedPlanError};
+use crate::status::ExitStatus;
+
+mod follow;
+mod outcome;
+pub use follow::{FollowNotice, FollowObserver, FollowOutcome, FollowRequest, follow};
+pub use outcome::{ApplyOutcome, Approval, End, Ending, Review, ending, exit_status};
 
 /// What to apply, and how.
 #[derive(Debug, Clone)]
@@ -55,84 +60,19 @@ pub struct ApplyRequest {
     pub signing_key: Option<crate::saved::sign::SigningKey>,
 }
 
-/// What [`Observer::review`] is asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Review {
-    /// Nothing is written unless this returns `true`.
-    Approve,
-    /// Approval is not needed (a saved plan, or `auto_approve` without
-    /// overlap): shown before any write.
-    Show,
-    /// The plan is complete and its writes are already under way.
-    Overlapped,
-}
-
 /// Hears how an apply goes. Every method has a default but `review`.
 pub trait Observer: Send + Sync {
     /// Planning started; `progress` counts keys read per side.
     fn planning(&self, _progress: &Arc<Progress>) {}
     /// History was compacted under a scan; planning starts over.
     fn replanning(&self, _error: &EtcdError, _attempt: u32, _max: u32) {}
-    /// The complete plan. For [`Review::Approve`], `false` cancels.
-    fn review(&self, report: &PlanReport, review: Review) -> bool;
+    /// The complete plan. For [`Review::Approve`], anything but
+    /// [`Approval::Approved`] writes nothing.
+    fn review(&self, report: &PlanReport, review: Review) -> Approval;
     /// Writing started; `progress` counts keys settled.
     fn writing(&self, _progress: &Arc<ApplyProgress>) {}
     /// A phase ended, `seconds` after the apply started.
     fn phase(&self, _name: &'static str, _seconds: f64) {}
-}
-
-/// How an apply ended, as plain data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
-    /// Nothing to write.
-    NoChanges,
-    /// The review said no; nothing was written.
-    Cancelled,
-    /// Stopped (Ctrl-C) before any write.
-    InterruptedBeforeWrites,
-    /// Every planned write is in place, proven by its transaction.
-    Complete,
-    /// Someone else wrote planned keys (or, for an undo or a move, keys
-    /// changed since): those were left alone.
-    Stale,
-    /// Stopped with writes not attempted; a rerun resumes.
-    Interrupted,
-    /// Stopped while an undo restored source keys.
-    RestoreInterrupted,
-    /// Stopped while deleting moved keys from the source.
-    MoveInterrupted,
-    /// Keys too large for one request were not written; the rest was.
-    TooLarge,
-    /// Source values changed since a saved plan (history compacted): their
-    /// batch was held back and the run stopped.
-    SourceChanged,
-}
-
-/// Everything an apply did.
-#[derive(Debug, Clone)]
-pub struct ApplyOutcome {
-    pub end: End,
-    pub report: PlanReport,
-    /// Whether the target was a saved plan.
-    pub saved: bool,
-    pub stats: ApplyStats,
-    /// An undo of a move: what was put back on the source.
-    pub restored: Option<ApplyStats>,
-    /// Move mode: what was deleted from the source.
-    pub moved: Option<MoveStats>,
-    /// An undo: keys changed since the undone apply, left alone.
-    pub undo_kept: Vec<String>,
-    /// Keys proven to hold what was planned (see the module docs).
-    pub verified: Option<u64>,
-    /// The request limit this apply enforced.
-    pub max_request_bytes: usize,
-}
-
-impl ApplyOutcome {
-    /// The source revision the plan was pinned at.
-    pub fn source_revision(&self) -> i64 {
-        self.report.source.revision
-    }
 }
 
 /// Why an apply stopped with an error.
@@ -188,14 +128,32 @@ pub enum EngineError {
 }
 
 impl EngineError {
-    /// Whether the error means the plan is stale (exit 3 in the CLI).
-    pub fn is_stale(&self) -> bool {
-        matches!(
-            self,
-            EngineError::Apply(ApplyError::SourceChanged { .. })
-                | EngineError::Follow(crate::follow::FollowError::Conflict { .. })
-        )
+    /// The exit status of a run that ended with this error: a foreign
+    /// write met while following is a stale plan (3), the rest failures.
+    pub fn exit_status(&self) -> ExitStatus {
+        match self {
+            EngineError::Follow(crate::follow::FollowError::Conflict { .. }) => ExitStatus::Stale,
+            _ => ExitStatus::Failure,
+        }
     }
+}
+
+/// `plan`: both sides read at a pinned source revision, started over at a
+/// fresh one when history is compacted under a scan; the observer hears the
+/// progress and each start-over.
+pub async fn plan(
+    plan: &Plan,
+    source: Arc<Side>,
+    destination: Arc<Side>,
+    options: &PlanOptions,
+    observer: &dyn Observer,
+) -> Result<PlanReport, PlanError> {
+    let progress = Arc::new(Progress::default());
+    observer.planning(&progress);
+    crate::plan::make_plan_fresh(plan, source, destination, options, progress, |e, n| {
+        observer.replanning(e, n, MAX_REPLANS)
+    })
+    .await
 }
 
 /// The sides of a plan, with a run's retry policy.
@@ -316,6 +274,28 @@ async fn unwritable<'p>(
     None
 }
 
+/// What restoring the source (undo of a move) came to.
+enum Restore {
+    Nothing,
+    Done(ApplyStats),
+    Stopped(End, ApplyStats),
+}
+
+/// An undo's conflicts (keys changed since the undone apply): left alone.
+fn undo_conflicts(report: &PlanReport) -> KeyList {
+    let Some(u) = &report.undo else {
+        return KeyList::default();
+    };
+    report
+        .changes
+        .iter()
+        .chain(u.restores.iter().cloned())
+        .filter(|c| c.action == Action::Conflict)
+        .map(|c| c.key)
+        .collect::<Vec<_>>()
+        .into()
+}
+
 struct Run<'a> {
     request: &'a ApplyRequest,
     plan: &'a Plan,
@@ -430,6 +410,13 @@ impl Run<'_> {
                     Some(tap),
                 )
                 .await;
+                let result = match result {
+                    Ok((report, Some(mut tap))) => {
+                        tap.finish().await;
+                        Ok((report, Some(tap)))
+                    }
+                    other => other,
+                };
                 if let Ok((report, _)) = &result {
                     // Shown as soon as it is complete, while writes drain.
                     self.phase("planned");
@@ -467,38 +454,69 @@ impl Run<'_> {
                         round.oversized.extend(tap.oversized);
                     }
                     stats.add(round);
-                    return self.settle(report, false, stats, None, Vec::new()).await;
+                    return self
+                        .settle(report, false, stats, None, KeyList::default())
+                        .await;
                 }
             }
         }
     }
 
-    /// Review first, then stream the spilled plan to the writers.
+    /// Review first, then stream the spilled plan to the writers: review,
+    /// preflight, restore the source (undo of a move), write, settle.
     async fn reviewed(
         &self,
         mut report: PlanReport,
         saved: bool,
     ) -> Result<ApplyOutcome, EngineError> {
-        let options = &self.request.options;
-        report.max_request_bytes = options.max_request_bytes;
+        report.max_request_bytes = self.request.options.max_request_bytes;
         let review = if saved || self.request.auto_approve {
             Review::Show
         } else {
             Review::Approve
         };
         let approved = self.observer.review(&report, review);
-        let undo = report.undo.clone();
-        let undo_kept: Vec<String> = match &undo {
-            None => Vec::new(),
-            Some(u) => report
-                .changes
-                .iter()
-                .chain(u.restores.iter().cloned())
-                .filter(|c| c.action == Action::Conflict)
-                .map(|c| crate::keys::display_key(&c.key))
-                .collect(),
+        let undo_kept = undo_conflicts(&report);
+        let early = if !report.has_writes() {
+            Some(if undo_kept.is_empty() {
+                End::NoChanges
+            } else {
+                End::Stale
+            })
+        } else {
+            match approved {
+                Approval::Approved => None,
+                Approval::Declined => Some(End::Cancelled),
+                Approval::NoTerminal => Some(End::NeedsApproval),
+            }
         };
-        let outcome = |end: End, report: PlanReport, undo_kept: Vec<String>| ApplyOutcome {
+        if let Some(end) = early {
+            return Ok(self.ended(end, report, saved, undo_kept));
+        }
+        self.preflight(&report, saved).await?;
+        if self.stop.load(Ordering::SeqCst) {
+            let end = End::InterruptedBeforeWrites;
+            return Ok(self.ended(end, report, saved, undo_kept));
+        }
+        let restored = match self.restore_source(&report).await? {
+            Restore::Nothing => None,
+            Restore::Done(stats) => Some(stats),
+            Restore::Stopped(end, stats) => {
+                let mut out = self.ended(end, report, saved, undo_kept);
+                if end == End::Stale {
+                    out.undo_kept = stats.foreign.clone();
+                }
+                out.restored = Some(stats);
+                return Ok(out);
+            }
+        };
+        let stats = self.write_reviewed(&report).await?;
+        self.settle(report, saved, stats, restored, undo_kept).await
+    }
+
+    /// An apply that ended before writing.
+    fn ended(&self, end: End, report: PlanReport, saved: bool, undo_kept: KeyList) -> ApplyOutcome {
+        ApplyOutcome {
             end,
             report,
             saved,
@@ -507,31 +525,25 @@ impl Run<'_> {
             moved: None,
             undo_kept,
             verified: None,
-            max_request_bytes: options.max_request_bytes,
-        };
-        if !report.has_writes() {
-            let end = if undo_kept.is_empty() {
-                End::NoChanges
-            } else {
-                End::Stale
-            };
-            return Ok(outcome(end, report, undo_kept));
+            max_request_bytes: self.request.options.max_request_bytes,
         }
-        if !approved {
-            return Ok(outcome(End::Cancelled, report, undo_kept));
-        }
-        apply::check_sizes(&report, options)?;
-        let restores_write = undo
-            .as_ref()
-            .is_some_and(|u| u.restores.iter().any(|c| c.action.writes()));
+    }
+
+    /// Everything that must hold before the first write: sizes, for a saved
+    /// plan its clusters and deletes, and write access to every range the
+    /// plan writes, on both sides.
+    async fn preflight(&self, report: &PlanReport, saved: bool) -> Result<(), EngineError> {
+        apply::check_sizes(report, &self.request.options)?;
+        let undo = report.undo.as_ref();
+        let restores_write = undo.is_some_and(|u| u.restores.iter().any(|c| c.action.writes()));
         if saved {
-            self.check_clusters(&report, restores_write).await?;
-            if report.undo.is_none() {
-                crate::saved::verify::check_deletes(&self.source, &report).await?;
+            self.check_clusters(report, restores_write).await?;
+            if undo.is_none() {
+                crate::saved::verify::check_deletes(&self.source, report).await?;
             }
         }
-        // Refuse before any write when a range to write is not writable.
-        let mut writes_to = vec![false; self.plan.mappings.len()];
+        let n = self.plan.mappings.len();
+        let mut writes_to = vec![false; n];
         for c in report.changes.iter().filter(|c| c.action.writes()) {
             if let Some(w) = writes_to.get_mut(c.mapping) {
                 *w = true;
@@ -543,16 +555,14 @@ impl Run<'_> {
             return Err(EngineError::NotWritable { prefix, why });
         }
         // Move mode deletes from the source; an undo of one restores there.
-        let mut moves_from = vec![false; self.plan.mappings.len()];
-        for d in report.source_deletes.iter() {
-            if let Some(w) = moves_from.get_mut(d.mapping) {
-                *w = true;
-            }
-        }
-        for c in undo.iter().flat_map(|u| &u.restores) {
-            if c.action.writes()
-                && let Some(w) = moves_from.get_mut(c.mapping)
-            {
+        let mut moves_from = vec![false; n];
+        let restores = undo
+            .iter()
+            .flat_map(|u| &u.restores)
+            .filter(|c| c.action.writes());
+        let mappings = report.source_deletes.iter().map(|d| d.mapping);
+        for m in mappings.chain(restores.map(|c| c.mapping)) {
+            if let Some(w) = moves_from.get_mut(m) {
                 *w = true;
             }
         }
@@ -560,65 +570,62 @@ impl Run<'_> {
         if let Some((prefix, why)) = unwritable(&self.source, froms, &moves_from).await {
             return Err(EngineError::SourceNotWritable { prefix, why });
         }
-        if self.stop.load(Ordering::SeqCst) {
-            return Ok(outcome(End::InterruptedBeforeWrites, report, undo_kept));
+        Ok(())
+    }
+
+    /// Undo of a move: the source keys go back first, so that no moment
+    /// holds a key on neither side.
+    async fn restore_source(&self, report: &PlanReport) -> Result<Restore, EngineError> {
+        let Some(u) = &report.undo else {
+            return Ok(Restore::Nothing);
+        };
+        if !u.restores.iter().any(|c| c.action.writes()) {
+            return Ok(Restore::Nothing);
         }
-        // Undo of a move: the source keys go back first, so that no moment
-        // holds a key on neither side.
-        let mut restored = None;
-        if let Some(u) = &undo
-            && restores_write
-        {
-            let values = ValueSource {
-                side: self.source.clone(),
-                revision: u.source_revision,
-                dense: vec![false; self.plan.mappings.len()],
-            };
-            let leases = Arc::new(LeaseBook::new(
-                LeasePolicy::Same,
-                self.source.clone(),
-                self.source.clone(),
-            ));
-            let stats = apply::apply_changes(
-                self.source.clone(),
-                u.restores.clone(),
-                values,
-                leases,
-                options,
-                &self.stop,
-            )
-            .await?;
-            let end = if !stats.foreign.is_empty() {
-                Some(End::Stale)
-            } else if !stats.source_changed.is_empty() {
-                Some(End::SourceChanged)
-            } else if stats.not_attempted > 0 {
-                Some(End::RestoreInterrupted)
-            } else {
-                None
-            };
-            if let Some(end) = end {
-                let mut out = outcome(end, report, undo_kept);
-                if end == End::Stale {
-                    out.undo_kept = stats.foreign.clone();
-                }
-                out.restored = Some(stats);
-                return Ok(out);
-            }
-            restored = Some(stats);
-        }
-        // An undo reads its values from the destination's own history.
-        let (values, policy) = match &undo {
+        let values = ValueSource {
+            side: self.source.clone(),
+            revision: u.source_revision,
+            dense: vec![false; self.plan.mappings.len()],
+        };
+        let leases = Arc::new(LeaseBook::new(
+            LeasePolicy::Same,
+            self.source.clone(),
+            self.source.clone(),
+        ));
+        let stats = apply::apply_changes(
+            self.source.clone(),
+            u.restores.clone(),
+            values,
+            leases,
+            &self.request.options,
+            &self.stop,
+        )
+        .await?;
+        let end = if !stats.foreign.is_empty() {
+            End::Stale
+        } else if !stats.source_changed.is_empty() {
+            End::SourceChanged
+        } else if stats.not_attempted > 0 {
+            End::RestoreInterrupted
+        } else {
+            return Ok(Restore::Done(stats));
+        };
+        Ok(Restore::Stopped(end, stats))
+    }
+
+    /// Streams the reviewed changes to the writers. An undo reads its values
+    /// from the destination's own history, on the very same leases.
+    async fn write_reviewed(&self, report: &PlanReport) -> Result<ApplyStats, EngineError> {
+        let (values, policy) = match &report.undo {
             None => (
-                ValueSource::of_report(self.source.clone(), &report),
+                ValueSource::of_report(self.source.clone(), report),
                 self.lease_policy(),
             ),
             Some(_) => (
-                ValueSource::of_report(self.destination.clone(), &report),
+                ValueSource::of_report(self.destination.clone(), report),
                 LeasePolicy::Same,
             ),
         };
-        let leases = self.lease_book(policy);
         let progress = Arc::new(ApplyProgress::default());
         progress
             .total
@@ -628,14 +635,14 @@ impl Run<'_> {
             self.destination.clone(),
             &report.changes,
             values,
-            leases,
-            options,
+            self.lease_book(policy),
+            &self.request.options,
             &self.stop,
             &progress,
         )
         .await?;
         self.phase("written");
-        self.settle(report, saved, stats, restored, undo_kept).await
+        Ok(stats)
     }
 
     /// A saved plan names its clusters: refuse to write anywhere else. An
@@ -688,7 +695,7 @@ impl Run<'_> {
         saved: bool,
         stats: ApplyStats,
         restored: Option<ApplyStats>,
-        undo_kept: Vec<String>,
+        undo_kept: KeyList,
     ) -> Result<ApplyOutcome, EngineError> {
         let mut out = ApplyOutcome {
             end: End::Complete,
@@ -716,7 +723,7 @@ impl Run<'_> {
         out.verified = Some(out.stats.proven());
         if !out.report.source_deletes.is_empty() {
             // Keys refused as too large were not written: their source keys stay.
-            let skip: std::collections::HashSet<String> =
+            let skip: std::collections::HashSet<Vec<u8>> =
                 out.stats.too_large.iter().cloned().collect();
             let progress = ApplyProgress::default();
             let moved = apply::delete_moved(
@@ -748,187 +755,5 @@ impl Run<'_> {
             out.end = End::Stale;
         }
         Ok(out)
-    }
-}
-
-/// What `apply --follow` needs besides the apply itself.
-#[derive(Debug, Clone)]
-pub struct FollowRequest {
-    /// The initial apply (and the fresh ones after a compaction, which are
-    /// auto-approved).
-    pub apply: ApplyRequest,
-    /// The destination key holding the last applied source revision
-    /// (`None`: `/etcdplan/checkpoint/<plan name>`).
-    pub checkpoint_key: Option<Vec<u8>>,
-    pub until_revision: Option<i64>,
-    pub cutover_file: Option<PathBuf>,
-    /// Lag reports as JSON lines on stdout instead of text on stderr.
-    pub json: bool,
-    pub report_every: std::time::Duration,
-}
-
-/// Hears how following goes, besides the applies.
-pub trait FollowObserver: Observer {
-    /// An initial (or post-compaction) apply ended; `false` stops: it did
-    /// not complete, and following would build on a partial copy.
-    fn applied(&self, outcome: &ApplyOutcome) -> bool;
-    /// A line worth telling the operator (resuming, following from, …).
-    fn notice(&self, _text: &str) {}
-}
-
-/// How following ended.
-#[derive(Debug, Clone)]
-pub enum FollowOutcome {
-    /// Stopped as asked (signal, --until-revision, cutover).
-    Stopped(crate::follow::FollowEnd),
-    /// An apply did not complete; the observer has its outcome.
-    ApplyIncomplete,
-}
-
-/// `apply --follow`: the initial apply (skipped when a checkpoint of this
-/// plan exists), then following the source; after a compaction past the
-/// checkpoint, a fresh plan-and-apply and following again.
-pub async fn follow(
-    request: &FollowRequest,
-    observer: &dyn FollowObserver,
-    stop: Arc<AtomicBool>,
-) -> Result<FollowOutcome, EngineError> {
-    use crate::follow::{self as f, FollowEnd, FollowError, FollowOptions};
-    if SavedPlan::is_saved_plan(&request.apply.target) {
-        return Err(FollowError::NeedsPlanFile.into());
-    }
-    let plan = planfile::load(&request.apply.target)?;
-    if plan.source.api == planfile::Api::V2 || plan.destination.api == planfile::Api::V2 {
-        return Err(FollowError::V2.into());
-    }
-    if plan.delete_source {
-        return Err(FollowError::MoveMode.into());
-    }
-    let (source, destination) = sides(&plan, &request.apply.policy);
-    let (src_id, dst_id) = tokio::try_join!(
-        crate::plan::cluster_id(&source),
-        crate::plan::cluster_id(&destination)
-    )
-    .map_err(PlanError::from)?;
-    let key = request
-        .checkpoint_key
-        .clone()
-        .unwrap_or_else(|| f::default_checkpoint_key(&plan));
-    f::check_checkpoint_key(&plan, &key, src_id == dst_id)?;
-    let source_cluster_id = format!("{src_id:016x}");
-    let options = FollowOptions {
-        until_revision: request.until_revision,
-        cutover_file: request.cutover_file.clone(),
-        checkpoint_key: key.clone(),
-        source_cluster_id: source_cluster_id.clone(),
-        json: request.json,
-        max_txn_ops: request.apply.options.max_txn_ops,
-        max_txn_bytes: request.apply.options.max_txn_bytes,
-        report_every: request.report_every,
-    };
-    // One lease book for the initial apply and the follow after it, so that
-    // keys sharing a source lease share one destination lease throughout.
-    let policy = match plan.leases {
-        LeaseMode::Preserve => LeasePolicy::Grant,
-        _ => LeasePolicy::None,
-    };
-    let book = Arc::new(LeaseBook::new(policy, source.clone(), destination.clone()));
-    // The checkpoint must be writable before anything is written: else the
-    // initial apply would land and following fail right after it.
-    crate::etcd::info::probe_write_key(&destination, &key)
-        .await
-        .map_err(FollowError::from)?;
-    let resume = f::read_checkpoint(&destination, &key).await?.filter(|c| {
-        c.source_cluster_id == source_cluster_id && c.plan_file_sha256 == plan.file_sha256
-    });
-    // The apply that starts (or restarts) following; on success the
-    // checkpoint is written at its pinned source revision.
-    let initial = |apply: ApplyRequest| {
-        let (plan, source, destination, stop, key, book) = (
-            plan.clone(),
-            source.clone(),
-            destination.clone(),
-            stop.clone(),
-            key.clone(),
-            book.clone(),
-        );
-        let source_cluster_id = source_cluster_id.clone();
-        async move {
-            let loaded = Loaded {
-                plan: plan.clone(),
-                source,
-                destination: destination.clone(),
-                saved: None,
-                leases: Some(book.clone()),
-            };
-            let outcome = apply_loaded(&apply, loaded, observer, stop).await?;
-            if !observer.applied(&outcome) {
-                return Ok::<_, EngineError>(None);
-            }
-            let revision = outcome.source_revision();
-            let checkpoint = f::Checkpoint {
-                source_cluster_id,
-                revision,
-                plan_file_sha256: plan.file_sha256.clone(),
-                leases: book.pairs().await,
-            };
-            f::write_checkpoint(&destination, &key, &checkpoint)
-                .await
-                .map_err(FollowError::from)?;
-            observer.notice(&format!(
-                "Following the source from revision {} (checkpoint `{}`).",
-                revision + 1,
-                crate::keys::display_key(&key)
-            ));
-            Ok(Some(revision))
-        }
-    };
-    let mut applied = match resume {
-        Some(c) => {
-            observer.notice(&format!(
-                "Resuming: the checkpoint `{}` says source revision {} is applied; following from {}.",
-                crate::keys::display_key(&key),
-                c.revision,
-                c.revision + 1
-            ));
-            book.adopt(&c.leases).await.map_err(FollowError::from)?;
-            c.revision
-        }
-        None => match initial(request.apply.clone()).await? {
-            Some(revision) => revision,
-            None => return Ok(FollowOutcome::ApplyIncomplete),
-        },
-    };
-    loop {
-        let end = f::follow(
-            &plan,
-            source.clone(),
-            destination.clone(),
-            applied,
-            &book,
-            &options,
-            stop.clone(),
-        )
-        .await?;
-        match end {
-            FollowEnd::Compacted {
-                last_applied,
-                compact_revision,
-            } => {
-                observer.notice(&format!(
-                    "The source compacted its history up to revision {compact_revision}, past revision {} this follow needs: running a fresh plan and apply, then following again.",
-                    last_applied + 1
-                ));
-                let again = ApplyRequest {
-                    auto_approve: true,
-                    ..request.apply.clone()
-                };
-                applied = match initial(again).await? {
-                    Some(revision) => revision,
-                    None => return Ok(FollowOutcome::ApplyIncomplete),
-                };
-            }
-            other => return Ok(FollowOutcome::Stopped(other)),
-        }
     }
 }

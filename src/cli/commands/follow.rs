@@ -1,0 +1,52 @@
+//! `etcdplan apply --follow`: the initial apply, reported like `apply`,
+//! then following until told to stop.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use super::super::observer::{CliObserver, FollowCli};
+use super::super::{ApplyArgs, Ctx};
+use crate::engine::{self, FollowOutcome};
+use crate::render::{self, Format};
+use crate::status::ExitStatus;
+
+pub async fn run(args: &ApplyArgs, ctx: &Ctx, stop: Arc<AtomicBool>) -> miette::Result<ExitStatus> {
+    let checkpoint_key = match &args.checkpoint_key {
+        Some(k) => {
+            Some(crate::keys::parse_key(k).map_err(|e| miette::miette!("--checkpoint-key: {e}"))?)
+        }
+        None => None,
+    };
+    let request = engine::FollowRequest {
+        apply: super::apply::request(args, ctx)?,
+        checkpoint_key,
+        until_revision: args.until_revision,
+        cutover_file: args.cutover_file.clone(),
+        report_every: std::time::Duration::from_secs_f64(args.progress_every.max(0.1)),
+    };
+    let target = args.target.to_string_lossy().into_owned();
+    let observer = FollowCli {
+        cli: CliObserver::new(&args.output, ctx),
+        target: target.clone(),
+    };
+    let result = engine::follow(&request, &observer, stop).await;
+    observer.cli.swap_ticker(None);
+    match result {
+        Ok(FollowOutcome::ApplyIncomplete(outcome)) => Ok(engine::exit_status(&outcome)),
+        Ok(FollowOutcome::Stopped(end)) => {
+            if Format::from(args.output.format) == Format::Json {
+                outln!("{}", render::follow::stopped_json(&end));
+            }
+            errln!("{}", render::follow::stopped_text(&end, &target));
+            Ok(ExitStatus::Success)
+        }
+        Err(e) => {
+            let status = e.exit_status();
+            errln!("{:?}", miette::Report::new(e));
+            if status == ExitStatus::Stale {
+                errln!("Error: stale plan or concurrent writer: run plan again.");
+            }
+            Ok(status)
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! `etcdplan plan` and `etcdplan plan --undo`.
+
+use std::path::Path;
+
+use super::super::observer::CliObserver;
+use super::super::{Ctx, LimitArgs, OutputArgs, print_plan, runtime};
+use crate::engine;
+use crate::plan::{PlanError, PlanOptions, PlanReport};
+use crate::planfile;
+use crate::saved::SavedPlan;
+use crate::status::ExitStatus;
+
+pub fn run(
+    plan: Option<&Path>,
+    output: &OutputArgs,
+    out: Option<&Path>,
+    detailed_exitcode: bool,
+    limits: &LimitArgs,
+    ctx: &Ctx,
+) -> miette::Result<ExitStatus> {
+    let Some(plan) = plan else {
+        return Err(miette::miette!("a plan file is required"));
+    };
+    let plan = planfile::load(plan)?;
+    for p in plan.idle_sensitive() {
+        errln!(
+            "warning: the sensitive prefix `{}` lies under no `from` and no `to`: it hides nothing (a typo?)",
+            crate::keys::display_key(p)
+        );
+    }
+    let options = PlanOptions {
+        max_request_bytes: limits.max_request_bytes as usize,
+        ..PlanOptions::default()
+    };
+    let (source, destination) = engine::sides(&plan, &ctx.policy);
+    let observer = CliObserver::new(output, ctx);
+    let report = runtime()?.block_on(engine::plan(
+        &plan,
+        source,
+        destination,
+        &options,
+        &observer,
+    ));
+    observer.swap_ticker(None);
+    finish(&report?, output, out, detailed_exitcode, ctx)
+}
+
+pub fn undo(
+    saved: &Path,
+    plan_file: Option<&Path>,
+    output: &OutputArgs,
+    out: Option<&Path>,
+    detailed_exitcode: bool,
+    ctx: &Ctx,
+) -> miette::Result<ExitStatus> {
+    let key = crate::saved::sign::SigningKey::from_env()?;
+    let crate::saved::Opened {
+        plan,
+        report: applied,
+    } = crate::saved::open(saved, plan_file, &planfile::ProcessEnv, key.as_ref())?;
+    let (source, destination) = engine::sides(&plan, &ctx.policy);
+    let report =
+        runtime()?.block_on(crate::undo::plan_undo(&plan, &applied, source, destination))?;
+    finish(&report, output, out, detailed_exitcode, ctx)
+}
+
+/// Saves the plan when asked, prints it, and picks the exit status.
+fn finish(
+    report: &PlanReport,
+    output: &OutputArgs,
+    out: Option<&Path>,
+    detailed_exitcode: bool,
+    ctx: &Ctx,
+) -> miette::Result<ExitStatus> {
+    if let Some(path) = out {
+        let key = crate::saved::sign::SigningKey::from_env()?;
+        SavedPlan::new(report).write(path, key.as_ref())?;
+    }
+    print_plan(report, output, ctx);
+    report.changes.check().map_err(PlanError::Spill)?;
+    if let Some(path) = out {
+        errln!(
+            "Saved plan to {}; apply exactly these changes with: etcdplan apply {}",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(match (detailed_exitcode, report.has_writes()) {
+        (false, _) => ExitStatus::Success,
+        (true, true) => ExitStatus::Changes,
+        (true, false) => ExitStatus::NoChanges,
+    })
+}

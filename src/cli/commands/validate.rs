@@ -1,0 +1,36 @@
+//! `etcdplan validate`: the plan file checked offline.
+
+use std::path::Path;
+
+use crate::planfile;
+use crate::status::ExitStatus;
+
+pub fn run(plan: &Path) -> miette::Result<ExitStatus> {
+    let plan = planfile::load(plan)?;
+    outln!("{}", describe(&plan));
+    Ok(ExitStatus::Success)
+}
+
+/// One line that says what a valid plan will do.
+fn describe(plan: &planfile::Plan) -> String {
+    let side = |s: &planfile::SideConfig| {
+        format!(
+            "{} endpoint{} ({}{})",
+            s.endpoints.len(),
+            if s.endpoints.len() == 1 { "" } else { "s" },
+            if s.uses_tls { "TLS" } else { "plaintext" },
+            s.auth
+                .as_ref()
+                .map(|a| format!(", user {}", a.username))
+                .unwrap_or_default()
+        )
+    };
+    format!(
+        "{} is valid: {} mapping{}, source {}, destination {}.",
+        plan.path.display(),
+        plan.mappings.len(),
+        if plan.mappings.len() == 1 { "" } else { "s" },
+        side(&plan.source),
+        side(&plan.destination),
+    )
+}

@@ -1,0 +1,327 @@
+//! How an apply ended, as plain data, and the one pure function from an
+//! ending to its exit status: rendering and exit codes both start here.
+
+use crate::apply::{ApplyStats, MoveStats};
+use crate::plan::PlanReport;
+use crate::status::ExitStatus;
+
+/// What [`Observer::review`] is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Review {
+    /// Nothing is written unless this returns `true`.
+    Approve,
+    /// Approval is not needed (a saved plan, or `auto_approve` without
+    /// overlap): shown before any write.
+    Show,
+    /// The plan is complete and its writes are already under way.
+    Overlapped,
+}
+
+/// What [`super::Observer::review`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Approval {
+    Approved,
+    /// Asked, and the answer was not yes.
+    Declined,
+    /// Approval was needed, but there is no terminal to ask on.
+    NoTerminal,
+}
+
+/// How an apply ended, as plain data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Nothing to write.
+    NoChanges,
+    /// The review said no; nothing was written.
+    Cancelled,
+    /// Approval was needed and nobody could be asked; nothing was written.
+    NeedsApproval,
+    /// Stopped (Ctrl-C) before any write.
+    InterruptedBeforeWrites,
+    /// Every planned write is in place, proven by its transaction.
+    Complete,
+    /// Someone else wrote planned keys (or, for an undo or a move, keys
+    /// changed since): those were left alone.
+    Stale,
+    /// Stopped with writes not attempted; a rerun resumes.
+    Interrupted,
+    /// Stopped while an undo restored source keys.
+    RestoreInterrupted,
+    /// Stopped while deleting moved keys from the source.
+    MoveInterrupted,
+    /// Keys too large for one request were not written; the rest was.
+    TooLarge,
+    /// Source values changed since a saved plan (history compacted): their
+    /// batch was held back and the run stopped.
+    SourceChanged,
+}
+
+/// Everything an apply did.
+#[derive(Debug, Clone)]
+pub struct ApplyOutcome {
+    pub end: End,
+    pub report: PlanReport,
+    /// Whether the target was a saved plan.
+    pub saved: bool,
+    pub stats: ApplyStats,
+    /// An undo of a move: what was put back on the source.
+    pub restored: Option<ApplyStats>,
+    /// Move mode: what was deleted from the source.
+    pub moved: Option<MoveStats>,
+    /// An undo: keys changed since the undone apply, left alone.
+    pub undo_kept: crate::keys::KeyList,
+    /// Keys proven to hold what was planned (see the module docs).
+    pub verified: Option<u64>,
+    /// The request limit this apply enforced.
+    pub max_request_bytes: usize,
+}
+
+impl ApplyOutcome {
+    /// The source revision the plan was pinned at.
+    pub fn source_revision(&self) -> i64 {
+        self.report.source.revision
+    }
+}
+
+/// What the operator is told about an apply: one variant per distinct
+/// ending, each with one exit status and one JSON `result`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    NoChanges,
+    NeedsApproval,
+    Cancelled,
+    InterruptedBeforeWrites,
+    RestoreInterrupted,
+    /// Source values changed since a saved plan.
+    SourceChanged,
+    /// An undo left keys alone that changed since the undone apply.
+    UndoKept,
+    /// Someone else wrote planned keys.
+    Foreign,
+    Interrupted,
+    /// Move mode kept source keys that changed or did not land.
+    MoveKept,
+    MoveInterrupted,
+    TooLarge,
+    Complete,
+}
+
+impl Ending {
+    /// The exit status of this ending.
+    pub fn status(self) -> ExitStatus {
+        match self {
+            Ending::NoChanges | Ending::Complete => ExitStatus::Success,
+            Ending::SourceChanged | Ending::UndoKept | Ending::Foreign | Ending::MoveKept => {
+                ExitStatus::Stale
+            }
+            Ending::NeedsApproval
+            | Ending::Cancelled
+            | Ending::InterruptedBeforeWrites
+            | Ending::RestoreInterrupted
+            | Ending::Interrupted
+            | Ending::MoveInterrupted
+            | Ending::TooLarge => ExitStatus::Failure,
+        }
+    }
+
+    /// The `result` of the JSON form.
+    pub fn json_result(self) -> &'static str {
+        match self {
+            Ending::NoChanges => "no_changes",
+            Ending::NeedsApproval => "needs_approval",
+            Ending::Cancelled => "cancelled",
+            Ending::InterruptedBeforeWrites => "interrupted_before_writes",
+            Ending::RestoreInterrupted => "restore_interrupted",
+            Ending::SourceChanged | Ending::UndoKept | Ending::Foreign | Ending::MoveKept => {
+                "stale"
+            }
+            Ending::Interrupted | Ending::MoveInterrupted => "interrupted",
+            Ending::TooLarge => "too_large",
+            Ending::Complete => "complete",
+        }
+    }
+}
+
+/// The ending of an apply: a pure function of what it did.
+pub fn ending(o: &ApplyOutcome) -> Ending {
+    let undo_only_kept = o.report.undo.is_some() && !o.undo_kept.is_empty();
+    match o.end {
+        End::NoChanges => Ending::NoChanges,
+        End::NeedsApproval => Ending::NeedsApproval,
+        End::Cancelled => Ending::Cancelled,
+        End::InterruptedBeforeWrites => Ending::InterruptedBeforeWrites,
+        End::RestoreInterrupted => Ending::RestoreInterrupted,
+        End::SourceChanged => Ending::SourceChanged,
+        End::Stale if undo_only_kept && o.stats.foreign.is_empty() => Ending::UndoKept,
+        End::Stale if !o.stats.foreign.is_empty() => Ending::Foreign,
+        End::Interrupted => Ending::Interrupted,
+        End::Stale | End::MoveInterrupted | End::Complete | End::TooLarge => {
+            if let Some(moved) = &o.moved {
+                if !moved.changed_on_source.is_empty() || !moved.not_on_destination.is_empty() {
+                    return Ending::MoveKept;
+                }
+                if moved.not_attempted > 0 {
+                    return Ending::MoveInterrupted;
+                }
+            }
+            if o.end == End::TooLarge {
+                Ending::TooLarge
+            } else if !o.undo_kept.is_empty() {
+                Ending::UndoKept
+            } else {
+                Ending::Complete
+            }
+        }
+    }
+}
+
+/// The exit status of an apply.
+pub fn exit_status(o: &ApplyOutcome) -> ExitStatus {
+    ending(o).status()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::ClusterInfo;
+
+    fn test_report() -> PlanReport {
+        let cluster = || ClusterInfo {
+            cluster_id: "0".repeat(16),
+            revision: 1,
+            endpoints: Vec::new(),
+        };
+        PlanReport {
+            name: None,
+            plan_path: "plan.yaml".into(),
+            file_sha256: String::new(),
+            source: cluster(),
+            destination: cluster(),
+            mappings: Vec::new(),
+            changes: Default::default(),
+            source_deletes: Default::default(),
+            largest_write: 0,
+            summary: Default::default(),
+            lease_mode: crate::planfile::LeaseMode::Preserve,
+            lease_ttls: Default::default(),
+            max_request_bytes: 0,
+            undo: None,
+        }
+    }
+
+    fn outcome(end: End) -> ApplyOutcome {
+        ApplyOutcome {
+            end,
+            report: test_report(),
+            saved: false,
+            stats: ApplyStats::default(),
+            restored: None,
+            moved: None,
+            undo_kept: Default::default(),
+            verified: None,
+            max_request_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn every_ending_has_one_exit_status() {
+        let foreign = |mut o: ApplyOutcome| {
+            o.stats.foreign.push(b"/k".to_vec());
+            o
+        };
+        let kept = |mut o: ApplyOutcome| {
+            o.undo_kept.push(b"/k".to_vec());
+            o
+        };
+        let moved = |mut o: ApplyOutcome, changed: bool, not_attempted: u64| {
+            let mut m = MoveStats::default();
+            if changed {
+                m.changed_on_source.push(b"/k".to_vec());
+            }
+            m.not_attempted = not_attempted;
+            o.moved = Some(m);
+            o
+        };
+        let table = [
+            (
+                outcome(End::NoChanges),
+                Ending::NoChanges,
+                ExitStatus::Success,
+            ),
+            (
+                outcome(End::NeedsApproval),
+                Ending::NeedsApproval,
+                ExitStatus::Failure,
+            ),
+            (
+                outcome(End::Cancelled),
+                Ending::Cancelled,
+                ExitStatus::Failure,
+            ),
+            (
+                outcome(End::InterruptedBeforeWrites),
+                Ending::InterruptedBeforeWrites,
+                ExitStatus::Failure,
+            ),
+            (
+                outcome(End::RestoreInterrupted),
+                Ending::RestoreInterrupted,
+                ExitStatus::Failure,
+            ),
+            (
+                outcome(End::SourceChanged),
+                Ending::SourceChanged,
+                ExitStatus::Stale,
+            ),
+            (
+                foreign(outcome(End::Stale)),
+                Ending::Foreign,
+                ExitStatus::Stale,
+            ),
+            (
+                kept(outcome(End::Stale)),
+                Ending::UndoKept,
+                ExitStatus::Stale,
+            ),
+            (
+                kept(outcome(End::Complete)),
+                Ending::UndoKept,
+                ExitStatus::Stale,
+            ),
+            (
+                outcome(End::Interrupted),
+                Ending::Interrupted,
+                ExitStatus::Failure,
+            ),
+            (
+                moved(outcome(End::Complete), true, 0),
+                Ending::MoveKept,
+                ExitStatus::Stale,
+            ),
+            (
+                moved(outcome(End::MoveInterrupted), false, 3),
+                Ending::MoveInterrupted,
+                ExitStatus::Failure,
+            ),
+            (
+                outcome(End::TooLarge),
+                Ending::TooLarge,
+                ExitStatus::Failure,
+            ),
+            (
+                outcome(End::Complete),
+                Ending::Complete,
+                ExitStatus::Success,
+            ),
+            (
+                moved(outcome(End::Complete), false, 0),
+                Ending::Complete,
+                ExitStatus::Success,
+            ),
+        ];
+        for (o, want, status) in table {
+            assert_eq!(ending(&o), want, "{:?}", o.end);
+            assert_eq!(exit_status(&o), status, "{want:?}");
+        }
+    }
+}
