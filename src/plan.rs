@@ -374,6 +374,91 @@ fn same_cluster(plan: &Plan, cluster_id: u64) -> Result<(), PlanError> {
     Ok(())
 }
 
+/// What one mapping's blocking diff needs, owned (it runs on its own thread).
+struct DiffInputs {
+    index: usize,
+    mapping: crate::planfile::Mapping,
+    sensitive: Vec<Vec<u8>>,
+    prune: bool,
+    on_conflict: OnConflict,
+    move_source: bool,
+    skip_leased: bool,
+    shown_limit: usize,
+}
+
+impl DiffInputs {
+    /// Diffs the two streams, spilling changes to `out` and source deletes
+    /// to `moved`, offering writes to `sink`; hands all of them back.
+    fn run<S: WriteSink>(
+        self,
+        source: impl Iterator<Item = Entry>,
+        destination: impl Iterator<Item = Entry>,
+        mut out: SpoolWriter<Change>,
+        mut moved: SpoolWriter<SourceDelete>,
+        mut sink: Option<S>,
+    ) -> (
+        Found,
+        SpoolWriter<Change>,
+        SpoolWriter<SourceDelete>,
+        Option<S>,
+    ) {
+        let opts = DiffOptions {
+            prune: self.prune,
+            on_conflict: self.on_conflict,
+            sensitive: &self.sensitive,
+            shown_limit: self.shown_limit,
+            keep_payload: sink.is_some(),
+            move_source: self.move_source,
+            skip_leased: self.skip_leased,
+        };
+        let mut found = Found {
+            summary: Summary::default(),
+            largest: 0,
+            conflicts: KeyList::default(),
+            leases: Default::default(),
+            failed: None,
+        };
+        let mut failed_moves: Option<std::io::Error> = None;
+        found.summary = diff::diff_into(
+            self.index,
+            &self.mapping,
+            source,
+            destination,
+            &opts,
+            |mut c| {
+                let value = c.payload.take();
+                found.largest = found.largest.max(c.write_bytes());
+                if c.action == diff::Action::Conflict && found.conflicts.len() < crate::keys::LISTED
+                {
+                    found.conflicts.push(c.key.clone());
+                }
+                if let Some(l) = c.source.as_ref().map(|v| v.lease).filter(|&l| l != 0) {
+                    found.leases.insert(l);
+                }
+                if found.failed.is_none()
+                    && let Err(e) = out.push(&c)
+                {
+                    found.failed = Some(e);
+                }
+                if let Some(sink) = sink.as_mut()
+                    && c.action.writes()
+                {
+                    sink.offer(c, value);
+                }
+            },
+            |d| {
+                if failed_moves.is_none()
+                    && let Err(e) = moved.push(&d)
+                {
+                    failed_moves = Some(e);
+                }
+            },
+        );
+        found.failed = found.failed.take().or(failed_moves);
+        (found, out, moved, sink)
+    }
+}
+
 /// What one mapping's diff found, besides the spills it wrote.
 struct Found {
     summary: Summary,
@@ -409,69 +494,22 @@ async fn diff_mapping<S: WriteSink>(
     };
     let (src_rx, src_task) = scan(source, &mapping.from, source_pin, true);
     let (dst_rx, dst_task) = scan(destination, &mapping.to, destination_pin, false);
-    let (mapping_clone, sensitive) = (mapping.clone(), plan.sensitive.clone());
-    let (prune, on_conflict, move_source) = (plan.prune, plan.on_conflict, plan.delete_source);
-    let (skip_leased, shown_limit) = (plan.leases == LeaseMode::Skip, options.shown_limit);
-    let (mut out, mut moved) = (
+    let inputs = DiffInputs {
+        index,
+        mapping: mapping.clone(),
+        sensitive: plan.sensitive.clone(),
+        prune: plan.prune,
+        on_conflict: plan.on_conflict,
+        move_source: plan.delete_source,
+        skip_leased: plan.leases == LeaseMode::Skip,
+        shown_limit: options.shown_limit,
+    };
+    let (out, moved) = (
         std::mem::take(&mut got.changes),
         std::mem::take(&mut got.moves),
     );
-    let mut sink = sink;
     let diffed = tokio::task::spawn_blocking(move || {
-        let opts = DiffOptions {
-            prune,
-            on_conflict,
-            sensitive: &sensitive,
-            shown_limit,
-            keep_payload: sink.is_some(),
-            move_source,
-            skip_leased,
-        };
-        let mut found = Found {
-            summary: Summary::default(),
-            largest: 0,
-            conflicts: KeyList::default(),
-            leases: Default::default(),
-            failed: None,
-        };
-        let mut failed_moves: Option<std::io::Error> = None;
-        found.summary = diff::diff_into(
-            index,
-            &mapping_clone,
-            drain(src_rx),
-            drain(dst_rx),
-            &opts,
-            |mut c| {
-                let value = c.payload.take();
-                found.largest = found.largest.max(c.write_bytes());
-                if c.action == diff::Action::Conflict && found.conflicts.len() < crate::keys::LISTED
-                {
-                    found.conflicts.push(c.key.clone());
-                }
-                if let Some(l) = c.source.as_ref().map(|v| v.lease).filter(|&l| l != 0) {
-                    found.leases.insert(l);
-                }
-                if found.failed.is_none()
-                    && let Err(e) = out.push(&c)
-                {
-                    found.failed = Some(e);
-                }
-                if let Some(sink) = sink.as_mut()
-                    && c.action.writes()
-                {
-                    sink.offer(c, value);
-                }
-            },
-            |d| {
-                if failed_moves.is_none()
-                    && let Err(e) = moved.push(&d)
-                {
-                    failed_moves = Some(e);
-                }
-            },
-        );
-        found.failed = found.failed.take().or(failed_moves);
-        (found, out, moved, sink)
+        inputs.run(drain(src_rx), drain(dst_rx), out, moved, sink)
     })
     .await
     .map_err(|e| PlanError::Internal(e.to_string()))?;

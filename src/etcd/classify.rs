@@ -56,32 +56,12 @@ pub fn is_timeout(err: &etcd_client::Error) -> bool {
 /// balancer, a restarting member) and worth another try.
 pub fn classify(err: &etcd_client::Error, tls: bool, answered: bool) -> Failure {
     let text = error_text(err).to_lowercase();
+    if let Some(kind) = server_answer(&text) {
+        return kind;
+    }
     let has = |s: &str| text.contains(s);
     let any = |list: &[&str]| list.iter().any(|s| text.contains(s));
-    if has("required revision has been compacted") {
-        Failure::Compacted
-    } else if has("database space exceeded") || has("nospace") {
-        Failure::NoSpace
-    } else if any(&[
-        "request is too large",
-        "received message larger than max",
-        "message length too large",
-    ]) {
-        Failure::TooLarge
-    } else if any(&[
-        "revision of auth store is old",
-        // etcd 3.5's wording when the check happens as the request is applied.
-        "revision in header is old",
-        "invalid auth token",
-    ]) {
-        Failure::AuthStale
-    } else if has("permission denied") {
-        Failure::PermissionDenied
-    } else if has("authentication failed") || has("invalid user id or password") {
-        Failure::AuthenticationFailed
-    } else if has("user name is empty") || has("token is not provided") {
-        Failure::AuthenticationRequired
-    } else if any(&[
+    if any(&[
         "unknownissuer",
         "unknown issuer",
         "notvalidforname",
@@ -160,6 +140,39 @@ pub fn classify(err: &etcd_client::Error, tls: bool, answered: bool) -> Failure 
     } else {
         Failure::Other
     }
+}
+
+/// etcd's own answers that say what to do: compaction, quota, size, auth
+/// and permission. `None` for everything else (transport, TLS, timeouts).
+fn server_answer(text: &str) -> Option<Failure> {
+    let has = |s: &str| text.contains(s);
+    let any = |list: &[&str]| list.iter().any(|s| text.contains(s));
+    Some(if has("required revision has been compacted") {
+        Failure::Compacted
+    } else if has("database space exceeded") || has("nospace") {
+        Failure::NoSpace
+    } else if any(&[
+        "request is too large",
+        "received message larger than max",
+        "message length too large",
+    ]) {
+        Failure::TooLarge
+    } else if any(&[
+        "revision of auth store is old",
+        // etcd 3.5's wording when the check happens as the request is applied.
+        "revision in header is old",
+        "invalid auth token",
+    ]) {
+        Failure::AuthStale
+    } else if has("permission denied") {
+        Failure::PermissionDenied
+    } else if has("authentication failed") || has("invalid user id or password") {
+        Failure::AuthenticationFailed
+    } else if has("user name is empty") || has("token is not provided") {
+        Failure::AuthenticationRequired
+    } else {
+        return None;
+    })
 }
 
 /// A connection that broke under a request: reset, closed, EOF, a broken

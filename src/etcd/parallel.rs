@@ -148,22 +148,7 @@ pub async fn scan_parallel(
         while windows.len() < depth
             && let Some(from) = next.take()
         {
-            let span = shared.span.lock().map_or(1, |p| *p).max(1);
-            let end_n = shared.space.num(&from).saturating_add(span);
-            let mut end = shared.space.key(end_n);
-            if end <= from {
-                end = from.clone();
-                end.push(0);
-            }
-            let end = if end_n >= hi_n || !before(&end, &shared.end) {
-                shared.end.clone()
-            } else {
-                next = Some(end.clone());
-                Some(end)
-            };
-            let (wtx, wrx) = mpsc::channel(1);
-            let task = tokio::spawn(read_all(shared.clone(), from, end, wtx));
-            windows.push_back(Window { task, rx: wrx });
+            windows.push_back(open_window(&shared, from, hi_n, &mut next));
         }
         let Some(mut window) = windows.pop_front() else {
             return Ok(());
@@ -191,6 +176,32 @@ pub async fn scan_parallel(
             }
         }
     }
+}
+
+/// Starts reading the window from `from`, one span wide (to the range's
+/// end when that is nearer); sets `next` to where the following one starts.
+fn open_window(
+    shared: &Arc<Shared>,
+    from: Vec<u8>,
+    hi_n: u128,
+    next: &mut Option<Vec<u8>>,
+) -> Window {
+    let span = shared.span.lock().map_or(1, |p| *p).max(1);
+    let end_n = shared.space.num(&from).saturating_add(span);
+    let mut end = shared.space.key(end_n);
+    if end <= from {
+        end = from.clone();
+        end.push(0);
+    }
+    let end = if end_n >= hi_n || !before(&end, &shared.end) {
+        shared.end.clone()
+    } else {
+        *next = Some(end.clone());
+        Some(end)
+    };
+    let (wtx, wrx) = mpsc::channel(1);
+    let task = tokio::spawn(read_all(shared.clone(), from, end, wtx));
+    Window { task, rx: wrx }
 }
 
 struct Window {

@@ -72,33 +72,7 @@ async fn write_whole(
         prefix: &first_key,
     };
     while !pending.is_empty() {
-        let mut compares = Vec::with_capacity(pending.len());
-        let mut writes = Vec::with_capacity(pending.len());
-        let mut reads = Vec::with_capacity(pending.len());
-        for &i in &pending {
-            let o = &ops[i];
-            compares.push(match &o.guard {
-                Guard::Absent => Compare::create_revision(o.key.clone(), CompareOp::Equal, 0),
-                Guard::ModRevision(r) => Compare::mod_revision(o.key.clone(), CompareOp::Equal, *r),
-                Guard::Value(v) => Compare::value(o.key.clone(), CompareOp::Equal, v.clone()),
-            });
-            writes.push(match &o.value {
-                Some(v) if o.lease != 0 => TxnOp::put(
-                    o.key.clone(),
-                    v.clone(),
-                    Some(PutOptions::new().with_lease(o.lease)),
-                ),
-                Some(v) => TxnOp::put(o.key.clone(), v.clone(), None),
-                None => TxnOp::delete(o.key.clone(), None),
-            });
-            reads.push(TxnOp::get(o.key.clone(), None));
-        }
-        writes.extend(
-            extra
-                .iter()
-                .map(|p| TxnOp::put(p.key.clone(), p.value.clone(), None)),
-        );
-        let txn = Txn::new().when(compares).and_then(writes).or_else(reads);
+        let txn = guarded_txn(ops, &pending, extra);
         let resp = side
             .call(op, |c| {
                 let txn = txn.clone();
@@ -152,6 +126,38 @@ async fn write_whole(
         .into_iter()
         .map(|o| o.unwrap_or(Outcome::InPlace))
         .collect())
+}
+
+/// One transaction over the `pending` ops: every guard as a compare, the
+/// writes (and `extra`) when all hold, else a read-back of every key.
+fn guarded_txn(ops: &[WriteOp], pending: &[usize], extra: &[Put]) -> Txn {
+    let mut compares = Vec::with_capacity(pending.len());
+    let mut writes = Vec::with_capacity(pending.len());
+    let mut reads = Vec::with_capacity(pending.len());
+    for &i in pending {
+        let o = &ops[i];
+        compares.push(match &o.guard {
+            Guard::Absent => Compare::create_revision(o.key.clone(), CompareOp::Equal, 0),
+            Guard::ModRevision(r) => Compare::mod_revision(o.key.clone(), CompareOp::Equal, *r),
+            Guard::Value(v) => Compare::value(o.key.clone(), CompareOp::Equal, v.clone()),
+        });
+        writes.push(match &o.value {
+            Some(v) if o.lease != 0 => TxnOp::put(
+                o.key.clone(),
+                v.clone(),
+                Some(PutOptions::new().with_lease(o.lease)),
+            ),
+            Some(v) => TxnOp::put(o.key.clone(), v.clone(), None),
+            None => TxnOp::delete(o.key.clone(), None),
+        });
+        reads.push(TxnOp::get(o.key.clone(), None));
+    }
+    writes.extend(
+        extra
+            .iter()
+            .map(|p| TxnOp::put(p.key.clone(), p.value.clone(), None)),
+    );
+    Txn::new().when(compares).and_then(writes).or_else(reads)
 }
 
 /// Cuts guarded writes into transactions of at most `max_ops` keys and

@@ -82,8 +82,9 @@ fn section(
     }
 }
 
-/// Renders a plan as a Markdown comment of at most [`MARKDOWN_LIMIT`] characters.
-pub fn render_markdown(report: &PlanReport, options: RenderOptions) -> String {
+/// The title, both clusters, the plan file, the per-mapping table, the
+/// summary and any keys too large to write.
+fn header(report: &PlanReport) -> String {
     let mut out = String::new();
     let title = report
         .name
@@ -92,27 +93,16 @@ pub fn render_markdown(report: &PlanReport, options: RenderOptions) -> String {
             format!("etcdplan plan: {}", code(n))
         });
     let _ = writeln!(out, "### {title}\n");
+    let endpoints = |list: &[String]| list.iter().map(|e| code(e)).collect::<Vec<_>>().join(", ");
     let _ = writeln!(
         out,
         "Source cluster {} at revision {} ({}) → destination cluster {} at revision {} ({}). Plan file {} (sha256 {}).\n",
         code(&report.source.cluster_id),
         report.source.revision,
-        report
-            .source
-            .endpoints
-            .iter()
-            .map(|e| code(e))
-            .collect::<Vec<_>>()
-            .join(", "),
+        endpoints(&report.source.endpoints),
         code(&report.destination.cluster_id),
         report.destination.revision,
-        report
-            .destination
-            .endpoints
-            .iter()
-            .map(|e| code(e))
-            .collect::<Vec<_>>()
-            .join(", "),
+        endpoints(&report.destination.endpoints),
         code(&report.plan_path),
         code(&super::short_hex(&report.file_sha256)),
     );
@@ -142,7 +132,12 @@ pub fn render_markdown(report: &PlanReport, options: RenderOptions) -> String {
         }
         let _ = writeln!(out);
     }
+    out
+}
 
+/// Renders a plan as a Markdown comment of at most [`MARKDOWN_LIMIT`] characters.
+pub fn render_markdown(report: &PlanReport, options: RenderOptions) -> String {
+    let mut out = header(report);
     let mut budget = Budget {
         limit: options.max_listed.unwrap_or(usize::MAX),
         listed: 0,

@@ -69,6 +69,42 @@ fn write_text_to(
     let _ = writeln!(out, "{}", side_line("source", &report.source));
     let _ = writeln!(out, "{}", side_line("destination", &report.destination));
     let limit = options.max_listed.unwrap_or(usize::MAX);
+    let mut listed = write_changes(report, color, limit, out);
+    listed += write_source_lists(report, color, limit.saturating_sub(listed), out);
+    let restores = report.undo.as_ref().map_or(0, |u| u.restores.len() as u64);
+    let total = report.changes.len() + report.source_deletes.len() + restores;
+    if (listed as u64) < total {
+        let _ = writeln!(
+            out,
+            "\n  … {} more change(s) not listed (--max-listed {})",
+            thousands(total - listed as u64),
+            limit
+        );
+    }
+    if let Some((head, lines)) = too_large_warning(report) {
+        let _ = writeln!(
+            out,
+            "\n{}",
+            paint(color, &head, |t| t.red().bold().to_string())
+        );
+        for l in lines {
+            let _ = writeln!(out, "  ✗ {l}");
+        }
+    }
+    let _ = writeln!(out);
+    let summary = summary_line(&report.summary);
+    let _ = writeln!(out, "{}", paint(color, &summary, |t| t.bold().to_string()));
+    Ok(())
+}
+
+/// Each change, under its mapping, with notes and value diffs: at most
+/// `limit`. Returns how many were listed.
+fn write_changes(
+    report: &PlanReport,
+    color: bool,
+    limit: usize,
+    out: &mut impl std::io::Write,
+) -> usize {
     let mut listed = 0;
     let mut current_mapping = None;
     for change in report.changes.iter() {
@@ -99,33 +135,38 @@ fn write_text_to(
                 let _ = writeln!(out, "{painted}");
             }
         }
-        if let Some(lines) = value_diff(&change) {
-            for l in lines {
-                let text = match l {
-                    DiffLine::Context(t) => format!("        {t}"),
-                    DiffLine::Removed(t) => {
-                        paint(color, &format!("      - {t}"), |s| s.red().to_string())
-                    }
-                    DiffLine::Added(t) => {
-                        paint(color, &format!("      + {t}"), |s| s.green().to_string())
-                    }
-                    DiffLine::Note(t) => {
-                        paint(color, &format!("      {t}"), |s| s.cyan().to_string())
-                    }
-                };
-                let _ = writeln!(out, "{text}");
-            }
+        for l in value_diff(&change).into_iter().flatten() {
+            let text = match l {
+                DiffLine::Context(t) => format!("        {t}"),
+                DiffLine::Removed(t) => {
+                    paint(color, &format!("      - {t}"), |s| s.red().to_string())
+                }
+                DiffLine::Added(t) => {
+                    paint(color, &format!("      + {t}"), |s| s.green().to_string())
+                }
+                DiffLine::Note(t) => paint(color, &format!("      {t}"), |s| s.cyan().to_string()),
+            };
+            let _ = writeln!(out, "{text}");
         }
     }
+    listed
+}
+
+/// Move mode's source deletes and an undo's source restores: at most
+/// `limit` in all. Returns how many were listed.
+fn write_source_lists(
+    report: &PlanReport,
+    color: bool,
+    limit: usize,
+    out: &mut impl std::io::Write,
+) -> usize {
+    let mut listed = 0;
     if !report.source_deletes.is_empty() && listed < limit {
         let _ = writeln!(
             out,
             "\nMove: deleted from the source once the destination holds them (guarded by mod revision):"
         );
-        for d in report.source_deletes.iter() {
-            if listed >= limit {
-                break;
-            }
+        for d in report.source_deletes.iter().take(limit) {
             listed += 1;
             let line = format!("  - {}", display_key(&d.source_key));
             let _ = writeln!(out, "{}", paint(color, &line, |t| t.red().to_string()));
@@ -137,41 +178,11 @@ fn write_text_to(
             out,
             "\nUndo of a move: put back on the source from its history (only while still absent):"
         );
-        for c in restores {
-            if listed >= limit {
-                break;
-            }
+        for c in restores.iter().take(limit - listed) {
             listed += 1;
             let line = format!("  {} {}", c.action.symbol(), display_key(&c.key));
             let _ = writeln!(out, "{}", paint(color, &line, |t| t.green().to_string()));
         }
     }
-    let total = report.changes.len() + report.source_deletes.len() + restores.len() as u64;
-    if (listed as u64) < total {
-        let _ = writeln!(
-            out,
-            "\n  … {} more change(s) not listed (--max-listed {})",
-            thousands(total - listed as u64),
-            limit
-        );
-    }
-    if let Some((head, lines)) = too_large_warning(report) {
-        let _ = writeln!(
-            out,
-            "\n{}",
-            paint(color, &head, |t| t.red().bold().to_string())
-        );
-        for l in lines {
-            let _ = writeln!(out, "  ✗ {l}");
-        }
-    }
-    let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "{}",
-        paint(color, &summary_line(&report.summary), |t| t
-            .bold()
-            .to_string())
-    );
-    Ok(())
+    listed
 }

@@ -1,34 +1,16 @@
-//! `etcdplan apply` (and, with `--follow`, hands over to `follow`).
+//! `etcdplan apply`: plan (or load a saved plan), review, write, report.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use super::super::observer::{CliObserver, tell_outcome};
-use super::super::signals::spawn_signal_watch;
-use super::super::{ApplyArgs, Ctx, runtime};
-use crate::apply::ApplyOptions;
+use super::super::{ApplyArgs, Ctx};
+use super::request::apply_request;
 use crate::engine;
 use crate::status::ExitStatus;
 
-pub fn run(args: ApplyArgs, ctx: &Ctx) -> miette::Result<ExitStatus> {
-    runtime()?.block_on(async {
-        // Ctrl-C or SIGTERM from here on stops cleanly: before writing,
-        // nothing is written; while writing, the transactions in flight
-        // finish first.
-        let stop = Arc::new(AtomicBool::new(false));
-        let signals = spawn_signal_watch(stop.clone());
-        let result = if args.follow {
-            super::follow::run(&args, ctx, stop).await
-        } else {
-            apply(&args, ctx, stop).await
-        };
-        signals.abort();
-        result
-    })
-}
-
-async fn apply(args: &ApplyArgs, ctx: &Ctx, stop: Arc<AtomicBool>) -> miette::Result<ExitStatus> {
-    let request = request(args, ctx)?;
+pub async fn run(args: &ApplyArgs, ctx: &Ctx, stop: Arc<AtomicBool>) -> miette::Result<ExitStatus> {
+    let request = apply_request(args, ctx)?;
     let observer = CliObserver::new(&args.output, ctx);
     let result = engine::apply(&request, &observer, stop).await;
     observer.swap_ticker(None);
@@ -43,25 +25,4 @@ async fn apply(args: &ApplyArgs, ctx: &Ctx, stop: Arc<AtomicBool>) -> miette::Re
             Ok(status)
         }
     }
-}
-
-/// The engine's request for `apply`'s arguments.
-pub fn request(
-    args: &ApplyArgs,
-    ctx: &Ctx,
-) -> Result<engine::ApplyRequest, crate::saved::sign::SignatureError> {
-    Ok(engine::ApplyRequest {
-        target: args.target.clone(),
-        options: ApplyOptions {
-            max_txn_ops: args.max_txn_ops as usize,
-            max_txn_bytes: args.max_txn_bytes as usize,
-            max_request_bytes: args.limits.max_request_bytes as usize,
-            concurrency: args.concurrency as usize,
-            rate: args.rate,
-        },
-        policy: ctx.policy.clone(),
-        auto_approve: args.auto_approve,
-        plan_file: args.plan_file.clone(),
-        signing_key: crate::saved::sign::SigningKey::from_env()?,
-    })
 }

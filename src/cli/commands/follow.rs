@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicBool;
 
 use super::super::observer::{CliObserver, FollowCli};
 use super::super::{ApplyArgs, Ctx};
+use super::request::apply_request;
 use crate::engine::{self, FollowOutcome};
 use crate::render::{self, Format};
 use crate::status::ExitStatus;
@@ -18,7 +19,7 @@ pub async fn run(args: &ApplyArgs, ctx: &Ctx, stop: Arc<AtomicBool>) -> miette::
         None => None,
     };
     let request = engine::FollowRequest {
-        apply: super::apply::request(args, ctx)?,
+        apply: apply_request(args, ctx)?,
         checkpoint_key,
         until_revision: args.until_revision,
         cutover_file: args.cutover_file.clone(),

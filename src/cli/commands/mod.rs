@@ -5,13 +5,18 @@ mod apply;
 mod check;
 mod follow;
 mod plan;
+mod request;
 mod show;
 mod tools;
 mod validate;
 
 pub use tools::man_pages;
 
-use super::{Command, Ctx};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use super::signals::spawn_signal_watch;
+use super::{Command, Ctx, runtime};
 use crate::status::ExitStatus;
 
 pub fn execute(command: Command, ctx: &Ctx) -> miette::Result<ExitStatus> {
@@ -46,7 +51,14 @@ pub fn execute(command: Command, ctx: &Ctx) -> miette::Result<ExitStatus> {
             &limits,
             ctx,
         ),
-        Command::Apply(args) => apply::run(args, ctx),
+        // Ctrl-C or SIGTERM stops either cleanly: before writing, nothing is
+        // written; while writing, the transactions in flight finish first.
+        Command::Apply(args) if args.follow => {
+            until_stopped(|stop| async move { follow::run(&args, ctx, stop).await })
+        }
+        Command::Apply(args) => {
+            until_stopped(|stop| async move { apply::run(&args, ctx, stop).await })
+        }
         Command::Show { saved, output } => show::run(&saved, &output, ctx),
         Command::Check {
             plan,
@@ -59,4 +71,19 @@ pub fn execute(command: Command, ctx: &Ctx) -> miette::Result<ExitStatus> {
         Command::Schema => tools::schema(),
         Command::Man { out_dir } => tools::man(out_dir.as_deref()),
     }
+}
+
+/// Runs `f` on a runtime, with a stop flag that a signal sets.
+fn until_stopped<F, Fut>(f: F) -> miette::Result<ExitStatus>
+where
+    F: FnOnce(Arc<AtomicBool>) -> Fut,
+    Fut: std::future::Future<Output = miette::Result<ExitStatus>>,
+{
+    runtime()?.block_on(async {
+        let stop = Arc::new(AtomicBool::new(false));
+        let signals = spawn_signal_watch(stop.clone());
+        let result = f(stop).await;
+        signals.abort();
+        result
+    })
 }
