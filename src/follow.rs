@@ -86,24 +86,28 @@ pub enum FollowError {
     )]
     Conflict { revision: i64, keys: KeyList },
 
-    #[error("the checkpoint key `{key}` lies inside a range the plan reads or writes")]
+    #[error(
+        "the checkpoint key `{}` lies inside a range the plan reads or writes",
+        display_key(key)
+    )]
     #[diagnostic(
         code(etcdplan::follow::bad_checkpoint_key),
         help(
             "choose a --checkpoint-key outside every `to` range (and every `from` range when both sides are one cluster)"
         )
     )]
-    CheckpointKeyOverlaps { key: String },
+    CheckpointKeyOverlaps { key: Vec<u8> },
 
     #[error(
-        "the checkpoint at `{key}` is not etcdplan's: {}",
+        "the checkpoint at `{}` is not etcdplan's: {}",
+        display_key(key),
         crate::escape::text(why)
     )]
     #[diagnostic(
         code(etcdplan::follow::bad_checkpoint),
         help("delete that key on the destination, or choose another --checkpoint-key")
     )]
-    BadCheckpoint { key: String, why: String },
+    BadCheckpoint { key: Vec<u8>, why: String },
 
     #[error("--follow needs a plan file, not a saved plan")]
     #[diagnostic(
@@ -160,9 +164,7 @@ pub fn check_checkpoint_key(
         .iter()
         .any(|m| key.starts_with(&m.to) || (same_cluster && key.starts_with(&m.from)));
     if clash {
-        return Err(FollowError::CheckpointKeyOverlaps {
-            key: display_key(key),
-        });
+        return Err(FollowError::CheckpointKeyOverlaps { key: key.to_vec() });
     }
     Ok(())
 }
@@ -178,7 +180,7 @@ pub async fn read_checkpoint(
     serde_json::from_slice(&value)
         .map(Some)
         .map_err(|e| FollowError::BadCheckpoint {
-            key: display_key(key),
+            key: key.to_vec(),
             why: e.to_string(),
         })
 }

@@ -116,7 +116,9 @@ pub enum PlanError {
     Etcd(#[from] EtcdError),
 
     #[error(
-        "source and destination are the same cluster ({cluster_id}), and `{to}` overlaps the range `{from}` being read"
+        "source and destination are the same cluster ({cluster_id}), and `{}` overlaps the range `{}` being read",
+        display_key(to),
+        display_key(from)
     )]
     #[diagnostic(
         code(etcdplan::plan::same_cluster),
@@ -126,8 +128,8 @@ pub enum PlanError {
     )]
     SameCluster {
         cluster_id: String,
-        from: String,
-        to: String,
+        from: Vec<u8>,
+        to: Vec<u8>,
     },
 
     #[error(
@@ -366,8 +368,8 @@ fn same_cluster(plan: &Plan, cluster_id: u64) -> Result<(), PlanError> {
         {
             return Err(PlanError::SameCluster {
                 cluster_id: format!("{cluster_id:016x}"),
-                from: display_key(&f.from),
-                to: display_key(&m.to),
+                from: f.from.clone(),
+                to: m.to.clone(),
             });
         }
     }

@@ -65,14 +65,17 @@ pub enum UndoError {
     )]
     UndoOfUndo,
 
-    #[error("`{key}` at revision {revision} does not hold the value the saved plan recorded there")]
+    #[error(
+        "`{}` at revision {revision} does not hold the value the saved plan recorded there",
+        display_key(key)
+    )]
     #[diagnostic(
         code(etcdplan::undo::history_mismatch),
         help(
             "the saved plan does not describe this cluster's history (was it edited, or made against a restored cluster?); nothing was planned"
         )
     )]
-    HistoryMismatch { key: String, revision: i64 },
+    HistoryMismatch { key: Vec<u8>, revision: i64 },
 }
 
 /// A value as a change records it (hash, size, revision, lease; no bytes).
@@ -253,7 +256,7 @@ async fn invert_all(
         };
         if !held {
             return Err(UndoError::HistoryMismatch {
-                key: display_key(&c.key),
+                key: c.key.clone(),
                 revision: recorded,
             });
         }
@@ -335,7 +338,7 @@ async fn recover_digests(
             }
             _ => {
                 return Err(UndoError::HistoryMismatch {
-                    key: display_key(&key),
+                    key: key.clone(),
                     revision,
                 });
             }
@@ -381,7 +384,7 @@ async fn plan_restores(
         });
         let Some(deleted) = deleted else {
             return Err(UndoError::HistoryMismatch {
-                key: display_key(&d.source_key),
+                key: d.source_key.clone(),
                 revision,
             });
         };

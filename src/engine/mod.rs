@@ -103,7 +103,8 @@ pub enum EngineError {
     Follow(#[from] crate::follow::FollowError),
 
     #[error(
-        "cannot write to `{prefix}` on the destination: {}",
+        "cannot write to `{}` on the destination: {}",
+        crate::keys::display_key(prefix),
         crate::escape::text(why)
     )]
     #[diagnostic(
@@ -112,10 +113,11 @@ pub enum EngineError {
             "grant write permission on that prefix to the destination user (see `etcdplan check`); nothing was written"
         )
     )]
-    NotWritable { prefix: String, why: String },
+    NotWritable { prefix: Vec<u8>, why: String },
 
     #[error(
-        "cannot delete from `{prefix}` on the source: {}",
+        "cannot delete from `{}` on the source: {}",
+        crate::keys::display_key(prefix),
         crate::escape::text(why)
     )]
     #[diagnostic(
@@ -124,7 +126,7 @@ pub enum EngineError {
             "delete_source needs write permission on each `from` range of the source; nothing was written"
         )
     )]
-    SourceNotWritable { prefix: String, why: String },
+    SourceNotWritable { prefix: Vec<u8>, why: String },
 }
 
 impl EngineError {
@@ -265,10 +267,10 @@ async fn unwritable<'p>(
     side: &Side,
     prefixes: impl Iterator<Item = &'p [u8]>,
     wanted: &[bool],
-) -> Option<(String, String)> {
+) -> Option<(Vec<u8>, String)> {
     for (prefix, _) in prefixes.zip(wanted).filter(|(_, w)| **w) {
         if let Err(why) = crate::check::probe_write(side, prefix).await {
-            return Some((crate::keys::display_key(prefix), why.to_string()));
+            return Some((prefix.to_vec(), why.to_string()));
         }
     }
     None

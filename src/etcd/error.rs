@@ -107,16 +107,19 @@ pub enum EtcdError {
     )]
     AuthenticationRequired { side: SideRole },
 
-    #[error("{side}: permission denied for {user} to {what} `{prefix}`")]
+    #[error(
+        "{side}: permission denied for {user} to {what} `{}`",
+        crate::keys::display_key(prefix)
+    )]
     #[diagnostic(
         code(etcdplan::etcd::permission_denied),
-        help("{}", super::grant::hint(what, prefix))
+        help("{}", super::grant::hint(what, &crate::keys::display_key(prefix)))
     )]
     PermissionDenied {
         side: SideRole,
         user: String,
         what: &'static str,
-        prefix: String,
+        prefix: Vec<u8>,
     },
 
     #[error("{side}: revision {revision} has been compacted")]

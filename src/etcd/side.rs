@@ -456,7 +456,7 @@ impl Side {
                 side,
                 user: self.user(),
                 what: op.action,
-                prefix: display_key(op.prefix),
+                prefix: op.prefix.to_vec(),
             },
             Failure::Compacted => EtcdError::Compacted { side, revision: 0 },
             Failure::NoSpace => EtcdError::NoSpace {

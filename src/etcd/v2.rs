@@ -172,7 +172,7 @@ impl V2 {
                             } else {
                                 "write"
                             },
-                            prefix: display_key(key),
+                            prefix: key.to_vec(),
                         });
                     }
                     return Ok((status, headers, reply));
