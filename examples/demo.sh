@@ -5,15 +5,24 @@
 # certificates. It seeds the source with Trident state, then runs validate,
 # check, plan, apply and plan again, showing every output, and stops the
 # servers it started.
+#
+#   bash examples/demo.sh                              # builds etcdplan from this checkout
+#   ETCDPLAN=/usr/local/bin/etcdplan bash examples/demo.sh   # runs an installed binary
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 work=$(mktemp -d)
 . examples/lib.sh
-install_missing "etcd:etcd-server" "etcdctl:etcd-client" "protoc:protobuf-compiler libprotobuf-dev" "openssl:openssl"
-
-cargo build --quiet --locked --bin etcdplan
-BIN=$PWD/target/debug/etcdplan
+if [ -n "${ETCDPLAN:-}" ]; then
+  # An installed etcdplan: nothing to build, so no protoc either.
+  install_missing "etcd:etcd-server" "etcdctl:etcd-client" "openssl:openssl"
+  BIN=$(command -v "$ETCDPLAN") || { echo "demo: ETCDPLAN=$ETCDPLAN is not an executable" >&2; exit 1; }
+else
+  install_missing "etcd:etcd-server" "etcdctl:etcd-client" "protoc:protobuf-compiler libprotobuf-dev" "openssl:openssl"
+  cargo build --quiet --locked --bin etcdplan
+  BIN=$PWD/target/debug/etcdplan
+fi
+echo "etcdplan: $BIN ($("$BIN" --version))"
 etcdplan() { "$BIN" "$@"; }
 
 if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold="" plain=""; fi

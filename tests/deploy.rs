@@ -1,6 +1,7 @@
 //! Where operators run etcdplan: the Dockerfile (hadolint), the Kubernetes
-//! Jobs (kubernetes-validate --strict, and their etcdplan commands run for
-//! real against local servers), the GitHub workflows (actionlint), and the
+//! Jobs (kubernetes-validate --strict, and their etcdplan containers run in
+//! a sandbox shaped like the pod spec against local servers), the GitHub
+//! workflows (actionlint), and the
 //! committed man pages (drift). The lint tools come from tests/run.sh; a
 //! missing tool fails the test, it never skips.
 
@@ -9,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Cluster, ClusterSpec, UserSpec, etcdplan, run};
+use common::{Cluster, ClusterSpec, UserSpec, pod};
 use etcd_client::Permission;
 use serde_json::Value;
 
@@ -159,54 +160,38 @@ fn the_jobs_run_the_old_etcd_as_a_native_sidecar_non_root() {
             "{name}: password from a Secret"
         );
     }
-    // Exit 3 (stale plan) is not retried: a retry cannot fix it.
-    let apply = job("etcdplan-apply-job.yaml");
-    let rule = &apply["spec"]["podFailurePolicy"]["rules"][0];
-    assert_eq!(rule["action"], "FailJob");
-    assert_eq!(rule["onExitCodes"]["values"][0], 3);
+    // etcdplan retries transient failures itself: no exit of it is retried,
+    // only a pod disrupted from outside runs again.
+    for name in ["etcdplan-apply-job.yaml", "etcdplan-plan-job.yaml"] {
+        let rules = &job(name)["spec"]["podFailurePolicy"]["rules"];
+        assert_eq!(rules[0]["action"], "Ignore", "{name}");
+        assert_eq!(rules[0]["onPodConditions"][0]["type"], "DisruptionTarget");
+        assert_eq!(rules[1]["action"], "FailJob", "{name}");
+        assert_eq!(rules[1]["onExitCodes"]["operator"], "NotIn");
+        assert_eq!(rules[1]["onExitCodes"]["values"], serde_json::json!([0]));
+        let args = job(name)["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+        assert!(args.contains("--stall-timeout=300"), "{name}: {args}");
+    }
+    // The apply Job applies the saved plan the plan Job made, nothing else.
+    let apply = job("etcdplan-apply-job.yaml")["spec"]["template"]["spec"]["containers"][0]["args"]
+        .to_string();
+    assert!(
+        apply.contains("/plans/plan.saved.json") && !apply.contains("--auto-approve"),
+        "{apply}"
+    );
 }
 
-/// The plan file of the ConfigMap, rewritten to reach local servers.
+/// The ConfigMap's plan file with its endpoints pointed at the test's local
+/// servers (the only change: TLS paths stay the Secret's mount path).
 fn local_plan(src: &Cluster, dst: &Cluster) -> String {
     let doc = load(&root().join("examples/kubernetes/etcdplan-plan-configmap.yaml"));
-    let text = doc["data"]["plan.yaml"]
-        .as_str()
-        .expect("plan.yaml")
-        .to_string();
-    let tls = dst.tls.as_ref().expect("tls cluster");
+    let text = doc["data"]["plan.yaml"].as_str().expect("plan.yaml");
     text.replace("http://127.0.0.1:8001", &src.endpoint(0))
         .replace("https://trident-etcd-client:2379", &dst.endpoint(0))
-        .replace(
-            "/etc/etcdplan/tls/etcd-client-ca.crt",
-            &tls.ca.display().to_string(),
-        )
-        .replace(
-            "/etc/etcdplan/tls/etcd-client.crt",
-            &tls.client_cert.display().to_string(),
-        )
-        .replace(
-            "/etc/etcdplan/tls/etcd-client.key",
-            &tls.client_key.display().to_string(),
-        )
-}
-
-/// The etcdplan container's arguments, with the ConfigMap's mount path
-/// pointing at `dir`.
-fn job_args(name: &str, dir: &Path) -> Vec<String> {
-    job(name)["spec"]["template"]["spec"]["containers"][0]["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .map(|a| {
-            a.as_str()
-                .expect("string arg")
-                .replace("/etc/etcdplan/plan/", &format!("{}/", dir.display()))
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_jobs_commands_migrate_trident_state_for_real() {
+async fn the_jobs_run_in_a_sandbox_shaped_like_their_pods() {
     // The external cluster of the guide: TLS with client certificates, and a
     // `trident` user as the ConfigMap's plan says.
     let (src, dst) = tokio::join!(
@@ -223,13 +208,74 @@ async fn the_jobs_commands_migrate_trident_state_for_real() {
         })
     );
     src.seed(common::trident_keys(40)).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    common::write_file(dir.path(), "plan.yaml", &local_plan(&src, &dst));
-    let secret = [("DEST_ETCD_PASSWORD", "trident-pw")];
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let tls = dst.tls.as_ref().expect("tls cluster");
+    let read = |p: &Path| std::fs::read(p).expect("read a TLS file");
+    let mut objects = pod::Objects::default();
+    objects.config_maps.insert(
+        "etcdplan-trident-plan".into(),
+        [("plan.yaml".to_string(), local_plan(&src, &dst))].into(),
+    );
+    objects.secrets.insert(
+        "etcd-client-tls".into(),
+        [
+            ("etcd-client-ca.crt".to_string(), read(&tls.ca)),
+            ("etcd-client.crt".to_string(), read(&tls.client_cert)),
+            ("etcd-client.key".to_string(), read(&tls.client_key)),
+        ]
+        .into(),
+    );
+    objects.secrets.insert(
+        "etcdplan-credentials".into(),
+        [("dest-password".to_string(), b"trident-pw".to_vec())].into(),
+    );
+    objects.secrets.insert(
+        "etcdplan-signing".into(),
+        [(
+            "key".to_string(),
+            b"0123456789abcdef0123456789abcdef".to_vec(),
+        )]
+        .into(),
+    );
+    objects.claims.insert(
+        "etcdplan-plans".into(),
+        scratch.path().join("pvc-etcdplan-plans"),
+    );
+    let (plan, apply) = (
+        job("etcdplan-plan-job.yaml"),
+        job("etcdplan-apply-job.yaml"),
+    );
 
-    let ran = run(etcdplan(dir.path())
-        .envs(secret)
-        .args(job_args("etcdplan-plan-job.yaml", dir.path())));
+    // Without the emptyDir the read-only root leaves nowhere to spill:
+    // the manifest's volume is what makes the Job work.
+    let mut bare = plan.clone();
+    let mounts = &mut bare["spec"]["template"]["spec"]["containers"][0]["volumeMounts"];
+    let kept: Vec<Value> = mounts
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .filter(|m| m["name"] != "tmp")
+        .cloned()
+        .collect();
+    *mounts = Value::Array(kept);
+    let ran = pod::run_container(
+        &bare,
+        "etcdplan",
+        &objects,
+        &scratch.path().join("bare-pod"),
+    );
+    assert_eq!(ran.code, Some(1), "{}\n{}", ran.stdout, ran.stderr);
+    assert!(
+        ran.stderr.contains("etcdplan::plan::spill"),
+        "{}",
+        ran.stderr
+    );
+    let ran = pod::run_container(
+        &plan,
+        "etcdplan",
+        &objects,
+        &scratch.path().join("plan-pod"),
+    );
     assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
     assert!(
         ran.stdout
@@ -241,22 +287,38 @@ async fn the_jobs_commands_migrate_trident_state_for_real() {
         !ran.stdout.contains("backend-secret"),
         "sensitive values stay hidden"
     );
+    let saved = scratch.path().join("pvc-etcdplan-plans/plan.saved.json");
+    assert!(
+        std::fs::read_to_string(&saved)
+            .expect("saved plan")
+            .contains("hmac-sha256:"),
+        "signed"
+    );
 
-    let ran = run(etcdplan(dir.path())
-        .envs(secret)
-        .args(job_args("etcdplan-apply-job.yaml", dir.path())));
+    let before = dst.revision().await;
+    let ran = pod::run_container(
+        &apply,
+        "etcdplan",
+        &objects,
+        &scratch.path().join("apply-pod"),
+    );
     assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
     assert!(!ran.stdout.contains("trident-pw") && !ran.stderr.contains("trident-pw"));
+    assert!(ran.stdout.contains("Verified:"), "{}", ran.stdout);
+    assert!(dst.revision().await > before);
     assert_eq!(
         dst.dump(b"/trident/v1/").await,
         src.dump(b"/trident/v1/").await
     );
 
-    // The Job retried after success (backoffLimit) writes nothing.
+    // The Job run again after success writes nothing.
     let before = dst.revision().await;
-    let ran = run(etcdplan(dir.path())
-        .envs(secret)
-        .args(job_args("etcdplan-apply-job.yaml", dir.path())));
+    let ran = pod::run_container(
+        &apply,
+        "etcdplan",
+        &objects,
+        &scratch.path().join("apply-pod-2"),
+    );
     assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
     assert_eq!(dst.revision().await, before);
 }

@@ -5,7 +5,9 @@
 #![allow(dead_code)]
 
 pub mod follow;
+pub mod pod;
 pub mod proxy;
+pub mod recorder;
 
 use std::collections::HashSet;
 use std::net::TcpListener;
