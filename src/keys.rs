@@ -49,17 +49,11 @@ pub struct SizedKeyList(pub Vec<(Vec<u8>, u64)>);
 
 impl std::fmt::Display for SizedKeyList {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let lines: Vec<String> = self
+        let lines = self
             .0
             .iter()
-            .take(LISTED)
-            .map(|(k, size)| format!("  {} ({size} bytes)", display_key(k)))
-            .collect();
-        f.write_str(&lines.join("\n"))?;
-        if self.0.len() > LISTED {
-            write!(f, "\n  … and {} more", self.0.len() - LISTED)?;
-        }
-        Ok(())
+            .map(|(k, size)| format!("  {} ({size} bytes)", display_key(k)));
+        write_listed(f, lines, self.0.len())
     }
 }
 
@@ -77,18 +71,24 @@ impl serde::Serialize for KeyList {
 
 impl std::fmt::Display for KeyList {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let lines: Vec<String> = self
-            .0
-            .iter()
-            .take(LISTED)
-            .map(|k| format!("  {}", display_key(k)))
-            .collect();
-        f.write_str(&lines.join("\n"))?;
-        if self.0.len() > LISTED {
-            write!(f, "\n  … and {} more", self.0.len() - LISTED)?;
-        }
-        Ok(())
+        let lines = self.0.iter().map(|k| format!("  {}", display_key(k)));
+        write_listed(f, lines, self.0.len())
     }
+}
+
+/// The first [`LISTED`] of `lines`, one per line, then how many more of
+/// `total` there are.
+fn write_listed(
+    f: &mut std::fmt::Formatter<'_>,
+    lines: impl Iterator<Item = String>,
+    total: usize,
+) -> std::fmt::Result {
+    let shown: Vec<String> = lines.take(LISTED).collect();
+    f.write_str(&shown.join("\n"))?;
+    if total > LISTED {
+        write!(f, "\n  … and {} more", total - LISTED)?;
+    }
+    Ok(())
 }
 
 /// Decodes a prefix written in a plan file into key bytes.
@@ -178,6 +178,22 @@ pub fn prefixes_overlap(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn key_lists_show_the_first_twenty_keys_escaped_then_a_count() {
+        let list = KeyList(
+            (0..25)
+                .map(|i| format!("/k/{i}\x01").into_bytes())
+                .collect(),
+        );
+        let shown = list.to_string();
+        assert_eq!(shown.lines().count(), 21, "{shown}");
+        assert!(shown.starts_with("  /k/0\\x01"), "{shown}");
+        assert!(shown.ends_with("  … and 5 more"), "{shown}");
+        let sized = SizedKeyList(vec![(b"/big".to_vec(), 2_000_000)]);
+        assert_eq!(sized.to_string(), "  /big (2000000 bytes)");
+    }
+
     use super::*;
     use proptest::prelude::*;
 
