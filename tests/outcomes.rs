@@ -89,3 +89,40 @@ async fn check_speaks_json_and_markdown() {
     assert!(ran.stdout.contains("passed"), "{}", ran.stdout);
     assert!(ran.stdout.contains("```"), "{}", ran.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn follow_stops_in_every_format() {
+    let (src, dst) = tokio::join!(Cluster::plaintext(), Cluster::plaintext());
+    src.seed([("/o/a", "1")]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_plan(dir.path(), &src, &dst, "prefixes:\n  - from: /o/\n");
+    let until = src.revision().await.to_string();
+    let follow = |format: &str| {
+        run(etcdplan(dir.path()).args([
+            "apply",
+            "plan.yaml",
+            "--auto-approve",
+            "--follow",
+            "--until-revision",
+            &until,
+            "--format",
+            format,
+        ]))
+    };
+    let ran = follow("markdown");
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(
+        ran.stdout
+            .contains("### etcdplan follow: stopped (reached --until-revision)"),
+        "{}",
+        ran.stdout
+    );
+    let ran = follow("json");
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let last = ran.stdout.lines().last().expect("a line");
+    let doc = json(last);
+    assert_eq!(
+        doc["follow_stopped"]["reason"], "reached --until-revision",
+        "{doc}"
+    );
+}

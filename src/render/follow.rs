@@ -1,5 +1,5 @@
 //! What following says: lag reports, notices between applies, and how it
-//! stopped, in text (stderr) and JSON lines (stdout).
+//! stopped, in text (stderr), JSON lines and Markdown (stdout).
 
 use crate::engine::FollowNotice;
 use crate::escape::{text as esc, to_json_string};
@@ -76,4 +76,10 @@ pub fn stopped_json(end: &FollowEnd) -> String {
     to_json_string(
         &serde_json::json!({"follow_stopped": {"reason": why, "last_applied_revision": last_applied}}),
     )
+}
+
+/// For a job summary: why following stopped, and where it got to.
+pub fn stopped_markdown(end: &FollowEnd) -> String {
+    let (why, last_applied) = why(end);
+    format!("### etcdplan follow: stopped ({why})\n\nSource revision {last_applied} is applied.\n")
 }

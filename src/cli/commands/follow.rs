@@ -35,8 +35,10 @@ pub async fn run(args: &ApplyArgs, ctx: &Ctx, stop: Arc<AtomicBool>) -> miette::
     match result {
         Ok(FollowOutcome::ApplyIncomplete(outcome)) => Ok(engine::exit_status(&outcome)),
         Ok(FollowOutcome::Stopped(end)) => {
-            if Format::from(args.output.format) == Format::Json {
-                outln!("{}", render::follow::stopped_json(&end));
+            match Format::from(args.output.format) {
+                Format::Json => outln!("{}", render::follow::stopped_json(&end)),
+                Format::Markdown => out!("{}", render::follow::stopped_markdown(&end)),
+                Format::Text => {}
             }
             errln!("{}", render::follow::stopped_text(&end, &target));
             Ok(ExitStatus::Success)
