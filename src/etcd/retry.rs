@@ -141,10 +141,10 @@ impl Attempts {
 }
 
 /// Notices already given, so that sixteen parallel readers stuck on one
-/// hung member say so once, not sixteen times.
+/// hung member say so once, not sixteen times: the last notice per endpoint.
 #[derive(Default)]
 pub(super) struct Notices {
-    last: Mutex<Option<(usize, Instant)>>,
+    last: Mutex<Vec<Option<Instant>>>,
 }
 
 /// How often the same endpoint's failure is said again.
@@ -156,13 +156,13 @@ impl Notices {
         let Ok(mut last) = self.last.lock() else {
             return true;
         };
+        if last.len() <= i {
+            last.resize(i + 1, None);
+        }
         let now = Instant::now();
-        let fresh = match *last {
-            Some((j, at)) => j != i || now.duration_since(at) >= NOTICE_EVERY,
-            None => true,
-        };
+        let fresh = last[i].is_none_or(|at| now.duration_since(at) >= NOTICE_EVERY);
         if fresh {
-            *last = Some((i, now));
+            last[i] = Some(now);
         }
         fresh
     }
@@ -226,6 +226,11 @@ mod tests {
         assert!(n.fresh(0));
         assert!(!n.fresh(0));
         assert!(n.fresh(1));
+        assert!(
+            !n.fresh(0),
+            "per endpoint: another endpoint's notice does not renew it"
+        );
+        assert!(!n.fresh(1));
         assert_eq!(seconds(Duration::from_secs(5)), "5 s");
         assert_eq!(seconds(Duration::from_millis(400)), "0.4 s");
     }

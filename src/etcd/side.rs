@@ -226,7 +226,8 @@ impl Side {
         let n = self.endpoints.len().max(1);
         let mut attempts = Attempts::new(&self.policy, n);
         loop {
-            let i = self.current.load(Ordering::Relaxed) % n;
+            let raw = self.current.load(Ordering::Relaxed);
+            let i = raw % n;
             let ep = &self.endpoints[i];
             let started = std::time::Instant::now();
             let (client, result) = match self.client(i).await {
@@ -258,10 +259,12 @@ impl Side {
             let timed_out = is_timeout(&err);
             match attempts.after(&self.policy, i, kind, err, &ep.url) {
                 Next::Retry(wait) => {
-                    // Move on from the failing endpoint, unless another task did already.
+                    // Move on from the failing endpoint, unless another task
+                    // did already. (Kept below `n`, so the exchange compares
+                    // what was loaded: a stored `n` would never move again.)
                     let _ = self.current.compare_exchange(
-                        i,
-                        i + 1,
+                        raw,
+                        (i + 1) % n,
                         Ordering::Relaxed,
                         Ordering::Relaxed,
                     );

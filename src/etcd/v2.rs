@@ -135,7 +135,8 @@ impl V2 {
         let mut backoff = Duration::from_millis(100);
         let mut last = String::new();
         for attempt in 0..(n * 4) {
-            let i = self.current.load(Ordering::Relaxed) % n;
+            let raw = self.current.load(Ordering::Relaxed);
+            let i = raw % n;
             let base = &self.endpoints[i];
             let mut request = self
                 .http
@@ -180,9 +181,12 @@ impl V2 {
                 Ok(resp) => last = format!("{base}: HTTP {}", resp.status()),
                 Err(e) => last = format!("{base}: {e}"),
             }
-            let _ = self
-                .current
-                .compare_exchange(i, i + 1, Ordering::Relaxed, Ordering::Relaxed);
+            let _ = self.current.compare_exchange(
+                raw,
+                (i + 1) % n,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
             if (attempt + 1) % n == 0 {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
