@@ -179,7 +179,8 @@ fn render_permissions(out: &mut String, s: &SideCheck) {
             .to_vec(),
     ];
     let (role, whose) = match s.roles.as_deref() {
-        Some([only]) => (only.clone(), format!("{}, the user's one role", esc(only))),
+        // A role name comes from the server: escaped, as every string from outside.
+        Some([only]) => (esc(only), format!("{}, the user's one role", esc(only))),
         Some([]) => (
             "ROLE".to_string(),
             "a role of its own: the user has none; `etcdctl role add ROLE`, then `etcdctl user grant-role USER ROLE`".to_string(),
