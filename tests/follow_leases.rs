@@ -65,7 +65,7 @@ async fn follow_preserves_shares_tends_and_ends_leases() {
     // source's owner keeps alive.
     let shared = c.lease_grant(60, None).await.expect("grant").id();
     let short = c.lease_grant(3, None).await.expect("grant").id();
-    let kept = c.lease_grant(3, None).await.expect("grant").id();
+    let kept = c.lease_grant(4, None).await.expect("grant").id();
     for (key, lease) in [
         ("/f/a", shared),
         ("/f/b", shared),
@@ -106,9 +106,9 @@ async fn follow_preserves_shares_tends_and_ends_leases() {
         "the source lease's remaining TTL: {ttl}"
     );
 
-    // The source owner keeps `kept` alive for 8 s, three times its TTL.
+    // The source owner keeps `kept` alive for 10 s, two and a half times its TTL.
     let (mut keeper, mut acks) = c.lease_keep_alive(kept).await.expect("keep alive");
-    for _ in 0..8 {
+    for _ in 0..10 {
         keeper.keep_alive().await.expect("keep alive");
         let _ = acks.message().await.expect("ack");
         tokio::time::sleep(Duration::from_secs(1)).await;
