@@ -7,7 +7,7 @@
 use futures::future::join_all;
 
 pub use crate::etcd::info::{EndpointStatus, MemberInfo, probe_read, probe_write};
-use crate::etcd::{RetryPolicy, Side, info};
+use crate::etcd::{EtcdError, RetryPolicy, Side, info};
 use crate::keys::display_key;
 use crate::planfile::Plan;
 
@@ -16,6 +16,8 @@ use crate::planfile::Plan;
 pub struct EndpointCheck {
     pub url: String,
     pub result: Result<EndpointStatus, String>,
+    /// It answered, but refused the credentials: reachable, not usable.
+    pub auth_failed: bool,
 }
 
 /// What a permission is needed for.
@@ -138,12 +140,22 @@ pub async fn check_side(side: &Side, needed: &[Needed]) -> SideCheck {
         .zip(statuses)
         .map(|(url, result)| EndpointCheck {
             url: url.to_string(),
+            auth_failed: matches!(
+                result,
+                Err(EtcdError::AuthenticationFailed { .. }
+                    | EtcdError::AuthenticationRequired { .. })
+            ),
             result: result.map_err(|e| e.to_string()),
         })
         .collect();
     let Some(reachable) = endpoints.iter().position(|e| e.result.is_ok()) else {
-        // Nothing answered: probing further would only wait out timeouts.
-        let why = "not probed: no endpoint answered".to_string();
+        // Nothing usable answered: probing further would only repeat it.
+        let why = if endpoints.iter().any(|e| e.auth_failed) {
+            "not checked: authentication failed"
+        } else {
+            "not checked: no endpoint answered"
+        }
+        .to_string();
         return SideCheck {
             role: side.role.to_string(),
             tls: side.config.uses_tls,

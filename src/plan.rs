@@ -261,6 +261,53 @@ pub async fn make_plan(
         .map(|(report, _)| report)
 }
 
+/// Something a reviewer should hear although nothing is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Warning {
+    /// No source key lies under this mapping's `from` (after exclusions):
+    /// most likely a typo, since the plan then changes nothing there.
+    EmptySource { from: Vec<u8> },
+}
+
+/// The warnings of a plan, from its counts alone (none for an undo, whose
+/// "source" is the destination's own history).
+pub fn warnings(report: &PlanReport) -> Vec<Warning> {
+    if report.undo.is_some() {
+        return Vec::new();
+    }
+    report
+        .mappings
+        .iter()
+        .filter(|m| {
+            let s = &m.summary;
+            s.create + s.update + s.conflict + s.unchanged + s.leased_skipped == 0
+        })
+        .map(|m| Warning::EmptySource {
+            from: m.from.clone(),
+        })
+        .collect()
+}
+
+/// `on_conflict: fail`: refuses a plan with conflicts, naming the first
+/// [`crate::keys::LISTED`]. Called after the plan is shown, so that the
+/// review sees every conflict; nothing is saved or written after it.
+pub fn refuse_conflicts(plan: &Plan, report: &PlanReport) -> Result<(), PlanError> {
+    if plan.on_conflict != OnConflict::Fail || report.summary.conflict == 0 {
+        return Ok(());
+    }
+    let keys: Vec<Vec<u8>> = report
+        .changes
+        .iter()
+        .filter(|c| c.action == diff::Action::Conflict)
+        .take(crate::keys::LISTED)
+        .map(|c| c.key)
+        .collect();
+    Err(PlanError::Conflicts {
+        count: report.summary.conflict,
+        keys: KeyList(keys),
+    })
+}
+
 /// Where the diff hands each write when writing overlaps the plan (the
 /// writer pool's tap): called from the blocking diff thread.
 pub trait WriteSink: Send + 'static {
@@ -293,7 +340,6 @@ struct Gathered {
     moves: SpoolWriter<SourceDelete>,
     summary: Summary,
     largest_write: usize,
-    conflicts: KeyList,
     lease_ids: std::collections::BTreeSet<i64>,
 }
 
@@ -321,12 +367,6 @@ pub async fn make_plan_tapped<S: WriteSink>(
             plan, index, mapping, sides, &pins, options, &progress, &mut got, sink,
         )
         .await?;
-    }
-    if plan.on_conflict == OnConflict::Fail && got.summary.conflict > 0 {
-        return Err(PlanError::Conflicts {
-            count: got.summary.conflict,
-            keys: got.conflicts,
-        });
     }
     let mut lease_ttls = BTreeMap::new();
     if plan.leases != LeaseMode::Skip {
@@ -416,7 +456,6 @@ impl DiffInputs {
         let mut found = Found {
             summary: Summary::default(),
             largest: 0,
-            conflicts: KeyList::default(),
             leases: Default::default(),
             failed: None,
         };
@@ -430,10 +469,6 @@ impl DiffInputs {
             |mut c| {
                 let value = c.payload.take();
                 found.largest = found.largest.max(c.write_bytes());
-                if c.action == diff::Action::Conflict && found.conflicts.len() < crate::keys::LISTED
-                {
-                    found.conflicts.push(c.key.clone());
-                }
                 if let Some(l) = c.source.as_ref().map(|v| v.lease).filter(|&l| l != 0) {
                     found.leases.insert(l);
                 }
@@ -465,7 +500,6 @@ impl DiffInputs {
 struct Found {
     summary: Summary,
     largest: usize,
-    conflicts: KeyList,
     leases: std::collections::BTreeSet<i64>,
     failed: Option<std::io::Error>,
 }
@@ -527,9 +561,6 @@ async fn diff_mapping<S: WriteSink>(
     got.changes = out;
     got.moves = moved;
     got.largest_write = got.largest_write.max(found.largest);
-    if got.conflicts.len() < crate::keys::LISTED {
-        got.conflicts.extend(found.conflicts);
-    }
     got.lease_ids.extend(found.leases);
     got.summary.add(&found.summary);
     got.mappings.push(MappingReport {

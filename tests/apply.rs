@@ -208,7 +208,10 @@ async fn sigint_finishes_in_flight_and_says_how_to_resume() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("Resume with: etcdplan apply plan.yaml --auto-approve"),
+        // The command as it was run, every flag included (--rate too).
+        stderr.contains(
+            "Resume with: etcdplan apply plan.yaml --auto-approve --max-listed 5 --rate 4000"
+        ),
         "{stderr}"
     );
     let partial = dump(&dst, "/s/").await.len();

@@ -132,6 +132,11 @@ async fn kill_9_and_restart_loses_and_duplicates_nothing() {
         "restarted from the checkpoint: {stderr}"
     );
     assert!(stderr.contains("reached --until-revision"), "{stderr}");
+    // The resume hint is the command that was run, every flag included.
+    let rerun = format!(
+        "Resume with: etcdplan apply plan.yaml --auto-approve --follow --max-listed 3 --progress-every 0.5 --until-revision {until}"
+    );
+    assert!(stderr.contains(&rerun), "{stderr}");
     equal_at(&src, &dst, until).await;
 }
 

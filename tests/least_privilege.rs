@@ -218,3 +218,28 @@ async fn a_missing_checkpoint_grant_is_named_whole_before_anything_is_written() 
     );
     ok(&as_users(d, &["check", "plan.yaml", "--follow"]));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_says_auth_failed_rather_than_unreachable() {
+    let (src, dst) = clusters(false, true).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    write_least_plan(d, &src, &dst);
+    let ran = run(etcdplan(d)
+        .env("READER_PW", "reader-pw")
+        .env("MIGRATOR_PW", "a wrong password")
+        .args(["check", "plan.yaml"]));
+    assert_eq!(ran.code, Some(1), "{}", ran.stdout);
+    let line = ran
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with(&dst.endpoint(0)))
+        .unwrap_or_else(|| panic!("the endpoint row: {}", ran.stdout));
+    assert!(line.contains("auth failed"), "{line}");
+    assert!(
+        ran.stdout.contains("not checked: authentication failed"),
+        "{}",
+        ran.stdout
+    );
+    assert!(!ran.stdout.contains("a wrong password"));
+}

@@ -126,3 +126,30 @@ async fn follow_stops_in_every_format() {
         "{doc}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_from_that_matches_nothing_is_a_warning_in_every_format() {
+    let (src, dst) = tokio::join!(Cluster::plaintext(), Cluster::plaintext());
+    src.seed([("/trident/v1/a", "1")]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_plan(
+        dir.path(),
+        &src,
+        &dst,
+        "prefixes:\n  - from: /tridnet/v1/\n",
+    );
+    let ran = run(etcdplan(dir.path()).args(["plan", "plan.yaml"]));
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(
+        ran.stderr
+            .contains("warning: no source key under `/tridnet/v1/`"),
+        "{}",
+        ran.stderr
+    );
+    let ran = run(etcdplan(dir.path()).args(["plan", "plan.yaml", "--format", "json"]));
+    let doc = json(&ran.stdout);
+    assert_eq!(doc["warnings"][0]["kind"], "empty_source", "{doc}");
+    assert_eq!(doc["warnings"][0]["from"], "/tridnet/v1/", "{doc}");
+    let ran = run(etcdplan(dir.path()).args(["plan", "plan.yaml", "--format", "markdown"]));
+    assert!(ran.stdout.contains("> [!WARNING]"), "{}", ran.stdout);
+}

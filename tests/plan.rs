@@ -128,6 +128,38 @@ async fn keep_lists_conflicts_and_fail_refuses() {
     );
     assert!(ran.stderr.contains("/copy/json") && ran.stderr.contains("/copy/secret/db"));
     assert!(!ran.stderr.contains(SECRET));
+    // The review still sees the whole plan, conflicts included, in every
+    // format; nothing is saved.
+    assert!(ran.stdout.contains("! /copy/json"), "{}", ran.stdout);
+    let args = [
+        "plan",
+        "plan.yaml",
+        "--format",
+        "markdown",
+        "--out",
+        "saved.json",
+    ];
+    let ran = run(etcdplan(dir.path()).args(args));
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(
+        ran.stdout.starts_with("### etcdplan plan"),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        ran.stdout.contains("conflicting, left as is"),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        !dir.path().join("saved.json").exists(),
+        "a refused plan is not saved"
+    );
+    let ran = run(etcdplan(dir.path()).args(["plan", "plan.yaml", "--format", "json"]));
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&ran.stdout).expect("the plan as JSON");
+    assert_eq!(doc["summary"]["conflict"], 2, "{doc}");
+    assert!(!ran.stdout.contains(SECRET));
 }
 
 #[tokio::test(flavor = "multi_thread")]

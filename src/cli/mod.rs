@@ -52,6 +52,9 @@ use crate::status::ExitStatus;
 /// What every command shares: verbosity, colour, and how hard to try on etcd.
 #[derive(Debug, Clone, Default)]
 pub struct Ctx {
+    /// The command as it was run, quoted for a shell: rerunning it resumes,
+    /// so resume hints repeat it whole, every flag included.
+    pub command_line: String,
     pub verbose: u8,
     pub no_color: bool,
     pub policy: RetryPolicy,
@@ -77,7 +80,8 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -90,6 +94,7 @@ where
         }
     };
     let ctx = Ctx {
+        command_line: command_line(&args),
         verbose: cli.verbose,
         no_color: cli.no_color,
         policy: RetryPolicy {
@@ -108,6 +113,18 @@ where
             ExitStatus::Failure
         }
     }
+}
+
+/// `etcdplan` and the arguments after the program name, each quoted for a
+/// shell where it needs it.
+fn command_line(args: &[OsString]) -> String {
+    let words: Vec<String> = std::iter::once("etcdplan".to_string())
+        .chain(args.iter().skip(1).map(|a| {
+            let a = a.to_string_lossy();
+            shlex::try_quote(&a).map_or_else(|_| a.to_string(), |q| q.into_owned())
+        }))
+        .collect();
+    words.join(" ")
 }
 
 /// The diagnostic renderer: graphical, coloured on a terminal, and never
@@ -176,5 +193,8 @@ fn print_plan(report: &PlanReport, output: &OutputArgs, ctx: &Ctx) {
         && e.kind() != std::io::ErrorKind::BrokenPipe
     {
         tracing::error!("printing the plan failed: {e}");
+    }
+    for w in crate::plan::warnings(report) {
+        errln!("{}", render::warning_text(&w));
     }
 }

@@ -31,6 +31,16 @@ impl CliObserver {
         Format::from(self.output.format) == Format::Json
     }
 
+    /// Stops the progress task and waits until it is gone, so that its last
+    /// frame is drawn before anything printed after it.
+    pub async fn stop_ticker(&self) {
+        let old = self.ticker.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = old {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
     /// Replaces the running progress task (aborting the old one).
     pub fn swap_ticker(&self, next: Option<tokio::task::JoinHandle<()>>) {
         if let Ok(mut t) = self.ticker.lock()
@@ -77,25 +87,26 @@ impl engine::Observer for CliObserver {
 }
 
 /// Prints how an apply ended, in the chosen format.
-pub fn tell_outcome(outcome: &ApplyOutcome, output: &OutputArgs, target: &str) {
+pub fn tell_outcome(outcome: &ApplyOutcome, output: &OutputArgs, rerun: &str) {
     match Format::from(output.format) {
         Format::Json => {
             // The findings still go to stderr; stdout holds only the JSON.
-            let told = render::outcome::text(outcome, target);
+            let told = render::outcome::text(outcome, rerun);
             tell(&render::Told {
                 stdout: format!("{}\n", render::outcome::json(outcome)),
                 stderr: told.stderr,
             });
         }
-        Format::Markdown => out!("{}", render::outcome::markdown(outcome, target)),
-        Format::Text => tell(&render::outcome::text(outcome, target)),
+        Format::Markdown => out!("{}", render::outcome::markdown(outcome, rerun)),
+        Format::Text => tell(&render::outcome::text(outcome, rerun)),
     }
 }
 
 /// The CLI observer of a follow: each apply is reported like `apply`.
 pub struct FollowCli {
     pub cli: CliObserver,
-    pub target: String,
+    /// The command that was run, for resume hints.
+    pub rerun: String,
 }
 
 impl engine::Observer for FollowCli {
@@ -116,7 +127,7 @@ impl engine::Observer for FollowCli {
 impl engine::FollowObserver for FollowCli {
     fn applied(&self, outcome: &ApplyOutcome) {
         self.cli.swap_ticker(None);
-        tell_outcome(outcome, &self.cli.output, &self.target);
+        tell_outcome(outcome, &self.cli.output, &self.rerun);
     }
 
     fn notice(&self, notice: &FollowNotice) {

@@ -46,6 +46,23 @@ impl Drop for ClearOnDrop {
     }
 }
 
+/// Leaves the bar's last frame with the final counts when the task ends,
+/// so it never stops short of what the summary below it says.
+struct FinalFrame {
+    bar: indicatif::ProgressBar,
+    progress: Arc<ApplyProgress>,
+}
+
+impl Drop for FinalFrame {
+    fn drop(&mut self) {
+        self.bar
+            .set_length(self.progress.total.load(Ordering::Relaxed));
+        self.bar
+            .set_position(self.progress.done.load(Ordering::Relaxed));
+        self.bar.finish();
+    }
+}
+
 /// A progress bar on a terminal; on a pipe, a line every 5 seconds.
 pub fn spawn_apply_progress(progress: Arc<ApplyProgress>) -> tokio::task::JoinHandle<()> {
     let terminal = std::io::stderr().is_terminal();
@@ -54,14 +71,23 @@ pub fn spawn_apply_progress(progress: Arc<ApplyProgress>) -> tokio::task::JoinHa
         if terminal {
             let bar = indicatif::ProgressBar::new(progress.total.load(Ordering::Relaxed));
             if let Ok(style) = indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} keys  {per_sec}  ETA {eta}",
+                "{bar:40} {human_pos}/{human_len} keys  {msg}  ETA {eta}",
             ) {
                 bar.set_style(style);
             }
-            let _guard = ClearOnDrop(bar.clone());
+            let _guard = FinalFrame {
+                bar: bar.clone(),
+                progress: progress.clone(),
+            };
             loop {
                 bar.set_length(progress.total.load(Ordering::Relaxed));
-                bar.set_position(progress.done.load(Ordering::Relaxed));
+                let done = progress.done.load(Ordering::Relaxed);
+                bar.set_position(done);
+                let secs = start.elapsed().as_secs_f64().max(0.001);
+                bar.set_message(format!(
+                    "{} keys/s",
+                    render::thousands((done as f64 / secs) as u64)
+                ));
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         } else {

@@ -30,7 +30,7 @@ pub fn spawn_signal_watch(stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> 
             _ = term => {}
         }
         errln!(
-            "\nStopping: finishing the transactions in flight (press Ctrl-C again to wait; nothing is lost either way)…"
+            "\nStopping once the transactions in flight finish. What is written stays written; rerun the same command to resume."
         );
         stop.store(true, Ordering::SeqCst);
     })

@@ -415,7 +415,10 @@ impl Run<'_> {
                 let result = match result {
                     Ok((report, Some(mut tap))) => {
                         tap.finish().await;
-                        Ok((report, Some(tap)))
+                        // A conflict can only come from a write meanwhile
+                        // (the ranges were empty): refused as before.
+                        crate::plan::refuse_conflicts(self.plan, &report)
+                            .map(|()| (report, Some(tap)))
                     }
                     other => other,
                 };
@@ -472,6 +475,11 @@ impl Run<'_> {
         saved: bool,
     ) -> Result<ApplyOutcome, EngineError> {
         report.max_request_bytes = self.request.options.max_request_bytes;
+        // `on_conflict: fail`: the plan is still shown, conflicts included.
+        if let Err(e) = crate::plan::refuse_conflicts(self.plan, &report) {
+            self.observer.review(&report, Review::Show);
+            return Err(e.into());
+        }
         let review = if saved || self.request.auto_approve {
             Review::Show
         } else {

@@ -168,11 +168,24 @@ pub fn ending(o: &ApplyOutcome) -> Ending {
                 Ending::TooLarge
             } else if !o.undo_kept.is_empty() {
                 Ending::UndoKept
+            } else if o.end == End::Complete && nothing_to_do(o) {
+                // An overlapped apply that found nothing ends as a reviewed
+                // one does: the same words, the same JSON.
+                Ending::NoChanges
             } else {
                 Ending::Complete
             }
         }
     }
+}
+
+/// Whether the plan had nothing to write, anywhere.
+fn nothing_to_do(o: &ApplyOutcome) -> bool {
+    o.report.summary.writes() == 0
+        && o.report.source_deletes.is_empty()
+        && o.moved.is_none()
+        && o.restored.is_none()
+        && o.stats.proven() == 0
 }
 
 /// The exit status of an apply.
@@ -223,26 +236,42 @@ mod tests {
         }
     }
 
+    fn foreign(mut o: ApplyOutcome) -> ApplyOutcome {
+        o.stats.foreign.push(b"/k".to_vec());
+        o
+    }
+
+    fn wrote(mut o: ApplyOutcome) -> ApplyOutcome {
+        o.report.summary.create = 1;
+        o.stats.created = 1;
+        o
+    }
+
+    fn kept(mut o: ApplyOutcome) -> ApplyOutcome {
+        o.undo_kept.push(b"/k".to_vec());
+        o
+    }
+
+    fn moved(mut o: ApplyOutcome, changed: bool, not_attempted: u64) -> ApplyOutcome {
+        let mut m = MoveStats::default();
+        if changed {
+            m.changed_on_source.push(b"/k".to_vec());
+        }
+        m.not_attempted = not_attempted;
+        o.moved = Some(m);
+        o
+    }
+
+    fn check(table: Vec<(ApplyOutcome, Ending, ExitStatus)>) {
+        for (o, want, status) in table {
+            assert_eq!(ending(&o), want, "{:?}", o.end);
+            assert_eq!(exit_status(&o), status, "{want:?}");
+        }
+    }
+
     #[test]
-    fn every_ending_has_one_exit_status() {
-        let foreign = |mut o: ApplyOutcome| {
-            o.stats.foreign.push(b"/k".to_vec());
-            o
-        };
-        let kept = |mut o: ApplyOutcome| {
-            o.undo_kept.push(b"/k".to_vec());
-            o
-        };
-        let moved = |mut o: ApplyOutcome, changed: bool, not_attempted: u64| {
-            let mut m = MoveStats::default();
-            if changed {
-                m.changed_on_source.push(b"/k".to_vec());
-            }
-            m.not_attempted = not_attempted;
-            o.moved = Some(m);
-            o
-        };
-        let table = [
+    fn endings_before_or_instead_of_writes_have_one_exit_status() {
+        check(vec![
             (
                 outcome(End::NoChanges),
                 Ending::NoChanges,
@@ -274,6 +303,17 @@ mod tests {
                 ExitStatus::Stale,
             ),
             (
+                outcome(End::Interrupted),
+                Ending::Interrupted,
+                ExitStatus::Failure,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn endings_after_writes_have_one_exit_status() {
+        check(vec![
+            (
                 foreign(outcome(End::Stale)),
                 Ending::Foreign,
                 ExitStatus::Stale,
@@ -287,11 +327,6 @@ mod tests {
                 kept(outcome(End::Complete)),
                 Ending::UndoKept,
                 ExitStatus::Stale,
-            ),
-            (
-                outcome(End::Interrupted),
-                Ending::Interrupted,
-                ExitStatus::Failure,
             ),
             (
                 moved(outcome(End::Complete), true, 0),
@@ -309,8 +344,14 @@ mod tests {
                 ExitStatus::Failure,
             ),
             (
-                outcome(End::Complete),
+                wrote(outcome(End::Complete)),
                 Ending::Complete,
+                ExitStatus::Success,
+            ),
+            // An overlapped apply that found nothing to do.
+            (
+                outcome(End::Complete),
+                Ending::NoChanges,
                 ExitStatus::Success,
             ),
             (
@@ -318,10 +359,6 @@ mod tests {
                 Ending::Complete,
                 ExitStatus::Success,
             ),
-        ];
-        for (o, want, status) in table {
-            assert_eq!(ending(&o), want, "{:?}", o.end);
-            assert_eq!(exit_status(&o), status, "{want:?}");
-        }
+        ]);
     }
 }

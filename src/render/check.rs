@@ -128,7 +128,8 @@ fn render_endpoints(out: &mut String, s: &SideCheck) {
                 }
             }
             Err(msg) => {
-                rows.push(vec![url.clone(), "NO".into(), yes_no(s.tls)]);
+                let state = if e.auth_failed { "auth failed" } else { "NO" };
+                rows.push(vec![url.clone(), state.into(), yes_no(s.tls)]);
                 notes.push(format!("! {url}: {}", esc(msg)));
             }
         }
@@ -255,9 +256,12 @@ pub fn json(sides: &[SideCheck], follow: bool) -> String {
                     "db_size": st.status.as_ref().ok().map(|f| f.db_size),
                     "status_error": st.status.as_ref().err(),
                 }),
-                Err(why) => {
-                    serde_json::json!({"endpoint": e.url, "reachable": false, "error": why})
-                }
+                Err(why) => serde_json::json!({
+                    "endpoint": e.url,
+                    "reachable": e.auth_failed,
+                    "auth_failed": e.auth_failed,
+                    "error": why,
+                }),
             })
             .collect();
         let permissions: Vec<serde_json::Value> = s

@@ -63,11 +63,12 @@ fn why(end: &FollowEnd) -> (&'static str, i64) {
     }
 }
 
-pub fn stopped_text(end: &FollowEnd, target: &str) -> String {
+/// `rerun`: the command that was run, which resumes from the checkpoint.
+pub fn stopped_text(end: &FollowEnd, rerun: &str) -> String {
     let (why, last_applied) = why(end);
     format!(
-        "Follow stopped ({why}): source revision {last_applied} is applied. Resume with: etcdplan apply {} --follow",
-        esc(target)
+        "Follow stopped ({why}): source revision {last_applied} is applied. Resume with: {}",
+        esc(rerun)
     )
 }
 

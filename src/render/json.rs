@@ -40,6 +40,18 @@ pub struct JsonPlan {
     /// destination at the undone plan's revision, where values are read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undo: Option<JsonUndo>,
+    /// What a reviewer should hear although nothing is wrong.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<JsonWarning>,
+}
+
+/// One warning: `{"kind": "empty_source", "from": …, "message": …}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JsonWarning {
+    pub kind: String,
+    #[serde(flatten)]
+    pub from: JsonKey<FromTag>,
+    pub message: String,
 }
 
 /// The undo part of an undo plan.
@@ -337,6 +349,16 @@ impl JsonPlan {
                 lease_ttls: r.lease_ttls.clone(),
                 largest_write: r.largest_write,
             },
+            warnings: crate::plan::warnings(r)
+                .iter()
+                .map(|w| match w {
+                    crate::plan::Warning::EmptySource { from } => JsonWarning {
+                        kind: "empty_source".into(),
+                        from: JsonKey::new(from.clone()),
+                        message: super::warning_text(w),
+                    },
+                })
+                .collect(),
             lease_mode: r.lease_mode,
             max_request_bytes: r.max_request_bytes as u64,
             undo: r.undo.as_ref().map(|u| JsonUndo {

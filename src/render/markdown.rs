@@ -125,6 +125,14 @@ fn header(report: &PlanReport) -> String {
         );
     }
     let _ = writeln!(out, "\n**{}**\n", summary_line(&report.summary));
+    for w in crate::plan::warnings(report) {
+        let crate::plan::Warning::EmptySource { from } = w;
+        let _ = writeln!(
+            out,
+            "> [!WARNING]\n> No source key under {}: this mapping changes nothing there (a typo in `from`?)\n",
+            code_span(&display_key(&from))
+        );
+    }
     if let Some((head, lines)) = too_large_warning(report) {
         let _ = writeln!(out, "> [!CAUTION]\n> {head}");
         for l in lines {

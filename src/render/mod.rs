@@ -74,6 +74,16 @@ impl Told {
     }
 }
 
+/// A warning in words.
+pub fn warning_text(w: &crate::plan::Warning) -> String {
+    match w {
+        crate::plan::Warning::EmptySource { from } => format!(
+            "warning: no source key under `{}`: this mapping changes nothing there (a typo in `from`?)",
+            crate::keys::display_key(from)
+        ),
+    }
+}
+
 /// A finding that is not an error of etcdplan's (a stale plan, keys too
 /// large): its code, what happened, and what to do, shaped like the
 /// diagnostics so that one grep finds both.

@@ -21,17 +21,9 @@ pub fn stats_line(lead: &str, s: &ApplyStats) -> String {
     )
 }
 
-/// The command that resumes this apply.
-fn resume(o: &ApplyOutcome, target: &str) -> String {
-    if o.saved {
-        format!("etcdplan apply {}", esc(target))
-    } else {
-        format!("etcdplan apply {} --auto-approve", esc(target))
-    }
-}
-
-/// The text form. `target` is the plan file or saved plan as given.
-pub fn text(o: &ApplyOutcome, target: &str) -> Told {
+/// The text form. `rerun` is the command that resumes the apply: the one
+/// that was run, every flag included (see the CLI).
+pub fn text(o: &ApplyOutcome, rerun: &str) -> Told {
     let mut t = preamble(o);
     let e = ending(o);
     match e {
@@ -44,8 +36,8 @@ pub fn text(o: &ApplyOutcome, target: &str) -> Told {
         Ending::Cancelled => t.out("Apply cancelled; nothing was written."),
         Ending::InterruptedBeforeWrites => t.err("Interrupted before writing anything."),
         Ending::RestoreInterrupted => t.err(&format!(
-            "\nInterrupted while restoring source keys.\nResume with: etcdplan apply {}",
-            esc(target)
+            "\nInterrupted while restoring source keys.\nResume with: {}",
+            esc(rerun)
         )),
         Ending::SourceChanged => source_changed(o, &mut t),
         Ending::Foreign => {
@@ -63,7 +55,7 @@ pub fn text(o: &ApplyOutcome, target: &str) -> Told {
             thousands(o.report.summary.writes()),
             thousands(o.stats.not_attempted),
             stats_line("So far", &o.stats),
-            resume(o, target)
+            esc(rerun)
         )),
         Ending::UndoKept if o.end == End::Stale => {
             if o.verified.is_some() {
@@ -77,7 +69,7 @@ pub fn text(o: &ApplyOutcome, target: &str) -> Told {
         }
         Ending::MoveKept | Ending::MoveInterrupted | Ending::TooLarge | Ending::Complete => {
             complete(o, &mut t);
-            after_complete(o, e, target, &mut t);
+            after_complete(o, e, rerun, &mut t);
         }
     }
     t
@@ -147,7 +139,7 @@ fn complete(o: &ApplyOutcome, t: &mut Told) {
     }
 }
 
-fn after_complete(o: &ApplyOutcome, e: Ending, target: &str, t: &mut Told) {
+fn after_complete(o: &ApplyOutcome, e: Ending, rerun: &str, t: &mut Told) {
     match (e, &o.moved) {
         (Ending::MoveKept, Some(moved)) => {
             let mut kept = moved.changed_on_source.clone();
@@ -161,7 +153,7 @@ fn after_complete(o: &ApplyOutcome, e: Ending, target: &str, t: &mut Told) {
         (Ending::MoveInterrupted, Some(moved)) => t.err(&format!(
             "\nInterrupted while deleting moved keys from the source: {} not attempted.\nResume with: {}",
             thousands(moved.not_attempted),
-            resume(o, target)
+            esc(rerun)
         )),
         (Ending::TooLarge, _) => too_large(o, t),
         _ => {}
@@ -217,7 +209,7 @@ pub fn json(o: &ApplyOutcome) -> String {
 
 /// The Markdown form, for a pull-request or job summary: the result and the
 /// counts in a table, then the text form's findings in a code block.
-pub fn markdown(o: &ApplyOutcome, target: &str) -> String {
+pub fn markdown(o: &ApplyOutcome, rerun: &str) -> String {
     let s = &o.stats;
     let mut out = format!(
         "### etcdplan apply: {}\n\n| created | updated | deleted | already in place | not attempted | written by someone else |\n| ---: | ---: | ---: | ---: | ---: | ---: |\n| {} | {} | {} | {} | {} | {} |\n",
@@ -229,7 +221,7 @@ pub fn markdown(o: &ApplyOutcome, target: &str) -> String {
         thousands(s.not_attempted),
         thousands(s.foreign.len() as u64),
     );
-    let told = text(o, target);
+    let told = text(o, rerun);
     let notes = format!("{}{}", told.stdout, told.stderr);
     let notes = notes.trim();
     if !notes.is_empty() {

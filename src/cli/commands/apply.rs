@@ -13,10 +13,10 @@ pub async fn run(args: &ApplyArgs, ctx: &Ctx, stop: Arc<AtomicBool>) -> miette::
     let request = apply_request(args, ctx)?;
     let observer = CliObserver::new(&args.output, ctx);
     let result = engine::apply(&request, &observer, stop).await;
-    observer.swap_ticker(None);
+    observer.stop_ticker().await;
     match result {
         Ok(outcome) => {
-            tell_outcome(&outcome, &args.output, &args.target.to_string_lossy());
+            tell_outcome(&outcome, &args.output, &ctx.command_line);
             Ok(engine::exit_status(&outcome))
         }
         Err(e) => {

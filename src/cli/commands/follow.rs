@@ -25,13 +25,12 @@ pub async fn run(args: &ApplyArgs, ctx: &Ctx, stop: Arc<AtomicBool>) -> miette::
         cutover_file: args.cutover_file.clone(),
         report_every: std::time::Duration::from_secs_f64(args.progress_every.max(0.1)),
     };
-    let target = args.target.to_string_lossy().into_owned();
     let observer = FollowCli {
         cli: CliObserver::new(&args.output, ctx),
-        target: target.clone(),
+        rerun: ctx.command_line.clone(),
     };
     let result = engine::follow(&request, &observer, stop).await;
-    observer.cli.swap_ticker(None);
+    observer.cli.stop_ticker().await;
     match result {
         Ok(FollowOutcome::ApplyIncomplete(outcome)) => Ok(engine::exit_status(&outcome)),
         Ok(FollowOutcome::Stopped(end)) => {
@@ -40,7 +39,7 @@ pub async fn run(args: &ApplyArgs, ctx: &Ctx, stop: Arc<AtomicBool>) -> miette::
                 Format::Markdown => out!("{}", render::follow::stopped_markdown(&end)),
                 Format::Text => {}
             }
-            errln!("{}", render::follow::stopped_text(&end, &target));
+            errln!("{}", render::follow::stopped_text(&end, &ctx.command_line));
             Ok(ExitStatus::Success)
         }
         Err(e) => {

@@ -34,15 +34,18 @@ pub fn run(
     };
     let (source, destination) = engine::sides(&plan, &ctx.policy);
     let observer = CliObserver::new(output, ctx);
-    let report = runtime()?.block_on(engine::plan(
-        &plan,
-        source,
-        destination,
-        &options,
-        &observer,
-    ));
-    observer.swap_ticker(None);
-    finish(&report?, output, out, detailed_exitcode, ctx)
+    let report = runtime()?.block_on(async {
+        let report = engine::plan(&plan, source, destination, &options, &observer).await;
+        observer.stop_ticker().await;
+        report
+    })?;
+    // `on_conflict: fail`: the whole plan is still shown, conflicts
+    // included, in the chosen format; then exit 1, and nothing is saved.
+    if let Err(e) = crate::plan::refuse_conflicts(&plan, &report) {
+        print_plan(&report, output, ctx);
+        return Err(e.into());
+    }
+    finish(&report, output, out, detailed_exitcode, ctx)
 }
 
 pub fn undo(
