@@ -35,7 +35,7 @@ pub struct MemberInfo {
 }
 
 /// The status of endpoint `i` of a side. The ids come from the header of
-/// a count-only read of the side's probe prefix, which every user the plan
+/// a count-only read of the side's probe key, which every user the plan
 /// can run as may make; the rest from Status, when this user may ask.
 pub async fn endpoint_status(side: &Side, i: usize) -> Result<EndpointStatus, EtcdError> {
     let (cluster_id, member_id, _) = head_at(side, i).await?;
@@ -61,21 +61,16 @@ pub async fn endpoint_status(side: &Side, i: usize) -> Result<EndpointStatus, Et
 }
 
 /// Cluster id, member id and revision from endpoint `i`, read from the
-/// header of a count-only read of the probe prefix.
+/// header of a count-only read of the probe key (the prefix itself as a key).
 async fn head_at(side: &Side, i: usize) -> Result<(u64, u64, i64), EtcdError> {
-    let range = KeyRange::prefix(side.probe());
-    let end = range.end.clone().unwrap_or_else(|| vec![0]);
+    let key = side.probe_key();
     let op = Op {
         action: "read",
         prefix: side.probe(),
     };
     let resp = side
         .on_endpoint(i, op, |mut c| async move {
-            let options = GetOptions::new()
-                .with_range(end)
-                .with_count_only()
-                .with_limit(1);
-            c.get(range.start, Some(options)).await
+            c.get(key, Some(GetOptions::new().with_count_only())).await
         })
         .await?;
     Ok(resp
@@ -102,28 +97,21 @@ pub async fn members(side: &Side, leader: Option<u64>) -> Result<Vec<MemberInfo>
 }
 
 /// The cluster id and current revision of a side (revision 0 for v2),
-/// from the header of a count-only read of the side's probe prefix: no
+/// from the header of a count-only read of the side's probe key: no
 /// maintenance RPC, so any user with read rights there may ask.
 pub async fn cluster_head(side: &Side) -> Result<(u64, i64), EtcdError> {
     if let Some(v2) = side.v2()? {
         return Ok((v2.cluster_id().await?, 0));
     }
-    let range = KeyRange::prefix(side.probe());
-    let end = range.end.clone().unwrap_or_else(|| vec![0]);
+    let key = side.probe_key();
     let op = Op {
         action: "read",
         prefix: side.probe(),
     };
     let resp = side
         .call(op, |mut c| {
-            let (start, end) = (range.start.clone(), end.clone());
-            async move {
-                let options = GetOptions::new()
-                    .with_range(end)
-                    .with_count_only()
-                    .with_limit(1);
-                c.get(start, Some(options)).await
-            }
+            let key = key.clone();
+            async move { c.get(key, Some(GetOptions::new().with_count_only())).await }
         })
         .await?;
     Ok(resp

@@ -123,6 +123,18 @@ impl Side {
         &self.probe
     }
 
+    /// The one key header-only requests read: the probe prefix itself as a
+    /// key, which a grant on the prefix covers. One key, not the range:
+    /// etcd counts every key of a range even for a count-only read, a walk
+    /// of the whole prefix per request.
+    pub fn probe_key(&self) -> Vec<u8> {
+        if self.probe.is_empty() {
+            vec![0]
+        } else {
+            self.probe.clone()
+        }
+    }
+
     /// Sends the next requests to endpoint `i` first (one that answered).
     pub fn prefer(&self, i: usize) {
         self.current.store(i, Ordering::Relaxed);
@@ -321,15 +333,11 @@ impl Side {
 
     /// Whether endpoint `i` answers at all (a refusal is an answer).
     async fn answers(&self, i: usize) -> bool {
-        let range = super::KeyRange::prefix(&self.probe);
-        let end = range.end.clone().unwrap_or_else(|| vec![0]);
+        let key = self.probe_key();
         let ask = async {
             let mut c = self.client(i).await?;
-            let options = etcd_client::GetOptions::new()
-                .with_range(end)
-                .with_count_only()
-                .with_limit(1);
-            c.get(range.start, Some(options)).await
+            let options = etcd_client::GetOptions::new().with_count_only();
+            c.get(key, Some(options)).await
         };
         match ask.await {
             Ok(_) => {
