@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::etcd::write::{grant_lease, renew_lease, revoke_lease};
 use crate::etcd::{EtcdError, Side, info::lease_ttl};
-use crate::planfile::Api;
+use crate::planfile::{Api, LeaseMode};
 
 /// How the writer attaches leases to puts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +24,16 @@ pub enum LeasePolicy {
     Grant,
     /// An undo on one cluster: back on the very same lease, while it lives.
     Same,
+}
+
+impl LeasePolicy {
+    /// How a plan's `leases:` mode writes the plan's leased keys.
+    pub fn of_mode(mode: LeaseMode) -> LeasePolicy {
+        match mode {
+            LeaseMode::Preserve => LeasePolicy::Grant,
+            LeaseMode::Drop | LeaseMode::Skip => LeasePolicy::None,
+        }
+    }
 }
 
 /// A destination lease standing in for a source lease.

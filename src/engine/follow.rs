@@ -14,7 +14,7 @@ use crate::etcd::Side;
 use crate::follow::{self as f, FollowEnd, FollowError, FollowOptions, LagReport};
 use crate::leases::{LeaseBook, LeasePolicy};
 use crate::plan::PlanError;
-use crate::planfile::{self, LeaseMode, Plan};
+use crate::planfile::{self, Plan};
 use crate::saved::SavedPlan;
 
 /// What `apply --follow` needs besides the apply itself.
@@ -178,10 +178,7 @@ impl<'a> Session<'a> {
         };
         // One lease book for the initial apply and the follow after it, so
         // keys sharing a source lease share one destination lease throughout.
-        let policy = match plan.leases {
-            LeaseMode::Preserve => LeasePolicy::Grant,
-            _ => LeasePolicy::None,
-        };
+        let policy = LeasePolicy::of_mode(plan.leases);
         let book = Arc::new(LeaseBook::new(policy, source.clone(), destination.clone()));
         Ok(Session {
             observer,

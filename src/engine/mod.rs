@@ -33,7 +33,7 @@ use crate::etcd::{EtcdError, RetryPolicy, Side};
 use crate::keys::KeyList;
 use crate::leases::{LeaseBook, LeasePolicy};
 use crate::plan::{MAX_REPLANS, PlanError, PlanOptions, PlanReport, Progress};
-use crate::planfile::{self, LeaseMode, OnConflict, Plan, PlanFileError};
+use crate::planfile::{self, OnConflict, Plan, PlanFileError};
 use crate::saved::{SavedPlan, SavedPlanError};
 use crate::status::ExitStatus;
 
@@ -324,10 +324,7 @@ impl Run<'_> {
     }
 
     fn lease_policy(&self) -> LeasePolicy {
-        match self.plan.leases {
-            LeaseMode::Preserve => LeasePolicy::Grant,
-            _ => LeasePolicy::None,
-        }
+        LeasePolicy::of_mode(self.plan.leases)
     }
 
     /// The lease book to write a plan's changes with: the shared one, or a
