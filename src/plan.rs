@@ -77,6 +77,34 @@ pub struct UndoInfo {
     pub restores: Vec<Change>,
 }
 
+#[cfg(test)]
+impl PlanReport {
+    /// A plan of nothing, between two clusters of id 0, for unit tests.
+    pub fn empty_for_tests() -> PlanReport {
+        let cluster = || ClusterInfo {
+            cluster_id: "0".repeat(16),
+            revision: 1,
+            endpoints: Vec::new(),
+        };
+        PlanReport {
+            name: None,
+            plan_path: "plan.yaml".into(),
+            file_sha256: String::new(),
+            source: cluster(),
+            destination: cluster(),
+            mappings: Vec::new(),
+            changes: Default::default(),
+            source_deletes: Default::default(),
+            largest_write: 0,
+            summary: Default::default(),
+            lease_mode: crate::planfile::LeaseMode::Preserve,
+            lease_ttls: Default::default(),
+            max_request_bytes: 0,
+            undo: None,
+        }
+    }
+}
+
 impl PlanReport {
     /// Whether applying would write anything, on either side (an undo's
     /// source restores included).

@@ -142,7 +142,8 @@ async fn keep_lists_conflicts_and_fail_refuses() {
     let ran = run(etcdplan(dir.path()).args(args));
     assert_eq!(ran.code, Some(1), "{}", ran.stderr);
     assert!(
-        ran.stdout.starts_with("### etcdplan plan"),
+        ran.stdout
+            .starts_with("<!-- etcdplan-plan: plan.yaml -->\n### etcdplan plan"),
         "{}",
         ran.stdout
     );
@@ -364,10 +365,11 @@ async fn markdown_stays_under_the_comment_limit() {
         "the summary counts all"
     );
     assert!(
-        md.contains("changes are not listed here (to keep this comment under 65,000 characters)")
+        md.contains("more to create not listed here (to keep this comment under 65,000 characters): `etcdplan plan plan.yaml --out plan.saved.json && etcdplan show plan.saved.json` lists them all."),
+        "{md}"
     );
     assert_eq!(
-        md.matches("<details>").count(),
+        md.matches("<details").count(),
         md.matches("</details>").count()
     );
     assert_eq!(md.matches("```").count() % 2, 0, "fences are closed");
@@ -381,7 +383,11 @@ async fn markdown_stays_under_the_comment_limit() {
         ran.stdout.lines().filter(|l| l.starts_with("  + ")).count(),
         3
     );
-    assert!(ran.stdout.contains("2,497 more change(s) not listed"));
+    assert!(
+        ran.stdout.contains("… 2,497 more to create not listed (--max-listed 3); etcdplan plan plan.yaml --out plan.saved.json && etcdplan show plan.saved.json lists them all"),
+        "{}",
+        ran.stdout
+    );
     assert!(ran.stdout.contains("Plan: 2,500 to create"));
 }
 

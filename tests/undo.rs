@@ -232,6 +232,34 @@ async fn undo_of_a_move_restores_the_source_and_removes_the_copies() {
         "{}",
         ran.stdout
     );
+    // The header names both clusters, and the Plan line counts the restores.
+    let (src_id, dst_id) = (src.cluster_id().await, dst.cluster_id().await);
+    assert!(
+        ran.stdout
+            .contains(&format!("  destination  cluster {dst_id:016x}  revision "))
+            && ran
+                .stdout
+                .contains(&format!("  source       cluster {src_id:016x}  revision "))
+            && ran.stdout.contains("(200 moved key(s) put back)"),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        ran.stdout
+            .contains("Plan: 0 to create, 0 to update, 200 to delete, 0 unchanged, 200 to put back on the source."),
+        "{}",
+        ran.stdout
+    );
+    let md = run(etcdplan(dir.path()).args(["show", "undo.json", "--format", "markdown"]));
+    assert!(
+        md.stdout
+            .contains(&format!("Undo: destination cluster `{dst_id:016x}`"))
+            && md.stdout.contains(&format!(
+                "source cluster `{src_id:016x}` gets 200 moved key(s) back"
+            )),
+        "{}",
+        md.stdout
+    );
     let ran = run(etcdplan(dir.path()).args(["apply", "undo.json"]));
     ok(&ran);
     assert!(

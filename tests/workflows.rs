@@ -199,7 +199,9 @@ async fn github_workflows_plan_comment_and_apply_as_the_runner_runs_them() {
     let body: Value = serde_json::from_slice(&posted.body).expect("JSON body");
     let comment = body["body"].as_str().expect("body");
     assert!(
-        comment.starts_with("<!-- etcdplan-plan -->\n### etcdplan plan"),
+        comment.starts_with(
+            "<!-- etcdplan-plan: plans/trident-external-etcd.yaml -->\n### etcdplan plan"
+        ),
         "{comment}"
     );
     assert!(
@@ -212,7 +214,7 @@ async fn github_workflows_plan_comment_and_apply_as_the_runner_runs_them() {
         "GET",
         "/repos/acme/plans/issues/7/comments",
         200,
-        "[{\"id\": 41, \"body\": \"lgtm\"}, {\"id\": 42, \"body\": \"<!-- etcdplan-plan -->\\nold\"}]",
+        "[{\"id\": 41, \"body\": \"lgtm\"}, {\"id\": 43, \"body\": \"<!-- etcdplan-plan: plans/other.yaml -->\\nother\"}, {\"id\": 42, \"body\": \"<!-- etcdplan-plan: plans/trident-external-etcd.yaml -->\\nold\"}]",
     );
     let ran = run_github("etcdplan-plan.yml", dir.path(), &runner, &secrets);
     assert!(ran.iter().all(|(_, code, _)| *code == 0), "{ran:?}");
@@ -314,7 +316,9 @@ async fn gitlab_pipeline_notes_the_plan_and_applies_it_from_the_merge_request() 
         .map(|(_, v)| v.into_owned())
         .expect("a body field");
     assert!(
-        body.starts_with("### etcdplan plan: `trident-external-etcd`"),
+        body.starts_with(
+            "<!-- etcdplan-plan: plans/trident-external-etcd.yaml -->\n### etcdplan plan: `trident-external-etcd`"
+        ),
         "{body}"
     );
     assert_eq!(

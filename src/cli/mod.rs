@@ -177,11 +177,18 @@ fn tell(told: &Told) {
 
 /// Prints a plan on stdout, streamed: a plan of a million changes goes
 /// from the spill file to the terminal without being held.
-fn print_plan(report: &PlanReport, output: &OutputArgs, ctx: &Ctx) {
+fn print_plan(
+    report: &PlanReport,
+    output: &OutputArgs,
+    ctx: &Ctx,
+    saved_as: Option<&std::path::Path>,
+) {
     use std::io::Write as _;
+    let saved_as = saved_as.map(|p| p.display().to_string());
     let options = RenderOptions {
         color: ctx.stdout_color(),
         max_listed: output.max_listed,
+        saved_as: saved_as.as_deref(),
     };
     let mut out = std::io::stdout().lock();
     let written = match Format::from(output.format) {

@@ -15,6 +15,8 @@ use crate::render::{self, Format};
 pub struct CliObserver {
     output: OutputArgs,
     ctx: Ctx,
+    /// The saved plan being applied, for the command that lists it all.
+    saved_as: Option<std::path::PathBuf>,
     ticker: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -23,8 +25,15 @@ impl CliObserver {
         CliObserver {
             output: output.clone(),
             ctx: ctx.clone(),
+            saved_as: None,
             ticker: Mutex::new(None),
         }
+    }
+
+    /// Names the saved plan this run applies.
+    pub fn saved_as(mut self, path: &std::path::Path) -> CliObserver {
+        self.saved_as = Some(path.to_path_buf());
+        self
     }
 
     fn json(&self) -> bool {
@@ -73,7 +82,7 @@ impl engine::Observer for CliObserver {
             self.swap_ticker(None);
         }
         if !self.json() {
-            print_plan(report, &self.output, &self.ctx);
+            print_plan(report, &self.output, &self.ctx, self.saved_as.as_deref());
         }
         if review != Review::Approve || !report.has_writes() {
             return Approval::Approved;

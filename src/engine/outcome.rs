@@ -196,30 +196,9 @@ pub fn exit_status(o: &ApplyOutcome) -> ExitStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::ClusterInfo;
 
     fn test_report() -> PlanReport {
-        let cluster = || ClusterInfo {
-            cluster_id: "0".repeat(16),
-            revision: 1,
-            endpoints: Vec::new(),
-        };
-        PlanReport {
-            name: None,
-            plan_path: "plan.yaml".into(),
-            file_sha256: String::new(),
-            source: cluster(),
-            destination: cluster(),
-            mappings: Vec::new(),
-            changes: Default::default(),
-            source_deletes: Default::default(),
-            largest_write: 0,
-            summary: Default::default(),
-            lease_mode: crate::planfile::LeaseMode::Preserve,
-            lease_ttls: Default::default(),
-            max_request_bytes: 0,
-            undo: None,
-        }
+        PlanReport::empty_for_tests()
     }
 
     fn outcome(end: End) -> ApplyOutcome {

@@ -4,10 +4,11 @@
 
 use std::fmt::Write as _;
 
+use super::sections::{self, Entry, Section};
 use super::{
     DiffLine, RenderOptions, notes, summary_line, thousands, too_large_warning, value_diff,
 };
-use crate::diff::{Action, Change};
+use crate::diff::Change;
 use crate::keys::display_key;
 use crate::plan::PlanReport;
 
@@ -44,46 +45,64 @@ fn entry(report: &PlanReport, change: &Change) -> String {
     body
 }
 
-/// How many entries may still be listed, and whether the size limit was hit.
-struct Budget {
-    limit: usize,
-    listed: usize,
-    full: bool,
+/// The hidden first line a CI step finds its earlier comment by: stable
+/// for one plan file, and made only of characters that cannot end the
+/// HTML comment.
+pub fn marker(report: &PlanReport) -> String {
+    let id: String = report
+        .plan_path
+        .chars()
+        .take(200)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._/-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    // `--` may not appear inside an HTML comment.
+    let id = id.replace("--", "-_");
+    format!("<!-- etcdplan-plan: {id} -->")
 }
 
-/// Appends one collapsible section of whole entries, while the `--max-listed`
-/// and size budgets last; an empty or exhausted section adds nothing.
-fn section(
-    out: &mut String,
-    title: &str,
-    entries: impl Iterator<Item = String>,
-    budget: &mut Budget,
-) {
-    if budget.full || budget.listed >= budget.limit {
-        return;
-    }
-    let mut section = format!("<details><summary>{title}</summary>\n\n");
-    let mut body = String::new();
-    for e in entries {
-        if budget.listed >= budget.limit {
-            break;
+/// Which clusters the plan reads and writes, in one sentence.
+fn clusters(report: &PlanReport) -> String {
+    let endpoints = |list: &[String]| list.iter().map(|e| code(e)).collect::<Vec<_>>().join(", ");
+    let (src, dst) = (&report.source, &report.destination);
+    match &report.undo {
+        None => format!(
+            "Source cluster {} at revision {} ({}) → destination cluster {} at revision {} ({}).",
+            code(&src.cluster_id),
+            src.revision,
+            endpoints(&src.endpoints),
+            code(&dst.cluster_id),
+            dst.revision,
+            endpoints(&dst.endpoints),
+        ),
+        Some(u) => {
+            let restores = if u.restores.is_empty() {
+                "is not written".to_string()
+            } else {
+                format!(
+                    "gets {} moved key(s) back, read at its revision {}",
+                    thousands(u.restores.len() as u64),
+                    u.source_revision
+                )
+            };
+            format!(
+                "Undo: destination cluster {} ({}) is put back as it was at its revision {}, from its own history; source cluster {} {restores}.",
+                code(&dst.cluster_id),
+                endpoints(&dst.endpoints),
+                src.revision,
+                code(&u.source_cluster_id),
+            )
         }
-        if out.len() + section.len() + body.len() + e.len() + 20 + RESERVE > MARKDOWN_LIMIT {
-            budget.full = true;
-            break;
-        }
-        body.push_str(&e);
-        budget.listed += 1;
-    }
-    if !body.is_empty() {
-        section.push_str(&fenced("diff", &body));
-        section.push_str("\n</details>\n\n");
-        out.push_str(&section);
     }
 }
 
-/// The title, both clusters, the plan file, the per-mapping table, the
-/// summary and any keys too large to write.
+/// The marker, a one-line summary, both clusters, the plan file, the
+/// per-mapping table, the summary and any keys too large to write.
 fn header(report: &PlanReport) -> String {
     let mut out = String::new();
     let title = report
@@ -92,17 +111,14 @@ fn header(report: &PlanReport) -> String {
         .map_or("etcdplan plan".to_string(), |n| {
             format!("etcdplan plan: {}", code(n))
         });
-    let _ = writeln!(out, "### {title}\n");
-    let endpoints = |list: &[String]| list.iter().map(|e| code(e)).collect::<Vec<_>>().join(", ");
+    let summary = summary_line(report);
+    let short = summary.strip_prefix("Plan: ").unwrap_or(&summary);
+    let _ = writeln!(out, "{}", marker(report));
+    let _ = writeln!(out, "### {title} · {short}\n");
     let _ = writeln!(
         out,
-        "Source cluster {} at revision {} ({}) → destination cluster {} at revision {} ({}). Plan file {} (sha256 {}).\n",
-        code(&report.source.cluster_id),
-        report.source.revision,
-        endpoints(&report.source.endpoints),
-        code(&report.destination.cluster_id),
-        report.destination.revision,
-        endpoints(&report.destination.endpoints),
+        "{} Plan file {} (sha256 {}).\n",
+        clusters(report),
         code(&report.plan_path),
         code(&super::short_hex(&report.file_sha256)),
     );
@@ -124,7 +140,7 @@ fn header(report: &PlanReport) -> String {
             thousands(s.unchanged)
         );
     }
-    let _ = writeln!(out, "\n**{}**\n", summary_line(&report.summary));
+    let _ = writeln!(out, "\n**{summary}**\n");
     for w in crate::plan::warnings(report) {
         let crate::plan::Warning::EmptySource { from } = w;
         let _ = writeln!(
@@ -143,64 +159,112 @@ fn header(report: &PlanReport) -> String {
     out
 }
 
-/// Renders a plan as a Markdown comment of at most [`MARKDOWN_LIMIT`] characters.
+/// A section's entry as Markdown, and what it costs of the budget: its
+/// length, plus room for the longer fence a backtick run in it would need.
+fn entry_of(report: &PlanReport, e: &Entry) -> (String, usize) {
+    let text = match e {
+        Entry::Change(c) => entry(report, c),
+        Entry::SourceDelete(d) => format!("- {}\n", display_key(&d.source_key)),
+    };
+    let cost = text.len() + 2 * longest_run(&text, '`');
+    (text, cost)
+}
+
+/// The note under a section that could not list everything.
+fn not_listed(more: u64, label: &str, why: &str, hint: &str) -> String {
+    format!(
+        "_{} more {label} not listed here ({why}): {} lists them all._\n\n",
+        thousands(more),
+        code(hint)
+    )
+}
+
+fn opening(section: Section, count: u64) -> String {
+    let open = if section.risky() { " open" } else { "" };
+    format!(
+        "<details{open}><summary>{} {}</summary>\n\n",
+        thousands(count),
+        section.label()
+    )
+}
+
+/// Renders a plan as a Markdown comment of at most [`MARKDOWN_LIMIT`]
+/// characters. Sections come riskiest first; `--max-listed` and the size
+/// limit are each shared among them by [`sections::allot`], and what a
+/// section cannot list is counted under it, with the command that lists it.
 pub fn render_markdown(report: &PlanReport, options: RenderOptions) -> String {
     let mut out = header(report);
-    let mut budget = Budget {
-        limit: options.max_listed.unwrap_or(usize::MAX),
-        listed: 0,
-        full: false,
-    };
-    for (action, label) in [
-        (Action::Create, "to create"),
-        (Action::Update, "to update"),
-        (Action::Delete, "to delete"),
-        (Action::Conflict, "conflicting, left as is"),
-    ] {
-        let of_action = || report.changes.iter().filter(move |c| c.action == action);
-        let title = format!("{} {label}", thousands(of_action().count() as u64));
-        section(
-            &mut out,
-            &title,
-            of_action().map(|c| entry(report, &c)),
-            &mut budget,
-        );
+    let counts = sections::counts(report);
+    let by_count = sections::allot(&counts, options.max_listed.map_or(u64::MAX, |n| n as u64));
+    let hint = sections::show_command(report, options.saved_as);
+    let size_why = format!(
+        "to keep this comment under {} characters",
+        thousands(MARKDOWN_LIMIT as u64)
+    );
+    let fixed: usize = Section::RISK_ORDER
+        .iter()
+        .zip(counts)
+        .filter(|(_, n)| *n > 0)
+        .map(|(s, n)| {
+            let how = s.how().map_or(0, str::len);
+            opening(*s, n).len() + how + not_listed(n, s.label(), &size_why, &hint).len() + 40
+        })
+        .sum();
+    let room = MARKDOWN_LIMIT.saturating_sub(out.len() + fixed + RESERVE);
+    // First pass: each section's entries as far as the whole room, kept
+    // (at most the room, per section) for the second.
+    let mut rendered: Vec<Vec<(String, usize)>> = Vec::new();
+    let mut needs = [0u64; 6];
+    for (i, section) in Section::RISK_ORDER.into_iter().enumerate() {
+        let mut kept = Vec::new();
+        for e in section.entries(report).take(by_count[i] as usize) {
+            let (text, cost) = entry_of(report, &e);
+            if needs[i] as usize + cost > room {
+                needs[i] += cost as u64;
+                break;
+            }
+            needs[i] += cost as u64;
+            kept.push((text, cost));
+        }
+        rendered.push(kept);
     }
-    let title = format!(
-        "{} to delete from source (move mode)",
-        thousands(report.source_deletes.len())
-    );
-    let moved = report
-        .source_deletes
-        .iter()
-        .map(|d| format!("- {}\n", display_key(&d.source_key)));
-    section(&mut out, &title, moved, &mut budget);
-    let restores = report.undo.as_ref().map_or(&[][..], |u| &u.restores[..]);
-    let title = format!(
-        "{} to put back on the source (undo of a move)",
-        thousands(restores.len() as u64)
-    );
-    let restored = restores
-        .iter()
-        .map(|c| format!("{} {}\n", c.action.symbol(), display_key(&c.key)));
-    section(&mut out, &title, restored, &mut budget);
-    let (limit, listed, full) = (budget.limit, budget.listed, budget.full);
-    let total = report.changes.len() + report.source_deletes.len() + restores.len() as u64;
-    if (listed as u64) < total {
-        let why = if full {
-            format!(
-                "to keep this comment under {} characters",
-                thousands(MARKDOWN_LIMIT as u64)
-            )
-        } else {
-            format!("by --max-listed {limit}")
-        };
-        let _ = writeln!(
-            out,
-            "_{} of {} changes are not listed here ({why}); the summary above counts them all, and `etcdplan show` on the saved plan lists every one._",
-            thousands(total - listed as u64),
-            thousands(total)
-        );
+    let by_size = sections::allot(&needs, room as u64);
+    for (i, section) in Section::RISK_ORDER.into_iter().enumerate() {
+        if counts[i] == 0 {
+            continue;
+        }
+        let mut body = String::new();
+        let (mut listed, mut spent) = (0u64, 0usize);
+        for (text, cost) in rendered[i].drain(..) {
+            if (spent + cost) as u64 > by_size[i] {
+                break;
+            }
+            spent += cost;
+            listed += 1;
+            body.push_str(&text);
+        }
+        out.push_str(&opening(section, counts[i]));
+        if let Some(how) = section.how() {
+            let _ = writeln!(out, "_{how}._\n");
+        }
+        if !body.is_empty() {
+            out.push_str(&fenced("diff", &body));
+            out.push('\n');
+        }
+        if listed < counts[i] {
+            let why = if listed == by_count[i] {
+                format!("by --max-listed {}", options.max_listed.unwrap_or(0))
+            } else {
+                size_why.clone()
+            };
+            out.push_str(&not_listed(
+                counts[i] - listed,
+                section.label(),
+                &why,
+                &hint,
+            ));
+        }
+        out.push_str("</details>\n\n");
     }
     out
 }
@@ -216,6 +280,13 @@ mod tests {
         assert_eq!(code("a|b"), "`a\\|b`");
         assert_eq!(code("`x"), "`` `x ``");
         assert_eq!(code_span("/a/\\x0a"), "`/a/\\x0a`");
+    }
+
+    #[test]
+    fn markers_cannot_end_their_comment() {
+        let mut report = crate::plan::PlanReport::empty_for_tests();
+        report.plan_path = "a--->b c/x-y.yaml".into();
+        assert_eq!(marker(&report), "<!-- etcdplan-plan: a-_-_b_c/x-y.yaml -->");
     }
 
     #[test]

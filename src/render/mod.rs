@@ -8,6 +8,7 @@ pub mod follow;
 mod json;
 mod markdown;
 pub mod outcome;
+pub mod sections;
 mod text;
 
 pub use json::{
@@ -18,7 +19,7 @@ pub use text::{render_text, write_text};
 
 use similar::{ChangeTag, TextDiff};
 
-use crate::diff::{Action, Change, Summary, Value};
+use crate::diff::{Action, Change, Value};
 use crate::plan::PlanReport;
 use crate::planfile::LeaseMode;
 
@@ -93,10 +94,12 @@ pub fn finding(code: &str, message: &str, help: &str) -> String {
 
 /// Options shared by the renderers.
 #[derive(Debug, Clone, Copy)]
-pub struct RenderOptions {
+pub struct RenderOptions<'a> {
     pub color: bool,
     /// List at most this many changes (the summary always counts all).
     pub max_listed: Option<usize>,
+    /// Where the plan is saved, for the command that lists what a budget left out.
+    pub saved_as: Option<&'a str>,
 }
 
 /// `1234567` as `1,234,567`.
@@ -112,7 +115,6 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-/// The summary line: `Plan: 3 to create, 1 to update, 0 to delete, 4,211 unchanged.`
 /// Keys listed at most in the "cannot be written" warning.
 const TOO_LARGE_LISTED: usize = 50;
 
@@ -148,8 +150,12 @@ pub fn too_large_warning(report: &PlanReport) -> Option<(String, Vec<String>)> {
     Some((head, lines))
 }
 
-pub fn summary_line(s: &Summary) -> String {
-    if !s.has_work() && s.conflict == 0 {
+/// The summary line: `Plan: 3 to create, 1 to update, 0 to delete, 4,211
+/// unchanged.`, with an undo's source restores counted too.
+pub fn summary_line(report: &PlanReport) -> String {
+    let s = &report.summary;
+    let restores = report.undo.as_ref().map_or(0, |u| u.restores.len() as u64);
+    if !s.has_work() && s.conflict == 0 && restores == 0 {
         if s.leased_skipped > 0 {
             return format!(
                 "No changes. The destination matches the source, except {} leased key(s) skipped (leases: skip).",
@@ -168,13 +174,18 @@ pub fn summary_line(s: &Summary) -> String {
     } else {
         String::new()
     };
+    let restored = if restores > 0 {
+        format!(", {} to put back on the source", thousands(restores))
+    } else {
+        String::new()
+    };
     let conflicts = if s.conflict > 0 {
         format!(", {} conflicting left as is", thousands(s.conflict))
     } else {
         String::new()
     };
     format!(
-        "Plan: {} to create, {} to update, {} to delete{conflicts}, {} unchanged{skipped}{moved}.",
+        "Plan: {} to create, {} to update, {} to delete{conflicts}, {} unchanged{skipped}{moved}{restored}.",
         thousands(s.create),
         thousands(s.update),
         thousands(s.delete),

@@ -5,6 +5,7 @@ use std::io::Write as _;
 
 use owo_colors::OwoColorize;
 
+use super::sections::{self, Entry, Section};
 use super::{
     DiffLine, RenderOptions, notes, summary_line, thousands, too_large_warning, value_diff,
 };
@@ -58,69 +59,119 @@ fn write_text_to(
         Some(name) => format!("etcdplan plan: {}", escape::text(name)),
         None => "etcdplan plan".to_string(),
     };
-    let _ = writeln!(out, "{}", paint(color, &title, |t| t.bold().to_string()));
-    let _ = writeln!(
+    writeln!(out, "{}", paint(color, &title, |t| t.bold().to_string()))?;
+    writeln!(
         out,
         "  {:<12} {} (sha256 {}…)",
         "plan file",
         escape::text(&report.plan_path),
         super::short_hex(&report.file_sha256)
-    );
-    let _ = writeln!(out, "{}", side_line("source", &report.source));
-    let _ = writeln!(out, "{}", side_line("destination", &report.destination));
-    let limit = options.max_listed.unwrap_or(usize::MAX);
-    let mut listed = write_changes(report, color, limit, out);
-    listed += write_source_lists(report, color, limit.saturating_sub(listed), out);
-    let restores = report.undo.as_ref().map_or(0, |u| u.restores.len() as u64);
-    let total = report.changes.len() + report.source_deletes.len() + restores;
-    if (listed as u64) < total {
-        let _ = writeln!(
-            out,
-            "\n  … {} more change(s) not listed (--max-listed {})",
-            thousands(total - listed as u64),
-            limit
-        );
+    )?;
+    for line in side_lines(report) {
+        writeln!(out, "{line}")?;
+    }
+    let counts = sections::counts(report);
+    let allotted = sections::allot(&counts, options.max_listed.map_or(u64::MAX, |n| n as u64));
+    for (i, section) in Section::RISK_ORDER.into_iter().enumerate() {
+        if counts[i] == 0 {
+            continue;
+        }
+        let how = section.how().map_or(String::new(), |h| format!(" ({h})"));
+        let head = format!("\n{} {}{how}:", thousands(counts[i]), section.label());
+        writeln!(out, "{}", paint(color, &head, |t| t.bold().to_string()))?;
+        let listed = write_section(report, section, color, allotted[i], out)?;
+        if listed < counts[i] {
+            writeln!(
+                out,
+                "  … {} more {} not listed (--max-listed {}); {} lists them all",
+                thousands(counts[i] - listed),
+                section.label(),
+                options.max_listed.unwrap_or(0),
+                escape::text(&sections::show_command(report, options.saved_as))
+            )?;
+        }
     }
     if let Some((head, lines)) = too_large_warning(report) {
-        let _ = writeln!(
+        writeln!(
             out,
             "\n{}",
             paint(color, &head, |t| t.red().bold().to_string())
-        );
+        )?;
         for l in lines {
-            let _ = writeln!(out, "  ✗ {l}");
+            writeln!(out, "  ✗ {l}")?;
         }
     }
-    let _ = writeln!(out);
-    let summary = summary_line(&report.summary);
-    let _ = writeln!(out, "{}", paint(color, &summary, |t| t.bold().to_string()));
-    Ok(())
+    writeln!(out)?;
+    let summary = summary_line(report);
+    writeln!(out, "{}", paint(color, &summary, |t| t.bold().to_string()))
 }
 
-/// Each change, under its mapping, with notes and value diffs: at most
-/// `limit`. Returns how many were listed.
-fn write_changes(
+/// Both clusters: what is read, what is written. An undo reads the
+/// destination's own history and, in move mode, writes the source too.
+fn side_lines(report: &PlanReport) -> Vec<String> {
+    match &report.undo {
+        None => vec![
+            side_line("source", &report.source),
+            side_line("destination", &report.destination),
+        ],
+        Some(u) => {
+            let mut lines = vec![
+                side_line("destination", &report.destination),
+                format!(
+                    "  {:<12} put back as it was at its revision {} (values read from its own history)",
+                    "undo", report.source.revision
+                ),
+            ];
+            let restores = u.restores.len() as u64;
+            lines.push(format!(
+                "  {:<12} cluster {}  revision {}  {}",
+                "source",
+                escape::text(&u.source_cluster_id),
+                u.source_revision,
+                if restores == 0 {
+                    "(not written)".to_string()
+                } else {
+                    format!("({} moved key(s) put back)", thousands(restores))
+                }
+            ));
+            lines
+        }
+    }
+}
+
+/// At most `limit` entries of one section, each under its mapping when the
+/// plan has several. Returns how many were listed.
+fn write_section(
     report: &PlanReport,
+    section: Section,
     color: bool,
-    limit: usize,
+    limit: u64,
     out: &mut impl std::io::Write,
-) -> usize {
+) -> std::io::Result<u64> {
     let mut listed = 0;
     let mut current_mapping = None;
-    for change in report.changes.iter() {
+    for entry in section.entries(report) {
         if listed >= limit {
             break;
         }
-        if current_mapping != Some(change.mapping) {
-            current_mapping = Some(change.mapping);
-            if let Some(m) = report.mappings.get(change.mapping) {
-                let _ = writeln!(out);
-                let _ = writeln!(out, "{} → {}", display_key(&m.from), display_key(&m.to));
+        listed += 1;
+        let (mapping, line) = match &entry {
+            Entry::SourceDelete(d) => (d.mapping, format!("  - {}", display_key(&d.source_key))),
+            Entry::Change(c) => (
+                c.mapping,
+                format!("  {} {}", c.action.symbol(), display_key(&c.key)),
+            ),
+        };
+        if report.mappings.len() > 1 && current_mapping != Some(mapping) {
+            current_mapping = Some(mapping);
+            if let Some(m) = report.mappings.get(mapping) {
+                writeln!(out, "  {} → {}", display_key(&m.from), display_key(&m.to))?;
             }
         }
-        listed += 1;
-        let symbol = change.action.symbol().to_string();
-        let line = format!("  {symbol} {}", display_key(&change.key));
+        let Entry::Change(change) = entry else {
+            writeln!(out, "{}", paint(color, &line, |t| t.red().to_string()))?;
+            continue;
+        };
         let painted = paint(color, &line, |t| match change.action {
             Action::Create => t.green().to_string(),
             Action::Update => t.yellow().to_string(),
@@ -128,12 +179,8 @@ fn write_changes(
             Action::Conflict => t.magenta().to_string(),
         });
         match notes(report, &change) {
-            Some(note) => {
-                let _ = writeln!(out, "{painted}  {note}");
-            }
-            None => {
-                let _ = writeln!(out, "{painted}");
-            }
+            Some(note) => writeln!(out, "{painted}  {note}")?,
+            None => writeln!(out, "{painted}")?,
         }
         for l in value_diff(&change).into_iter().flatten() {
             let text = match l {
@@ -146,43 +193,8 @@ fn write_changes(
                 }
                 DiffLine::Note(t) => paint(color, &format!("      {t}"), |s| s.cyan().to_string()),
             };
-            let _ = writeln!(out, "{text}");
+            writeln!(out, "{text}")?;
         }
     }
-    listed
-}
-
-/// Move mode's source deletes and an undo's source restores: at most
-/// `limit` in all. Returns how many were listed.
-fn write_source_lists(
-    report: &PlanReport,
-    color: bool,
-    limit: usize,
-    out: &mut impl std::io::Write,
-) -> usize {
-    let mut listed = 0;
-    if !report.source_deletes.is_empty() && listed < limit {
-        let _ = writeln!(
-            out,
-            "\nMove: deleted from the source once the destination holds them (guarded by mod revision):"
-        );
-        for d in report.source_deletes.iter().take(limit) {
-            listed += 1;
-            let line = format!("  - {}", display_key(&d.source_key));
-            let _ = writeln!(out, "{}", paint(color, &line, |t| t.red().to_string()));
-        }
-    }
-    let restores = report.undo.as_ref().map_or(&[][..], |u| &u.restores[..]);
-    if !restores.is_empty() && listed < limit {
-        let _ = writeln!(
-            out,
-            "\nUndo of a move: put back on the source from its history (only while still absent):"
-        );
-        for c in restores.iter().take(limit - listed) {
-            listed += 1;
-            let line = format!("  {} {}", c.action.symbol(), display_key(&c.key));
-            let _ = writeln!(out, "{}", paint(color, &line, |t| t.green().to_string()));
-        }
-    }
-    listed
+    Ok(listed)
 }

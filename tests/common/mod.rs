@@ -579,6 +579,13 @@ impl Cluster {
         panic!("{prefix} never reached {n} keys");
     }
 
+    /// The cluster id, from a response header.
+    pub async fn cluster_id(&self) -> u64 {
+        let mut c = self.client().await;
+        let resp = c.get("/", None).await.expect("get");
+        resp.header().expect("header").cluster_id()
+    }
+
     /// The cluster's current revision.
     pub async fn revision(&self) -> i64 {
         let mut c = self.client().await;

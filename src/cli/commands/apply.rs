@@ -11,7 +11,10 @@ use crate::status::ExitStatus;
 
 pub async fn run(args: &ApplyArgs, ctx: &Ctx, stop: Arc<AtomicBool>) -> miette::Result<ExitStatus> {
     let request = apply_request(args, ctx)?;
-    let observer = CliObserver::new(&args.output, ctx);
+    let mut observer = CliObserver::new(&args.output, ctx);
+    if crate::saved::SavedPlan::is_saved_plan(&request.target) {
+        observer = observer.saved_as(&request.target);
+    }
     let result = engine::apply(&request, &observer, stop).await;
     observer.stop_ticker().await;
     match result {

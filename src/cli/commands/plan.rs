@@ -42,7 +42,7 @@ pub fn run(
     // `on_conflict: fail`: the whole plan is still shown, conflicts
     // included, in the chosen format; then exit 1, and nothing is saved.
     if let Err(e) = crate::plan::refuse_conflicts(&plan, &report) {
-        print_plan(&report, output, ctx);
+        print_plan(&report, output, ctx, None);
         return Err(e.into());
     }
     finish(&report, output, out, detailed_exitcode, ctx)
@@ -79,7 +79,7 @@ fn finish(
         let key = crate::saved::sign::SigningKey::from_env()?;
         SavedPlan::new(report).write(path, key.as_ref())?;
     }
-    print_plan(report, output, ctx);
+    print_plan(report, output, ctx, out);
     report.changes.check().map_err(PlanError::Spill)?;
     if let Some(path) = out {
         errln!(

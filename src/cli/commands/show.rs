@@ -10,7 +10,7 @@ use crate::status::ExitStatus;
 pub fn run(saved: &Path, output: &OutputArgs, ctx: &Ctx) -> miette::Result<ExitStatus> {
     let plan = SavedPlan::read(saved)?;
     let report = plan.to_report(saved)?;
-    print_plan(&report, output, ctx);
+    print_plan(&report, output, ctx, Some(saved));
     report.changes.check().map_err(PlanError::Spill)?;
     Ok(ExitStatus::Success)
 }
