@@ -269,8 +269,15 @@ async fn the_plan_file_on_disk_steers_never_the_artifact() {
     let saved = d.join("saved.json");
     let ran = run(etcdplan(other.path()).args(["apply"]).arg(&saved));
     assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    // The error says where it looked, in full, and how to name the file.
+    let looked = other.path().join("plan.yaml");
     assert!(
-        ran.stderr.contains("--plan-file") || ran.stderr.contains("cannot read plan file"),
+        ran.stderr
+            .contains("etcdplan::saved_plan::plan_file_missing")
+            && ran
+                .stderr
+                .contains(&format!("(looked for {})", looked.display()))
+            && ran.stderr.contains("--plan-file"),
         "{}",
         ran.stderr
     );

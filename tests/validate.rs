@@ -29,8 +29,9 @@ fn rejects(yaml: &str, code: &str, line: u32, col: u32) -> String {
 
 fn rejects_in(dir: &Path, yaml: &str, code: &str, line: u32, col: u32) -> String {
     std::fs::write(dir.join("bad.yaml"), yaml).expect("write plan");
+    // --strict: the environment too, so that TLS files and variables count.
     let out = etcdplan(dir)
-        .args(["validate", "bad.yaml"])
+        .args(["validate", "--strict", "bad.yaml"])
         .output()
         .expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
@@ -318,6 +319,11 @@ fn tls_file_missing() {
         9,
     );
     assert!(err.contains("certs/nope.pem does not exist"), "{err}");
+    // The help names the folder the path was taken from, in full.
+    assert!(
+        err.contains("relative to the folder it is in, here /"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -498,6 +504,84 @@ fn several_problems_are_all_reported() {
     }
 }
 
+#[test]
+fn every_problem_is_reported_at_once_each_at_its_line() {
+    // Two misspelt fields, a bad value and a broken rule in one file.
+    let yaml = "version: 1\nsource:\n  endpoints: [http://127.0.0.1:2379]\n  tsl:\n    ca: ca.pem\ndestination:\n  endpoints: [http://127.0.0.1]\nprefixes:\n  - from: /a/\n    too: /b/\non_conflict: overwrit\n";
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("bad.yaml"), yaml).expect("write");
+    let out = etcdplan(dir.path())
+        .args(["validate", "bad.yaml"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("4 problems"), "{err}");
+    let found: Vec<(&str, &str)> = [
+        ("unknown field `tsl`", "bad.yaml:4:3]"),
+        ("has no port", "bad.yaml:7:15]"),
+        ("unknown field `too`", "bad.yaml:10:5]"),
+        ("unknown variant `overwrit`", "bad.yaml:11:14]"),
+    ]
+    .into_iter()
+    .filter(|(what, at)| !(err.contains(what) && err.contains(at)))
+    .collect();
+    assert!(found.is_empty(), "missing {found:?} in:\n{err}");
+    // In file order.
+    let at = |s: &str| err.find(s).unwrap_or(usize::MAX);
+    assert!(at("`tsl`") < at("has no port") && at("has no port") < at("`too`"));
+    assert!(at("`too`") < at("`overwrit`"));
+}
+
+#[test]
+fn validate_checks_the_file_and_strict_the_environment() {
+    // A lint job without secrets: the variable is unset and no TLS file is here.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = "version: 1\nsource:\n  endpoints: [https://127.0.0.1:2379]\n  tls:\n    ca: certs/ca.pem\n  auth:\n    username: migrator\n    password_env: NOT_SET_ANYWHERE\ndestination:\n  endpoints: [http://127.0.0.1:3379]\nprefixes:\n  - from: /a/\n";
+    std::fs::write(dir.path().join("plan.yaml"), yaml).expect("write");
+    let out = etcdplan(dir.path())
+        .args(["validate", "plan.yaml"])
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("password variables and TLS files not checked: --strict checks them"),
+        "{stdout}"
+    );
+    // --strict reports both, in one run.
+    let out = etcdplan(dir.path())
+        .args(["validate", "--strict", "plan.yaml"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("2 problems"), "{err}");
+    assert!(
+        err.contains("etcdplan::plan_file::tls_file_missing"),
+        "{err}"
+    );
+    assert!(
+        err.contains("etcdplan::plan_file::password_env_unset"),
+        "{err}"
+    );
+    // Commands that connect keep failing on what --strict checks.
+    for cmd in ["plan", "check"] {
+        let out = etcdplan(dir.path())
+            .args([cmd, "plan.yaml"])
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+        assert!(err.contains("password_env_unset"), "{cmd}: {err}");
+    }
+}
+
 struct NoEnv;
 
 impl Env for NoEnv {
@@ -540,12 +624,27 @@ fn every_example_plan_validates() {
             "{} lacks the schema modeline",
             path.display()
         );
+        // As a lint job sees it: the file where it is, no secrets at all.
+        let out = etcdplan(&plans)
+            .env_remove("DEST_ETCD_PASSWORD")
+            .arg("validate")
+            .arg(&path)
+            .output()
+            .expect("run");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}:\n{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Where it runs: --strict, given its certificates and variables.
         let copy = work.path().join(path.file_name().expect("name"));
         std::fs::write(&copy, &text).expect("copy");
         let out = etcdplan(work.path())
             .env("SOURCE_ETCD_PASSWORD", "x")
             .env("DEST_ETCD_PASSWORD", "y")
-            .arg("validate")
+            .args(["validate", "--strict"])
             .arg(&copy)
             .output()
             .expect("run");

@@ -71,12 +71,21 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check a plan file offline: syntax, fields, prefixes, endpoints, TLS files
-    /// and password variables. Exit 0 when valid, 1 otherwise.
-    #[command(after_help = "Example:\n  etcdplan validate plans/trident-external-etcd.yaml")]
+    /// Check a plan file offline: syntax, fields, prefixes, endpoints and the
+    /// other rules, every problem at once. With --strict also the password
+    /// variables and TLS files. Exit 0 when valid, 1 otherwise.
+    #[command(
+        after_help = "Examples:\n  etcdplan validate plans/trident-external-etcd.yaml            # a lint job, no secrets needed\n  etcdplan validate --strict plans/trident-external-etcd.yaml   # where the plan will run"
+    )]
     Validate {
         /// The plan file (YAML).
         plan: PathBuf,
+        /// Also check the environment this machine gives the plan: every
+        /// password variable set, every TLS file present and holding the
+        /// right PEM. Without it only the file is checked (syntax, schema,
+        /// rules), as a lint job without secrets can.
+        #[arg(long)]
+        strict: bool,
     },
 
     /// Read both clusters at a pinned source revision and show what apply would

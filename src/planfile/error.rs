@@ -32,6 +32,11 @@ impl Problem {
         }
         self
     }
+
+    /// Where the first label points, as a byte offset into the file.
+    pub fn offset(&self) -> Option<usize> {
+        self.labels.first().map(|(span, _)| span.offset())
+    }
 }
 
 impl fmt::Display for Problem {

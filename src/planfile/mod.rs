@@ -3,6 +3,7 @@
 
 mod error;
 pub mod raw;
+mod repair;
 mod validate;
 
 use std::fmt;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 
 pub use error::{PlanFileError, Problem};
 pub use raw::{Api, LeaseMode, OnConflict};
-pub use validate::{Env, ProcessEnv, parse};
+pub use validate::{Env, ProcessEnv, Scope, parse, parse_in};
 
 /// A plan file that passed every offline check.
 #[derive(Debug, Clone)]
@@ -78,6 +79,12 @@ pub fn load(path: &Path) -> Result<Plan, PlanFileError> {
 
 /// [`load`] with passwords from `env`.
 pub fn load_with(path: &Path, env: &dyn Env) -> Result<Plan, PlanFileError> {
+    load_in(path, env, Scope::Environment)
+}
+
+/// [`load_with`], looking only as far as `scope`: with [`Scope::File`] the
+/// plan has no passwords and unread TLS files, for `validate` to describe.
+pub fn load_in(path: &Path, env: &dyn Env, scope: Scope) -> Result<Plan, PlanFileError> {
     let bytes = crate::files::read_capped(path, crate::files::PLAN_CAP).map_err(|source| {
         PlanFileError::Read {
             path: path.to_path_buf(),
@@ -88,7 +95,7 @@ pub fn load_with(path: &Path, env: &dyn Env) -> Result<Plan, PlanFileError> {
         path: path.to_path_buf(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
     })?;
-    parse(&text, path, env)
+    parse_in(&text, path, env, scope)
 }
 
 /// Which end of the migration a side is.

@@ -30,9 +30,32 @@ impl Env for ProcessEnv {
     }
 }
 
+/// How far validation looks beyond the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The file alone: syntax, schema and rules (`validate`, a lint job
+    /// without secrets). Passwords are left empty and TLS files unread, so
+    /// such a plan is for describing, never for connecting.
+    File,
+    /// Also the environment: password variables set, TLS files present and
+    /// holding the right PEM (`validate --strict`, and every command that
+    /// connects).
+    Environment,
+}
+
 /// Parses and validates plan-file text. `path` names the file in diagnostics
 /// and anchors relative TLS paths.
 pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Plan, PlanFileError> {
+    parse_in(text, path, env, Scope::Environment)
+}
+
+/// [`parse`], looking only as far as `scope`.
+pub fn parse_in(
+    text: &str,
+    path: &Path,
+    env: &dyn Env,
+    scope: Scope,
+) -> Result<Plan, PlanFileError> {
     let name = path.display().to_string();
     let invalid = |problems: Vec<Problem>| PlanFileError::Invalid {
         name: name.clone(),
@@ -44,19 +67,29 @@ pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Plan, PlanFileErr
         .with_language("yaml"),
         problems,
     };
-    let options = serde_saphyr::options! { with_snippet: false };
-    let raw: RawPlan = serde_saphyr::from_str_with_options(text, options)
-        .map_err(|e| invalid(vec![yaml_problem(&e, text)]))?;
+    let read = |t: &str| {
+        let options = serde_saphyr::options! { with_snippet: false };
+        serde_saphyr::from_str_with_options::<RawPlan>(t, options)
+    };
+    let (raw, problems) = super::repair::read_all(text, read, yaml_problem);
+    let Some(raw) = raw else {
+        return Err(invalid(problems));
+    };
     let base = path.parent().unwrap_or(Path::new(""));
     let mut v = Validator {
-        problems: Vec::new(),
+        problems,
         base,
         env,
+        scope,
     };
     let plan = v.plan(raw, text, path);
     match plan {
         Some(plan) if v.problems.is_empty() => Ok(plan),
-        _ => Err(invalid(v.problems)),
+        _ => {
+            // In file order, each at its line.
+            v.problems.sort_by_key(|p| p.offset().unwrap_or(usize::MAX));
+            Err(invalid(v.problems))
+        }
     }
 }
 
@@ -138,6 +171,7 @@ struct Validator<'a> {
     problems: Vec<Problem>,
     base: &'a Path,
     env: &'a dyn Env,
+    scope: Scope,
 }
 
 impl Validator<'_> {
@@ -397,6 +431,12 @@ impl Validator<'_> {
         expect: Expect,
     ) -> Option<PemFile> {
         let resolved: PathBuf = self.base.join(&path.value);
+        if self.scope == Scope::File {
+            return Some(PemFile {
+                path: resolved,
+                pem: Vec::new(),
+            });
+        }
         let problem = |code, msg: String, help: String, label: &str| {
             Problem::new(code, msg, help).label(at(path), label)
         };
@@ -407,10 +447,12 @@ impl Validator<'_> {
                     "etcdplan::plan_file::tls_file_missing",
                     format!(
                         "the {role} `tls.{field}` file {} does not exist",
-                        resolved.display()
+                        crate::escape::text(&resolved.display().to_string())
                     ),
-                    "paths are relative to the plan file's folder; check the name and the folder"
-                        .into(),
+                    format!(
+                        "paths in a plan file are relative to the folder it is in, here {}: check the name there",
+                        crate::escape::text(&crate::files::absolute(self.base).display().to_string())
+                    ),
                     "no such file",
                 ));
                 return None;
@@ -487,7 +529,11 @@ impl Validator<'_> {
             );
         }
         let var = &raw.password_env.value;
-        match self.env.var(var) {
+        let password = match self.scope {
+            Scope::File => Some(String::new()),
+            Scope::Environment => self.env.var(var),
+        };
+        match password {
             Some(password) => Some(AuthConfig {
                 username: raw.username.value,
                 password_env: var.clone(),

@@ -98,11 +98,11 @@ pub enum SavedPlanError {
         found: String,
     },
 
-    #[error("the plan file {} that this saved plan was made from is not there", crate::escape::text(&plan_file.display().to_string()))]
+    #[error("the plan file {} that this saved plan was made from is not there (looked for {})", crate::escape::text(&plan_file.display().to_string()), crate::escape::text(&crate::files::absolute(plan_file).display().to_string()))]
     #[diagnostic(
         code(etcdplan::saved_plan::plan_file_missing),
         help(
-            "a saved plan is applied with its plan file: run from the folder `plan` ran in (the path is relative to it), or name the file with --plan-file"
+            "a saved plan is applied with its plan file: run from the folder `plan` ran in (the recorded path is relative to it), or name the file with --plan-file"
         )
     )]
     PlanFileMissing { plan_file: PathBuf },

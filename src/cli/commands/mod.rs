@@ -66,7 +66,7 @@ pub fn execute(command: Command, ctx: &Ctx) -> miette::Result<ExitStatus> {
             checkpoint_key,
             format,
         } => check::run(&plan, follow, checkpoint_key.as_deref(), format.into(), ctx),
-        Command::Validate { plan } => validate::run(&plan),
+        Command::Validate { plan, strict } => validate::run(&plan, strict),
         Command::Completions { shell } => tools::completions(shell),
         Command::Schema => tools::schema(),
         Command::Man { out_dir } => tools::man(out_dir.as_deref()),

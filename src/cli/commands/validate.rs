@@ -1,13 +1,24 @@
-//! `etcdplan validate`: the plan file checked offline.
+//! `etcdplan validate`: the plan file checked offline, every problem at
+//! once; `--strict` also checks passwords and TLS files.
 
 use std::path::Path;
 
 use crate::planfile;
 use crate::status::ExitStatus;
 
-pub fn run(plan: &Path) -> miette::Result<ExitStatus> {
-    let plan = planfile::load(plan)?;
-    outln!("{}", describe(&plan));
+pub fn run(plan: &Path, strict: bool) -> miette::Result<ExitStatus> {
+    let scope = if strict {
+        planfile::Scope::Environment
+    } else {
+        planfile::Scope::File
+    };
+    let plan = planfile::load_in(plan, &planfile::ProcessEnv, scope)?;
+    let checked = if strict {
+        "password variables and TLS files checked"
+    } else {
+        "password variables and TLS files not checked: --strict checks them"
+    };
+    outln!("{} ({checked}).", describe(&plan));
     Ok(ExitStatus::Success)
 }
 
@@ -26,7 +37,7 @@ fn describe(plan: &planfile::Plan) -> String {
         )
     };
     format!(
-        "{} is valid: {} mapping{}, source {}, destination {}.",
+        "{} is valid: {} mapping{}, source {}, destination {}",
         plan.path.display(),
         plan.mappings.len(),
         if plan.mappings.len() == 1 { "" } else { "s" },
