@@ -43,6 +43,17 @@ pub fn read_capped(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// `path` made absolute against the working folder, for messages that must
+/// say where a relative path led (the empty path is the working folder).
+pub fn absolute(path: &Path) -> std::path::PathBuf {
+    let path = if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    };
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,15 +79,4 @@ mod tests {
         assert!(read_capped(&big, 99).is_err());
         assert_eq!(read_capped(&big, 100).expect("fits").len(), 100);
     }
-}
-
-/// `path` made absolute against the working folder, for messages that must
-/// say where a relative path led (the empty path is the working folder).
-pub fn absolute(path: &Path) -> std::path::PathBuf {
-    let path = if path.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        path
-    };
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }

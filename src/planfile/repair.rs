@@ -12,7 +12,7 @@ use super::raw::RawPlan;
 const MAX_PROBLEMS: usize = 50;
 
 /// The problems after which reading can go on without the entry.
-const REPAIRABLE: [&'static str; 4] = [
+const REPAIRABLE: [&str; 4] = [
     "etcdplan::plan_file::unknown_field",
     "etcdplan::plan_file::bad_value",
     "etcdplan::plan_file::wrong_type",
