@@ -210,3 +210,40 @@ async fn a_key_whose_lease_expires_before_apply_is_not_resurrected() {
         vec![(b"/e/plain".to_vec(), b"stays".to_vec())]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lease_ids_above_2_53_survive_json_as_the_text_shows_them() {
+    let src = Cluster::plaintext().await;
+    let dst = Cluster::plaintext().await;
+    let mut c = src.client().await;
+    // An id that a JSON number would round (to 6012765306785180000 in jq).
+    let id: i64 = 6_012_765_306_785_180_153;
+    let options = etcd_client::LeaseGrantOptions::new().with_id(id);
+    let granted = c.lease_grant(300, Some(options)).await.expect("grant");
+    assert_eq!(granted.id(), id);
+    c.put("/l/a", "v", Some(PutOptions::new().with_lease(id)))
+        .await
+        .expect("put");
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_plan(dir.path(), &src, &dst, "prefixes:\n  - from: /l/\n");
+    let hex = format!("{id:016x}");
+    let ran = run(etcdplan(dir.path()).args(["plan", "plan.yaml", "--format", "json"]));
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let json: serde_json::Value = serde_json::from_str(&ran.stdout).expect("JSON");
+    assert_eq!(json["format_version"], "2");
+    assert_eq!(json["changes"][0]["source_lease"], hex.as_str());
+    let ran = run(etcdplan(dir.path()).args(["plan", "plan.yaml"]));
+    assert!(
+        ran.stdout.contains(&format!("(lease {hex}, ")),
+        "{}",
+        ran.stdout
+    );
+    // A saved plan keeps the id exactly: apply puts the key on a lease.
+    let ran = run(etcdplan(dir.path()).args(["plan", "plan.yaml", "--out", "saved.json"]));
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let ran = run(etcdplan(dir.path()).args(["apply", "saved.json"]));
+    assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
+    let copied = leases_of(&dst).await;
+    assert_eq!(copied.len(), 1);
+    assert_ne!(copied[0].1, 0, "written on a destination lease");
+}

@@ -196,7 +196,7 @@ async fn json_format_and_non_utf8_keys() {
     let ran = run(etcdplan(dir.path()).args(["plan", "plan.yaml", "--format", "json"]));
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
     let json: serde_json::Value = serde_json::from_str(&ran.stdout).expect("one JSON object");
-    assert_eq!(json["format_version"], "1");
+    assert_eq!(json["format_version"], "2");
     assert_eq!(json["plan"]["name"], "test-plan");
     assert_eq!(json["plan"]["file_sha256"].as_str().map(str::len), Some(64));
     assert!(json["source"]["revision"].as_i64().is_some_and(|r| r > 1));

@@ -13,7 +13,38 @@ use crate::plan::{ClusterInfo, MappingReport, PlanReport, UndoInfo};
 use crate::planfile::LeaseMode;
 use crate::spool::{Spool, SpoolWriter};
 
-/// The JSON document, format version "1".
+/// The version of the JSON document. 2: lease ids are strings of 16 hex
+/// digits (numbers above 2^53 lose digits in most JSON readers).
+pub const JSON_FORMAT_VERSION: &str = "2";
+
+/// An id as the text shows it: 16 hex digits, as a JSON string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HexId(pub i64);
+
+impl Serialize for HexId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{:016x}", self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for HexId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let ok =
+            !text.is_empty() && text.len() <= 16 && text.bytes().all(|b| b.is_ascii_hexdigit());
+        ok.then(|| u64::from_str_radix(&text, 16).ok())
+            .flatten()
+            .map(|v| HexId(v as i64))
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "`{}` is not an id of 16 hex digits",
+                    crate::escape::text(&text.chars().take(40).collect::<String>())
+                ))
+            })
+    }
+}
+
+/// The JSON document, format version [`JSON_FORMAT_VERSION`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JsonPlan {
     pub format_version: String,
@@ -130,9 +161,9 @@ pub struct JsonChange {
     pub value_size: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub source_mod_revision: Option<i64>,
-    /// The source lease the key is attached to, if any.
+    /// The source lease the key is attached to, if any, as 16 hex digits.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub source_lease: Option<i64>,
+    pub source_lease: Option<HexId>,
     /// That lease's remaining TTL in seconds at plan time (-1: expired).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub lease_ttl: Option<i64>,
@@ -240,7 +271,7 @@ impl JsonChange {
         let (src, dst) = (c.source.as_ref(), c.destination.as_ref());
         let lease = src.map(|v| v.lease).filter(|&l| l != 0);
         JsonChange {
-            source_lease: lease,
+            source_lease: lease.map(HexId),
             lease_ttl: lease.and_then(|l| lease_ttls.get(&l).copied()),
             action: c.action,
             key: JsonKey::new(c.key.clone()),
@@ -258,7 +289,7 @@ impl JsonChange {
 
     /// Back to a change, without any value bytes (saved plans hold none).
     pub fn to_change(&self) -> Result<Change, String> {
-        let lease = self.source_lease.unwrap_or(0);
+        let lease = self.source_lease.map_or(0, |l| l.0);
         // A value is recorded by its mod revision; its digest is required
         // unless the key is sensitive (then none is kept).
         let value = |sha: &Option<String>,
@@ -326,7 +357,7 @@ impl JsonChange {
 impl JsonPlan {
     pub fn from_report(r: &PlanReport) -> JsonPlan {
         JsonPlan {
-            format_version: "1".into(),
+            format_version: JSON_FORMAT_VERSION.into(),
             plan: JsonPlanFile {
                 name: r.name.clone(),
                 path: r.plan_path.clone(),
@@ -481,7 +512,7 @@ impl<'de> Deserialize<'de> for JsonChanges {
                 let mut largest_write = 0;
                 while let Some(c) = seq.next_element::<JsonChange>()? {
                     if let (Some(lease), Some(ttl)) = (c.source_lease, c.lease_ttl) {
-                        lease_ttls.insert(lease, ttl);
+                        lease_ttls.insert(lease.0, ttl);
                     }
                     let change = c.to_change().map_err(A::Error::custom)?;
                     largest_write = largest_write.max(change.write_bytes());

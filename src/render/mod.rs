@@ -304,11 +304,11 @@ pub fn lease_note(report: &PlanReport, change: &Change) -> Option<String> {
     }
     match report.lease_mode {
         LeaseMode::Preserve => Some(match report.lease_ttls.get(&lease) {
-            Some(&ttl) if ttl > 0 => format!("(lease {lease:x}, {ttl} s left)"),
-            _ => format!("(lease {lease:x} expired: not written)"),
+            Some(&ttl) if ttl > 0 => format!("(lease {lease:016x}, {ttl} s left)"),
+            _ => format!("(lease {lease:016x} expired: not written)"),
         }),
         LeaseMode::Drop => Some(format!(
-            "(lease {lease:x} dropped: written without a lease)"
+            "(lease {lease:016x} dropped: written without a lease)"
         )),
         LeaseMode::Skip => None,
     }

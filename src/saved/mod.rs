@@ -30,7 +30,7 @@ use crate::render::JsonPlan;
 pub const KIND: &str = "etcdplan-saved-plan";
 /// Version 2: no plan file text inside, no digests of sensitive values, an
 /// optional signature.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// A saved plan file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
