@@ -60,6 +60,9 @@ pub struct PlanReport {
     pub max_request_bytes: usize,
     /// Set on an undo plan (`plan --undo`).
     pub undo: Option<UndoInfo>,
+    /// Warnings found by a run besides those [`warnings`] derives from the
+    /// counts (a saved plan whose source has moved on). Not saved.
+    pub found: Vec<Warning>,
 }
 
 /// What makes a plan an undo: its changes put the destination back as it was
@@ -101,6 +104,7 @@ impl PlanReport {
             lease_ttls: Default::default(),
             max_request_bytes: 0,
             undo: None,
+            found: Vec::new(),
         }
     }
 }
@@ -295,13 +299,37 @@ pub enum Warning {
     /// No source key lies under this mapping's `from` (after exclusions):
     /// most likely a typo, since the plan then changes nothing there.
     EmptySource { from: Vec<u8> },
+    /// A saved plan's source has been written under this `from` since the
+    /// plan's revision: the apply writes the reviewed values of `planned`.
+    SourceMovedOn {
+        from: Vec<u8>,
+        planned: i64,
+        now: i64,
+    },
+}
+
+impl Warning {
+    /// The `kind` of the warning in JSON.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Warning::EmptySource { .. } => "empty_source",
+            Warning::SourceMovedOn { .. } => "source_moved_on",
+        }
+    }
+
+    /// The mapping's `from` the warning is about.
+    pub fn from(&self) -> &[u8] {
+        match self {
+            Warning::EmptySource { from } | Warning::SourceMovedOn { from, .. } => from,
+        }
+    }
 }
 
 /// The warnings of a plan, from its counts alone (none for an undo, whose
 /// "source" is the destination's own history).
 pub fn warnings(report: &PlanReport) -> Vec<Warning> {
     if report.undo.is_some() {
-        return Vec::new();
+        return report.found.clone();
     }
     report
         .mappings
@@ -313,6 +341,7 @@ pub fn warnings(report: &PlanReport) -> Vec<Warning> {
         .map(|m| Warning::EmptySource {
             from: m.from.clone(),
         })
+        .chain(report.found.iter().cloned())
         .collect()
 }
 
@@ -409,6 +438,7 @@ pub async fn make_plan_tapped<S: WriteSink>(
     };
     let report = PlanReport {
         undo: None,
+        found: Vec::new(),
         max_request_bytes: options.max_request_bytes,
         lease_mode: plan.leases,
         lease_ttls,

@@ -194,6 +194,7 @@ pub async fn plan_undo(
     }
     let endpoints: Vec<String> = destination.endpoints().map(String::from).collect();
     Ok(PlanReport {
+        found: Vec::new(),
         name: Some(format!("undo of {}", plan.display_name())),
         plan_path: applied.plan_path.clone(),
         file_sha256: applied.file_sha256.clone(),

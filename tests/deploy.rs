@@ -278,8 +278,10 @@ async fn the_jobs_run_in_a_sandbox_shaped_like_their_pods() {
     );
     assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
     assert!(
-        ran.stdout
-            .starts_with("### etcdplan plan: `trident-external-etcd`"),
+        ran.stdout.starts_with("<!-- etcdplan-plan: ")
+            && ran
+                .stdout
+                .contains("\n### etcdplan plan: `trident-external-etcd`"),
         "{}",
         ran.stdout
     );

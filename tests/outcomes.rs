@@ -53,7 +53,8 @@ async fn apply_endings_are_json_documents_with_their_exit_status() {
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
     // The reviewed plan, then the result.
     assert!(
-        ran.stdout.starts_with("### etcdplan plan"),
+        ran.stdout
+            .starts_with("<!-- etcdplan-plan: plan.yaml -->\n### etcdplan plan"),
         "{}",
         ran.stdout
     );
@@ -152,4 +153,65 @@ async fn a_from_that_matches_nothing_is_a_warning_in_every_format() {
     assert_eq!(doc["warnings"][0]["from"], "/tridnet/v1/", "{doc}");
     let ran = run(etcdplan(dir.path()).args(["plan", "plan.yaml", "--format", "markdown"]));
     assert!(ran.stdout.contains("> [!WARNING]"), "{}", ran.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_saved_plan_whose_source_moved_on_is_applied_with_a_warning() {
+    let (src, dst) = tokio::join!(Cluster::plaintext(), Cluster::plaintext());
+    src.seed([
+        ("/app/a", "reviewed"),
+        ("/app/b", "kept"),
+        ("/other/x", "1"),
+    ])
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_plan(
+        dir.path(),
+        &src,
+        &dst,
+        "prefixes:\n  - from: /app/\non_conflict: overwrite\n",
+    );
+    let plan = |out: &str| {
+        let ran = run(etcdplan(dir.path()).args(["plan", "plan.yaml", "--out", out]));
+        assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    };
+    plan("a.json");
+    plan("b.json");
+    // A write outside every mapping moves the revision but not the plan.
+    src.seed([("/other/x", "2")]).await;
+    let ran = run(etcdplan(dir.path()).args(["apply", "a.json", "--format", "json"]));
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(!ran.stderr.contains("warning"), "{}", ran.stderr);
+    assert!(json(&ran.stdout)["plan"].get("warnings").is_none());
+    // A write under `from`: said on stderr and in the JSON, and the apply
+    // still writes the reviewed value.
+    src.seed([("/app/a", "newer")]).await;
+    let ran = run(etcdplan(dir.path()).args(["apply", "b.json", "--format", "json"]));
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains(
+            "warning: the source has changed under `/app/` since this plan was made at revision"
+        ),
+        "{}",
+        ran.stderr
+    );
+    let doc = json(&ran.stdout);
+    assert_eq!(
+        doc["plan"]["warnings"][0]["kind"], "source_moved_on",
+        "{doc}"
+    );
+    assert_eq!(doc["plan"]["warnings"][0]["from"], "/app/", "{doc}");
+    assert_eq!(dst.dump(b"/app/a").await[0].1, b"reviewed".to_vec());
+    // A delete leaves no key behind; the counts still tell.
+    plan("c.json");
+    let mut c = src.client().await;
+    c.delete("/app/b", None).await.expect("delete");
+    let ran = run(etcdplan(dir.path()).args(["apply", "c.json"]));
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(
+        ran.stderr
+            .contains("warning: the source has changed under `/app/`"),
+        "{}",
+        ran.stderr
+    );
 }

@@ -201,6 +201,11 @@ fn print_plan(
     {
         tracing::error!("printing the plan failed: {e}");
     }
+    print_warnings(report);
+}
+
+/// A plan's warnings, on stderr, whatever the format of stdout.
+fn print_warnings(report: &PlanReport) {
     for w in crate::plan::warnings(report) {
         errln!("{}", render::warning_text(&w));
     }

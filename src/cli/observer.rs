@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::progress::{spawn_apply_progress, spawn_progress};
-use super::{Ctx, OutputArgs, print_plan, tell};
+use super::{Ctx, OutputArgs, print_plan, print_warnings, tell};
 use crate::apply::ApplyProgress;
 use crate::engine::{self, ApplyOutcome, Approval, FollowNotice, Review};
 use crate::follow::LagReport;
@@ -81,7 +81,9 @@ impl engine::Observer for CliObserver {
         if review != Review::Overlapped {
             self.swap_ticker(None);
         }
-        if !self.json() {
+        if self.json() {
+            print_warnings(report);
+        } else {
             print_plan(report, &self.output, &self.ctx, self.saved_as.as_deref());
         }
         if review != Review::Approve || !report.has_writes() {

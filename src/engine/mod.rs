@@ -477,6 +477,10 @@ impl Run<'_> {
             self.observer.review(&report, Review::Show);
             return Err(e.into());
         }
+        if saved {
+            let moved = crate::saved::since::source_moved_on(&self.source, self.plan, &report);
+            report.found.extend(moved.await);
+        }
         let review = if saved || self.request.auto_approve {
             Review::Show
         } else {

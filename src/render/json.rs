@@ -382,12 +382,10 @@ impl JsonPlan {
             },
             warnings: crate::plan::warnings(r)
                 .iter()
-                .map(|w| match w {
-                    crate::plan::Warning::EmptySource { from } => JsonWarning {
-                        kind: "empty_source".into(),
-                        from: JsonKey::new(from.clone()),
-                        message: super::warning_text(w),
-                    },
+                .map(|w| JsonWarning {
+                    kind: w.kind().into(),
+                    from: JsonKey::new(w.from().to_vec()),
+                    message: super::warning_words(w, |k| format!("`{k}`")),
                 })
                 .collect(),
             lease_mode: r.lease_mode,
@@ -415,6 +413,7 @@ impl JsonPlan {
 
     pub fn to_report(&self) -> Result<PlanReport, String> {
         Ok(PlanReport {
+            found: Vec::new(),
             name: self.plan.name.clone(),
             plan_path: self.plan.path.clone(),
             file_sha256: self.plan.file_sha256.clone(),

@@ -142,12 +142,8 @@ fn header(report: &PlanReport) -> String {
     }
     let _ = writeln!(out, "\n**{summary}**\n");
     for w in crate::plan::warnings(report) {
-        let crate::plan::Warning::EmptySource { from } = w;
-        let _ = writeln!(
-            out,
-            "> [!WARNING]\n> No source key under {}: this mapping changes nothing there (a typo in `from`?)\n",
-            code_span(&display_key(&from))
-        );
+        let words = super::warning_words(&w, code_span);
+        let _ = writeln!(out, "> [!WARNING]\n> {}\n", capitalised(&words));
     }
     if let Some((head, lines)) = too_large_warning(report) {
         let _ = writeln!(out, "> [!CAUTION]\n> {head}");
@@ -157,6 +153,13 @@ fn header(report: &PlanReport) -> String {
         let _ = writeln!(out);
     }
     out
+}
+
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map_or_else(String::new, |c| c.to_uppercase().chain(chars).collect())
 }
 
 /// A section's entry as Markdown, and what it costs of the budget: its

@@ -75,14 +75,24 @@ impl Told {
     }
 }
 
-/// A warning in words.
-pub fn warning_text(w: &crate::plan::Warning) -> String {
+/// A warning in words, with its key quoted by `quote` (a code span in
+/// Markdown, backticks elsewhere).
+pub fn warning_words(w: &crate::plan::Warning, quote: impl Fn(&str) -> String) -> String {
+    use crate::plan::Warning;
+    let from = quote(&crate::keys::display_key(w.from()));
     match w {
-        crate::plan::Warning::EmptySource { from } => format!(
-            "warning: no source key under `{}`: this mapping changes nothing there (a typo in `from`?)",
-            crate::keys::display_key(from)
+        Warning::EmptySource { .. } => format!(
+            "no source key under {from}: this mapping changes nothing there (a typo in `from`?)"
+        ),
+        Warning::SourceMovedOn { planned, now, .. } => format!(
+            "the source has changed under {from} since this plan was made at revision {planned} (it is at {now} now): the apply writes the values that were reviewed, read at revision {planned}; plan again to review the current ones"
         ),
     }
+}
+
+/// A warning as a line of text.
+pub fn warning_text(w: &crate::plan::Warning) -> String {
+    format!("warning: {}", warning_words(w, |k| format!("`{k}`")))
 }
 
 /// A finding that is not an error of etcdplan's (a stale plan, keys too

@@ -15,6 +15,7 @@
 //! no digest at all (their mod revisions identify their values).
 
 pub mod sign;
+pub mod since;
 pub mod verify;
 
 use std::path::{Path, PathBuf};
