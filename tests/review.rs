@@ -204,3 +204,28 @@ async fn budget_limited_markdown_of_ten_thousand_changes() {
     assert!(updates > 300 && creates > 150, "{updates} {creates}");
     snapshot("markdown_budget_limited", &ran.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_update_whose_diff_shows_nothing_says_the_bytes_differ() {
+    let (src, dst) = tokio::join!(Cluster::plaintext(), Cluster::plaintext());
+    src.seed([("/app/j", r#"{"a":1,"b":2}"#)]).await;
+    dst.seed([("/app/j", r#"{"b": 2, "a": 1}"#)]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_plan(
+        dir.path(),
+        &src,
+        &dst,
+        "prefixes:\n  - from: /app/\non_conflict: overwrite\n",
+    );
+    for format in ["text", "markdown"] {
+        let ran = run(etcdplan(dir.path()).args(["plan", "plan.yaml", "--format", format]));
+        assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+        assert!(
+            ran.stdout.contains(
+                "the bytes differ, but not in this view (JSON key order, spacing or duplicate keys): (16 bytes, sha256 "
+            ),
+            "{format}: {}",
+            ran.stdout
+        );
+    }
+}

@@ -245,8 +245,9 @@ pub fn value_diff(change: &Change) -> Option<Vec<DiffLine>> {
     if change.sensitive || !matches!(change.action, Action::Update | Action::Conflict) {
         return None;
     }
-    let old = change.destination.as_ref()?.shown.as_ref()?;
-    let new = change.source.as_ref()?.shown.as_ref()?;
+    let (old_value, new_value) = (change.destination.as_ref()?, change.source.as_ref()?);
+    let old = old_value.shown.as_ref()?;
+    let new = new_value.shown.as_ref()?;
     let (old, new) = (as_lines(old), as_lines(new));
     let diff = TextDiff::from_lines(&old, &new);
     let mut lines = Vec::new();
@@ -269,6 +270,15 @@ pub fn value_diff(change: &Change) -> Option<Vec<DiffLine>> {
                 });
             }
         }
+    }
+    // Pretty-printed JSON can hide what differs (key order, spacing,
+    // duplicate keys): say so rather than show an empty diff.
+    if lines.is_empty() {
+        lines.push(DiffLine::Note(format!(
+            "the bytes differ, but not in this view (JSON key order, spacing or duplicate keys): {} → {}",
+            opaque(old_value),
+            opaque(new_value)
+        )));
     }
     if lines.len() > MAX_DIFF_LINES {
         let more = lines.len() - MAX_DIFF_LINES;
@@ -432,6 +442,26 @@ mod tests {
             lines.contains(&DiffLine::Context("  \"a\": 1,".into())),
             "{lines:?}"
         );
+    }
+
+    #[test]
+    fn json_that_differs_only_in_its_bytes_says_so() {
+        for (old, new) in [
+            (r#"{"a":1,"b":2}"#, r#"{"b":2,"a":1}"#),
+            (r#"{"a":1}"#, r#"{ "a" : 1 }"#),
+            (r#"{"a":1,"a":1}"#, r#"{"a":1}"#),
+        ] {
+            let c = update(
+                Some(old.as_bytes().to_vec()),
+                Some(new.as_bytes().to_vec()),
+                false,
+            );
+            let lines = value_diff(&c).unwrap_or_default();
+            assert!(
+                matches!(&lines[..], [DiffLine::Note(n)] if n.starts_with("the bytes differ, but not in this view")),
+                "{old} → {new}: {lines:?}"
+            );
+        }
     }
 
     #[test]
