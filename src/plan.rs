@@ -453,6 +453,17 @@ pub async fn make_plan_tapped<S: WriteSink>(
         largest_write: got.largest_write,
         summary: got.summary,
     };
+    let s = &report.summary;
+    tracing::info!(
+        source_revision = report.source.revision,
+        destination_revision = report.destination.revision,
+        create = s.create,
+        update = s.update,
+        delete = s.delete,
+        conflict = s.conflict,
+        unchanged = s.unchanged,
+        "planned"
+    );
     Ok((report, sink))
 }
 
@@ -525,6 +536,7 @@ impl DiffInputs {
             destination,
             &opts,
             |mut c| {
+                tracing::trace!(action = ?c.action, key = %crate::keys::display_key(&c.key), "change");
                 let value = c.payload.take();
                 found.largest = found.largest.max(c.write_bytes());
                 if let Some(l) = c.source.as_ref().map(|v| v.lease).filter(|&l| l != 0) {

@@ -215,3 +215,48 @@ async fn a_saved_plan_whose_source_moved_on_is_applied_with_a_warning() {
         ran.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_verbosity_level_adds_something() {
+    let (src, dst) = tokio::join!(Cluster::plaintext(), Cluster::plaintext());
+    src.seed([("/app/a", "secret-value-a"), ("/app/b", "2")])
+        .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_plan(dir.path(), &src, &dst, "prefixes:\n  - from: /app/\n");
+    let stderr = |v: &str, cmd: &[&str]| {
+        let ran = run(etcdplan(dir.path()).arg(v).args(cmd));
+        assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+        ran.stderr
+    };
+    let plan = ["plan", "plan.yaml"];
+    // -v: what the run did, in a few lines.
+    let one = stderr("-v", &plan);
+    assert!(one.contains("planned source_revision="), "{one}");
+    assert!(one.contains("create=2"), "{one}");
+    assert!(one.contains("the slowest of"), "{one}");
+    assert!(!one.contains("DEBUG"), "{one}");
+    // -vv: every request, with its endpoint and time.
+    let two = stderr("-vv", &plan);
+    assert!(
+        two.contains("answered side=source endpoint=http://127.0.0.1:"),
+        "{two}"
+    );
+    assert!(!two.contains("TRACE"), "{two}");
+    // -vvv: every change and every transaction.
+    let three = stderr("-vvv", &plan);
+    assert!(three.contains("change action=Create key=/app/a"), "{three}");
+    let levels = [
+        one.lines().count(),
+        two.lines().count(),
+        three.lines().count(),
+    ];
+    assert!(levels[0] < levels[1] && levels[1] < levels[2], "{levels:?}");
+    let apply = stderr("-vvv", &["apply", "plan.yaml", "--auto-approve"]);
+    assert!(
+        apply.contains("guarded transaction side=destination ops=2"),
+        "{apply}"
+    );
+    assert!(apply.contains("written created=2"), "{apply}");
+    // Values never reach the log, at any level.
+    assert!(!three.contains("secret-value") && !apply.contains("secret-value"));
+}

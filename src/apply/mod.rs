@@ -126,6 +126,19 @@ impl ApplyStats {
         self.created + self.updated + self.deleted + self.already_in_place
     }
 
+    /// The counts at -v.
+    pub fn log(&self) {
+        tracing::info!(
+            created = self.created,
+            updated = self.updated,
+            deleted = self.deleted,
+            already_in_place = self.already_in_place,
+            written_by_someone_else = self.foreign.len(),
+            not_attempted = self.not_attempted,
+            "written"
+        );
+    }
+
     pub fn add(&mut self, other: ApplyStats) {
         self.created += other.created;
         self.updated += other.updated;

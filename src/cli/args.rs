@@ -44,7 +44,12 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub no_color: bool,
 
-    /// More log output on stderr: -v for info, -vv for debug, -vvv for trace.
+    /// More log output on stderr: -v what the run did (the endpoint each side
+    /// uses, the revisions and counts planned and written, each phase's time,
+    /// the slowest request); -vv also every request, with its endpoint and
+    /// time, and every retry; -vvv also every change and every transaction.
+    /// Values are never logged. ETCDPLAN_LOG (e.g. etcdplan=debug,h2=trace)
+    /// overrides this.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 

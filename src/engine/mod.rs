@@ -456,6 +456,7 @@ impl Run<'_> {
                         round.oversized.extend(tap.oversized);
                     }
                     stats.add(round);
+                    stats.log();
                     return self
                         .settle(report, false, stats, None, KeyList::default())
                         .await;
@@ -653,6 +654,7 @@ impl Run<'_> {
         )
         .await?;
         self.phase("written");
+        stats.log();
         Ok(stats)
     }
 

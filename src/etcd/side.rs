@@ -250,6 +250,7 @@ impl Side {
                 Ok(v) => {
                     ep.answered.store(true, Ordering::Relaxed);
                     let took = started.elapsed().as_micros() as u64;
+                    tracing::debug!(side = %self.role, endpoint = %ep.url, action = op.action, under = %display_key(op.prefix), ms = took as f64 / 1000.0, "answered");
                     self.slowest_us.fetch_max(took, Ordering::Relaxed);
                     self.answered.fetch_add(1, Ordering::Relaxed);
                     return Ok(v);
@@ -322,6 +323,7 @@ impl Side {
                 while !pending.is_empty() {
                     let ((i, answered), _, rest) = futures::future::select_all(pending).await;
                     if answered {
+                        tracing::info!(side = %self.role, endpoint = %self.endpoints[i].url, "answered first of {n} endpoints: it serves this run");
                         self.prefer(i);
                         return;
                     }

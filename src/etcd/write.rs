@@ -72,6 +72,7 @@ async fn write_whole(
         prefix: &first_key,
     };
     while !pending.is_empty() {
+        tracing::trace!(side = %side.role, ops = pending.len(), first = %crate::keys::display_key(&ops[pending[0]].key), "guarded transaction");
         let txn = guarded_txn(ops, &pending, extra);
         let resp = side
             .call(op, |c| {
