@@ -190,7 +190,7 @@ fn too_large(o: &ApplyOutcome, t: &mut Told) {
 pub fn json(o: &ApplyOutcome) -> String {
     let s = &o.stats;
     let value = serde_json::json!({
-        "format_version": "1",
+        "format_version": "2",
         "result": ending(o).json_result(),
         "plan": JsonPlan::from_report(&o.report),
         "apply": {
