@@ -32,7 +32,7 @@ async fn move_copies_then_deletes_from_the_source() {
     let ran = run(etcdplan(dir.path()).args(["plan", "plan.yaml"]));
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
     assert!(
-        ran.stdout.contains("300 to delete from the source (move mode) (each deleted once the destination holds it, guarded by its mod revision):"),
+        ran.stdout.contains("300 to delete from the source (move mode), each deleted once the destination holds it, guarded by its mod revision:"),
         "{}",
         ran.stdout
     );

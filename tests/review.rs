@@ -229,3 +229,39 @@ async fn an_update_whose_diff_shows_nothing_says_the_bytes_differ() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conflicts_come_before_deletes_and_source_deletes_before_creates() {
+    let (src, dst) = tokio::join!(Cluster::plaintext(), Cluster::plaintext());
+    src.seed([
+        ("/app/a-new", "1"),
+        ("/app/m-clash", "source"),
+        ("/app/n-moved", "2"),
+    ])
+    .await;
+    dst.seed([("/app/m-clash", "destination"), ("/app/z-gone", "3")])
+        .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_plan(
+        dir.path(),
+        &src,
+        &dst,
+        "prefixes:\n  - from: /app/\nprune: true\non_conflict: keep\ndelete_source: true\n",
+    );
+    let ran = run(etcdplan(dir.path()).args(["plan", "plan.yaml"]));
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    snapshot("text_conflicts_and_moves", &ran.stdout);
+    let ran = run(etcdplan(dir.path()).args(["plan", "plan.yaml", "--format", "markdown"]));
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let md = &ran.stdout;
+    let at = |s: &str| md.find(s).unwrap_or(usize::MAX);
+    let order = [
+        "<summary>1 conflicting, left as is<",
+        "<summary>1 to delete<",
+        "<summary>2 to delete from the source (move mode)<",
+        "<summary>2 to create<",
+    ];
+    for pair in order.windows(2) {
+        assert!(at(pair[0]) < at(pair[1]), "{pair:?} in {md}");
+    }
+}

@@ -76,7 +76,7 @@ fn write_text_to(
         if counts[i] == 0 {
             continue;
         }
-        let how = section.how().map_or(String::new(), |h| format!(" ({h})"));
+        let how = section.how().map_or(String::new(), |h| format!(", {h}"));
         let head = format!("\n{} {}{how}:", thousands(counts[i]), section.label());
         writeln!(out, "{}", paint(color, &head, |t| t.bold().to_string()))?;
         let listed = write_section(report, section, color, allotted[i], out)?;
