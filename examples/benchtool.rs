@@ -173,6 +173,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 api: etcdplan::planfile::Api::V3,
                 tls: None,
                 auth: None,
+                snapshot: None,
             };
             let side = std::sync::Arc::new(etcdplan::etcd::Side::new(&config, Default::default()));
             let (tx, mut rx) = tokio::sync::mpsc::channel(2);

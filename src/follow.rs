@@ -136,6 +136,15 @@ pub enum FollowError {
     )]
     MoveMode,
 
+    #[error("apply --follow needs a live source: a snapshot file does not change")]
+    #[diagnostic(
+        code(etcdplan::follow::snapshot),
+        help(
+            "apply the snapshot's plan without --follow; to follow a cluster, name its `endpoints` as the source"
+        )
+    )]
+    Snapshot,
+
     #[error("the source watch was cancelled: {}", crate::escape::text(.0))]
     #[diagnostic(
         code(etcdplan::follow::watch_cancelled),

@@ -20,6 +20,7 @@ pub mod planfile;
 pub mod render;
 pub mod saved;
 pub mod schema;
+pub mod snapshot;
 pub mod spool;
 pub mod status;
 pub mod undo;

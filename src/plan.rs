@@ -431,10 +431,10 @@ pub async fn make_plan_tapped<S: WriteSink>(
             lease_ttls.insert(id, crate::etcd::info::lease_ttl(&source, id).await?);
         }
     }
-    let cluster = |side: &Side, id: u64, pin: &Pin| ClusterInfo {
+    let cluster = |config: &crate::planfile::SideConfig, id: u64, pin: &Pin| ClusterInfo {
         cluster_id: format!("{id:016x}"),
         revision: pin.get(),
-        endpoints: side.endpoints().map(String::from).collect(),
+        endpoints: config.shown_endpoints(),
     };
     let report = PlanReport {
         undo: None,
@@ -445,8 +445,8 @@ pub async fn make_plan_tapped<S: WriteSink>(
         name: plan.name.clone(),
         plan_path: plan.path.display().to_string(),
         file_sha256: plan.file_sha256.clone(),
-        source: cluster(&source, source_id, &pins.0),
-        destination: cluster(&destination, destination_id, &pins.1),
+        source: cluster(&plan.source, source_id, &pins.0),
+        destination: cluster(&plan.destination, destination_id, &pins.1),
         mappings: got.mappings,
         changes: got.changes.finish().map_err(PlanError::Spill)?,
         source_deletes: got.moves.finish().map_err(PlanError::Spill)?,

@@ -26,6 +26,8 @@ const MAX_RECORD_BYTES: usize = 64 << 20;
 pub struct SpoolWriter<T> {
     out: Option<(BufWriter<File>, Arc<File>)>,
     len: u64,
+    /// Bytes written so far: the offset the next record starts at.
+    offset: u64,
     scratch: Vec<u8>,
     _t: PhantomData<fn(T)>,
 }
@@ -36,6 +38,7 @@ impl<T: Serialize> SpoolWriter<T> {
         SpoolWriter {
             out: None,
             len: 0,
+            offset: 0,
             scratch: Vec::new(),
             _t: PhantomData,
         }
@@ -55,9 +58,15 @@ impl<T: Serialize> SpoolWriter<T> {
         };
         out.write_all(&(bytes.len() as u32).to_le_bytes())?;
         out.write_all(&bytes)?;
+        self.offset += 4 + bytes.len() as u64;
         self.scratch = bytes;
         self.len += 1;
         Ok(())
+    }
+
+    /// Where the next record starts, for [`Spool::try_iter_at`].
+    pub fn offset(&self) -> u64 {
+        self.offset
     }
 
     pub fn len(&self) -> u64 {
@@ -162,18 +171,30 @@ impl<T: Serialize + DeserializeOwned> Spool<T> {
 
     /// Streams the records back, in the order they were pushed.
     pub fn try_iter(&self) -> impl Iterator<Item = std::io::Result<T>> + use<T> {
+        self.try_iter_at(0, self.inner.len, 256 << 10)
+    }
+
+    /// Streams at most `count` records from the one that starts at `offset`
+    /// (an [`SpoolWriter::offset`] taken while writing), through a buffer
+    /// of `buffer` bytes.
+    pub fn try_iter_at(
+        &self,
+        offset: u64,
+        count: u64,
+        buffer: usize,
+    ) -> impl Iterator<Item = std::io::Result<T>> + use<T> {
         let reader = self.inner.path.as_ref().map(|f| {
             BufReader::with_capacity(
-                256 << 10,
+                buffer,
                 At {
                     file: f.clone(),
-                    offset: 0,
+                    offset,
                 },
             )
         });
         let mut state = match reader {
             None => Reading::Done,
-            Some(r) => Reading::Open(r, self.inner.len),
+            Some(r) => Reading::Open(r, count),
         };
         std::iter::from_fn(move || state.next())
     }

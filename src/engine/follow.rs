@@ -156,6 +156,9 @@ impl<'a> Session<'a> {
         if plan.delete_source {
             return Err(FollowError::MoveMode.into());
         }
+        if plan.source.snapshot.is_some() {
+            return Err(FollowError::Snapshot.into());
+        }
         let (source, destination) = sides(&plan, &request.apply.policy);
         let (src_id, dst_id) = tokio::try_join!(
             crate::plan::cluster_id(&source),

@@ -88,6 +88,10 @@ pub enum EngineError {
 
     #[error(transparent)]
     #[diagnostic(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
     SavedCheck(#[from] crate::saved::verify::CheckError),
 
     #[error(transparent)]
@@ -166,6 +170,29 @@ pub fn sides(plan: &Plan, policy: &RetryPolicy) -> (Arc<Side>, Arc<Side>) {
     )
 }
 
+/// [`sides`], with a snapshot source sorted and served first: the
+/// returned [`Served`](crate::snapshot::serve::Served) keeps it served, so
+/// it must live as long as the sides are used.
+pub async fn open_sides(
+    plan: &Plan,
+    policy: &RetryPolicy,
+) -> Result<(Arc<Side>, Arc<Side>, Option<crate::snapshot::serve::Served>), EngineError> {
+    let (source, destination) = sides(plan, policy);
+    let Some(snap) = &plan.source.snapshot else {
+        return Ok((source, destination, None));
+    };
+    let file = crate::snapshot::Snapshot::open(&snap.path)?;
+    let mappings = plan.mappings.clone();
+    let keep = Arc::new(move |k: &[u8]| {
+        mappings
+            .iter()
+            .any(|m| k.starts_with(&m.from) && !m.excludes_source(k))
+    });
+    let served = crate::snapshot::serve::serve(file, snap.revision, keep).await?;
+    let source = Side::new(&served.config, policy.clone()).with_probe(plan.probe_prefix(true));
+    Ok((Arc::new(source), destination, Some(served)))
+}
+
 /// A loaded target: the plan file, its sides, and for a saved plan its report.
 pub struct Loaded {
     pub plan: Plan,
@@ -216,7 +243,10 @@ pub async fn apply(
     observer: &dyn Observer,
     stop: Arc<AtomicBool>,
 ) -> Result<ApplyOutcome, EngineError> {
-    let loaded = load(request)?;
+    let mut loaded = load(request)?;
+    // A snapshot source is served for the whole run.
+    let (source, _, _served) = open_sides(&loaded.plan, &request.policy).await?;
+    loaded.source = source;
     apply_loaded(request, loaded, observer, stop).await
 }
 

@@ -234,6 +234,14 @@ impl Side {
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
+        if self.endpoints.is_empty() {
+            // A snapshot source before it is served: never indexed past the end.
+            return Err(EtcdError::Request {
+                side: self.role,
+                operation: format!("{} `{}`", op.action, display_key(op.prefix)),
+                detail: "this side has no endpoints".into(),
+            });
+        }
         self.pick().await;
         let n = self.endpoints.len().max(1);
         let mut attempts = Attempts::new(&self.policy, n);

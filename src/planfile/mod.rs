@@ -126,6 +126,27 @@ pub struct SideConfig {
     pub api: Api,
     pub tls: Option<TlsConfig>,
     pub auth: Option<AuthConfig>,
+    /// A source read from a snapshot file instead of `endpoints`.
+    pub snapshot: Option<SnapshotSource>,
+}
+
+impl SideConfig {
+    /// Where the side is, for people: its endpoints, or its snapshot file.
+    pub fn shown_endpoints(&self) -> Vec<String> {
+        match &self.snapshot {
+            Some(s) => vec![format!("snapshot:{}", s.path.display())],
+            None => self.endpoints.clone(),
+        }
+    }
+}
+
+/// `source: { snapshot: FILE, revision: R }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotSource {
+    /// Resolved against the plan file's folder.
+    pub path: PathBuf,
+    /// The revision to read; the file's newest when absent.
+    pub revision: Option<i64>,
 }
 
 /// TLS material of one side, read and checked at validation.

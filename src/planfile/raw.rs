@@ -74,8 +74,23 @@ pub struct RawPlan {
 pub struct RawSide {
     /// Client URLs of the cluster's members, all `http://host:port` (plaintext)
     /// or all `https://host:port` (TLS). etcdplan fails over between them.
-    #[schemars(with = "Vec<String>", length(min = 1))]
-    pub endpoints: Spanned<Vec<Spanned<String>>>,
+    /// Required, except for a source read from a `snapshot`.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>", length(min = 1))]
+    pub endpoints: Option<Spanned<Vec<Spanned<String>>>>,
+
+    /// Source only, instead of `endpoints`: an etcd snapshot file (from
+    /// `etcdctl snapshot save`, or a data dir's `member/snap/db`), read
+    /// without etcd. Relative to the plan file's folder.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub snapshot: Option<Spanned<String>>,
+
+    /// With `snapshot`: the revision to read, at or after the file's
+    /// compaction point. Default: the newest revision in the file.
+    #[serde(default)]
+    #[schemars(with = "Option<i64>", range(min = 1))]
+    pub revision: Option<Spanned<i64>>,
 
     /// TLS files, for `https://` endpoints only. Paths are relative to the
     /// plan file's folder. Without this section, `https://` endpoints are

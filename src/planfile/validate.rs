@@ -201,6 +201,19 @@ impl Validator<'_> {
         if let (Some(src), Some(dst), Some(maps)) = (&source, &destination, &mappings) {
             self.onto_itself(src, dst, maps);
         }
+        if let (Some(src), Some(d)) = (&source, &raw.delete_source)
+            && src.snapshot.is_some()
+            && d.value
+        {
+            self.push(
+                Problem::new(
+                    "etcdplan::plan_file::snapshot_move",
+                    "`delete_source: true` with a snapshot source: a snapshot file is never written",
+                    "copy from the snapshot without move mode; to delete keys from a live cluster, make it the source",
+                )
+                .label(at(d), "move mode here"),
+            );
+        }
         Some(Plan {
             path: path.to_path_buf(),
             text: Arc::from(text),
@@ -236,20 +249,31 @@ impl Validator<'_> {
     }
 
     fn side(&mut self, raw: RawSide, role: SideRole) -> Option<SideConfig> {
+        if raw.snapshot.is_some() || raw.revision.is_some() {
+            return self.snapshot_side(raw, role);
+        }
         let before = self.problems.len();
-        if raw.endpoints.value.is_empty() {
+        let Some(raw_endpoints) = &raw.endpoints else {
+            self.push(Problem::new(
+                "etcdplan::plan_file::no_endpoints",
+                format!("the {role} has no `endpoints`"),
+                "list the client URLs of the cluster's members, e.g. endpoints: [https://10.0.0.5:2379] (a source may instead read a `snapshot` file)",
+            ));
+            return None;
+        };
+        if raw_endpoints.value.is_empty() {
             self.push(
                 Problem::new(
                     "etcdplan::plan_file::no_endpoints",
                     format!("the {role} has no endpoints"),
                     "list the client URLs of the cluster's members, e.g. [https://10.0.0.5:2379]",
                 )
-                .label(at(&raw.endpoints), "empty list"),
+                .label(at(raw_endpoints), "empty list"),
             );
         }
         let mut endpoints = Vec::new();
         let mut schemes = HashSet::new();
-        for ep in &raw.endpoints.value {
+        for ep in &raw_endpoints.value {
             if let Some((url, tls)) = self.endpoint(ep, role) {
                 schemes.insert(tls);
                 endpoints.push(url);
@@ -262,7 +286,7 @@ impl Validator<'_> {
                     format!("the {role} mixes http:// and https:// endpoints"),
                     "a side is either plaintext or TLS, never both: use https:// for every member of a TLS cluster",
                 )
-                .label(at(&raw.endpoints), "both schemes here"),
+                .label(at(raw_endpoints), "both schemes here"),
             );
         }
         let uses_tls = schemes.contains(&true);
@@ -299,6 +323,84 @@ impl Validator<'_> {
             api,
             tls,
             auth,
+            snapshot: None,
+        })
+    }
+
+    /// `source: { snapshot: FILE, revision: R }`: a file, and nothing that
+    /// only a live cluster has.
+    fn snapshot_side(&mut self, raw: RawSide, role: SideRole) -> Option<SideConfig> {
+        let before = self.problems.len();
+        let problem = |code, msg: String, help: &str| Problem::new(code, msg, help);
+        let Some(file) = &raw.snapshot else {
+            let p = problem(
+                "etcdplan::plan_file::revision_without_snapshot",
+                format!("the {role} has a `revision` but no `snapshot`"),
+                "`revision` picks a revision of a snapshot file; a live source is read at its newest revision",
+            );
+            self.push(p.label(raw.revision.as_ref().and_then(at), "here"));
+            return None;
+        };
+        let not_with = |what: &str| {
+            problem(
+                "etcdplan::plan_file::snapshot_and_cluster",
+                format!("the {role} reads a `snapshot` file and also has `{what}`"),
+                "a snapshot source is only a file (and optionally a `revision`): remove the cluster settings, or remove `snapshot`",
+            )
+        };
+        if role == SideRole::Destination {
+            let p = problem(
+                "etcdplan::plan_file::snapshot_destination",
+                "the destination cannot be a snapshot file".into(),
+                "etcdplan writes to a live cluster: name its `endpoints`; a snapshot can only be a source",
+            );
+            self.push(p.label(at(file), "a snapshot here"));
+        }
+        if let Some(e) = &raw.endpoints {
+            self.push(not_with("endpoints").label(at(e), "here"));
+        }
+        if let Some(t) = &raw.tls {
+            self.push(not_with("tls").label(at(t), "here"));
+        }
+        if let Some(a) = &raw.auth {
+            self.push(not_with("auth").label(at(&a.username), "here"));
+        }
+        if let Some(a) = &raw.api {
+            self.push(not_with("api").label(at(a), "here"));
+        }
+        if let Some(r) = &raw.revision
+            && r.value < 1
+        {
+            let p = problem(
+                "etcdplan::plan_file::bad_revision",
+                format!("the {role} `revision` is {}; revisions start at 1", r.value),
+                "give a revision the snapshot holds (`etcdplan check` shows its range), or leave it out for the newest",
+            );
+            self.push(p.label(at(r), "here"));
+        }
+        let path = self.base.join(&file.value);
+        if self.scope == Scope::Environment && !path.is_file() {
+            let p = problem(
+                "etcdplan::plan_file::snapshot_missing",
+                format!(
+                    "the {role} snapshot {} is not a file",
+                    crate::escape::text(&path.display().to_string())
+                ),
+                "paths in a plan file are relative to the folder it is in; name the file `etcdctl snapshot save` wrote",
+            );
+            self.push(p.label(at(file), "no such file"));
+        }
+        (self.problems.len() == before).then_some(SideConfig {
+            role,
+            endpoints: Vec::new(),
+            uses_tls: false,
+            api: Api::V3,
+            tls: None,
+            auth: None,
+            snapshot: Some(super::SnapshotSource {
+                path,
+                revision: raw.revision.map(|r| r.value),
+            }),
         })
     }
 

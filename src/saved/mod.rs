@@ -265,7 +265,7 @@ pub fn open(
     // An undo plan's `source` is the destination, read at an earlier revision.
     report.source.endpoints = match report.undo {
         Some(_) => plan.destination.endpoints.clone(),
-        None => plan.source.endpoints.clone(),
+        None => plan.source.shown_endpoints(),
     };
     report.destination.endpoints = plan.destination.endpoints.clone();
     Ok(Opened { plan, report })

@@ -32,12 +32,12 @@ pub fn run(
         max_request_bytes: limits.max_request_bytes as usize,
         ..PlanOptions::default()
     };
-    let (source, destination) = engine::sides(&plan, &ctx.policy);
     let observer = CliObserver::new(output, ctx);
     let report = runtime()?.block_on(async {
+        let (source, destination, _served) = engine::open_sides(&plan, &ctx.policy).await?;
         let report = engine::plan(&plan, source, destination, &options, &observer).await;
         observer.stop_ticker().await;
-        report
+        Ok::<_, engine::EngineError>(report?)
     })?;
     // `on_conflict: fail`: the whole plan is still shown, conflicts
     // included, in the chosen format; then exit 1, and nothing is saved.

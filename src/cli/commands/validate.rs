@@ -25,6 +25,12 @@ pub fn run(plan: &Path, strict: bool) -> miette::Result<ExitStatus> {
 /// One line that says what a valid plan will do.
 fn describe(plan: &planfile::Plan) -> String {
     let side = |s: &planfile::SideConfig| {
+        if let Some(snap) = &s.snapshot {
+            let at = snap
+                .revision
+                .map_or("its newest revision".to_string(), |r| format!("revision {r}"));
+            return format!("snapshot {} at {at}", snap.path.display());
+        }
         format!(
             "{} endpoint{} ({}{})",
             s.endpoints.len(),
