@@ -65,6 +65,19 @@ pub struct SideCheck {
     /// The user's roles, looked up when a permission was denied (`None`:
     /// not looked up, or the lookup failed).
     pub roles: Option<Vec<String>>,
+    /// A source read from a snapshot file: what the file holds, or why it
+    /// cannot be read (then there are no endpoints to check).
+    pub snapshot: Option<Result<SnapshotCheck, String>>,
+}
+
+/// What `check` reports of a snapshot file.
+#[derive(Debug, Clone)]
+pub struct SnapshotCheck {
+    pub facts: crate::snapshot::Facts,
+    /// The revision the plan reads.
+    pub revision: i64,
+    /// Keys at that revision under the plan's mappings.
+    pub keys: u64,
 }
 
 impl SideCheck {
@@ -72,6 +85,9 @@ impl SideCheck {
     /// one reachable endpoint is enough (etcdplan fails over), and every
     /// mapped prefix's permission; the checkpoint only when `follow`.
     pub fn ok(&self, follow: bool) -> bool {
+        if let Some(snapshot) = &self.snapshot {
+            return snapshot.is_ok();
+        }
         self.endpoints.iter().any(|e| e.result.is_ok())
             && self
                 .permissions
@@ -114,11 +130,51 @@ pub async fn run(plan: &Plan, policy: &RetryPolicy, options: &CheckOptions) -> [
             ));
         }
     }
-    let (s, d) = tokio::join!(
-        check_side(&source, &source_needs),
-        check_side(&destination, &destination_needs)
-    );
+    let source_check = async {
+        match &plan.source.snapshot {
+            Some(_) => check_snapshot(plan).await,
+            None => check_side(&source, &source_needs).await,
+        }
+    };
+    let (s, d) = tokio::join!(source_check, check_side(&destination, &destination_needs));
     [s, d]
+}
+
+/// A snapshot source: the file opened, its hash checked, and the keys the
+/// plan would read counted at the plan's revision.
+async fn check_snapshot(plan: &Plan) -> SideCheck {
+    let plan = plan.clone();
+    let counted = tokio::task::spawn_blocking(move || {
+        let Some(snap) = &plan.source.snapshot else {
+            return Err("no snapshot".to_string());
+        };
+        let file = crate::snapshot::Snapshot::open(&snap.path).map_err(|e| e.to_string())?;
+        let keep = |k: &[u8]| {
+            plan.mappings
+                .iter()
+                .any(|m| k.starts_with(&m.from) && !m.excludes_source(k))
+        };
+        let (revision, index) = file
+            .index(snap.revision, &keep)
+            .map_err(|e| e.to_string())?;
+        Ok(SnapshotCheck {
+            facts: file.facts.clone(),
+            revision,
+            keys: index.keys,
+        })
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    SideCheck {
+        role: "source".into(),
+        tls: false,
+        user: None,
+        endpoints: Vec::new(),
+        members: Err("a snapshot file has no members".into()),
+        permissions: Vec::new(),
+        roles: None,
+        snapshot: Some(counted),
+    }
 }
 
 type Needed = (&'static str, Vec<u8>, bool, Need);
@@ -163,6 +219,7 @@ pub async fn check_side(side: &Side, needed: &[Needed]) -> SideCheck {
             endpoints,
             members: Err(why.clone()),
             roles: None,
+            snapshot: None,
             permissions: needed
                 .iter()
                 .map(|(action, prefix, is_prefix, need)| PermissionCheck {
@@ -213,5 +270,6 @@ pub async fn check_side(side: &Side, needed: &[Needed]) -> SideCheck {
         members,
         permissions,
         roles,
+        snapshot: None,
     }
 }

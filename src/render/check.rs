@@ -48,6 +48,10 @@ pub fn text(plan: &Plan, sides: &[SideCheck], follow: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "etcdplan check: {}\n", esc(&plan.display_name()));
     for s in sides {
+        if let Some(snapshot) = &s.snapshot {
+            render_snapshot(&mut out, snapshot);
+            continue;
+        }
         let _ = writeln!(
             out,
             "{} ({}{})",
@@ -86,6 +90,44 @@ pub fn text(plan: &Plan, sides: &[SideCheck], follow: bool) -> String {
         );
     }
     out
+}
+
+/// A snapshot source: the file and what it holds.
+fn render_snapshot(out: &mut String, s: &Result<crate::check::SnapshotCheck, String>) {
+    let _ = writeln!(out, "source (snapshot file)");
+    match s {
+        Err(why) => {
+            let _ = writeln!(out, "  ! {}", esc(why));
+        }
+        Ok(c) => {
+            let f = &c.facts;
+            let integrity = if f.hash_verified {
+                "sha256 appended by `snapshot save` verified"
+            } else {
+                "no sha256 appended (a bare db file): not verified"
+            };
+            for (k, v) in [
+                ("file", esc(&f.path.display().to_string())),
+                ("size", thousands(f.size)),
+                ("integrity", integrity.to_string()),
+                (
+                    "revisions",
+                    match f.compacted {
+                        0 => format!("1 to {} (never compacted)", f.revision),
+                        c => format!("{c} to {} (compacted at {c})", f.revision),
+                    },
+                ),
+                ("read at", format!("revision {}", c.revision)),
+                (
+                    "keys",
+                    format!("{} under the plan's prefixes", thousands(c.keys)),
+                ),
+            ] {
+                let _ = writeln!(out, "  {k:<10} {v}");
+            }
+        }
+    }
+    let _ = writeln!(out);
 }
 
 fn yes_no(b: bool) -> String {
@@ -285,6 +327,24 @@ pub fn json(sides: &[SideCheck], follow: bool) -> String {
                 .collect(),
             Err(_) => Vec::new(),
         };
+        if let Some(snapshot) = &s.snapshot {
+            return match snapshot {
+                Ok(c) => serde_json::json!({
+                    "side": s.role,
+                    "ok": true,
+                    "snapshot": {
+                        "file": c.facts.path.display().to_string(),
+                        "size": c.facts.size,
+                        "hash_verified": c.facts.hash_verified,
+                        "newest_revision": c.facts.revision,
+                        "compacted_revision": c.facts.compacted,
+                        "revision": c.revision,
+                        "keys": c.keys,
+                    },
+                }),
+                Err(why) => serde_json::json!({"side": s.role, "ok": false, "snapshot_error": why}),
+            };
+        }
         serde_json::json!({
             "side": s.role,
             "tls": s.tls,

@@ -140,11 +140,7 @@ impl Bolt {
 
     /// Calls `f(key, value, flags)` for each entry of the bucket in key order,
     /// while it returns `Ok(true)`.
-    pub fn walk(
-        &self,
-        root: &BucketRoot,
-        f: &mut Visit<'_>,
-    ) -> Result<(), BoltError> {
+    pub fn walk(&self, root: &BucketRoot, f: &mut Visit<'_>) -> Result<(), BoltError> {
         match root {
             BucketRoot::Inline(page) => leaf_or_branch(self, page, 0, f).map(|_| ()),
             BucketRoot::Page(id) => self.walk_page(*id, 0, f).map(|_| ()),
@@ -181,12 +177,7 @@ impl Bolt {
         ))
     }
 
-    fn walk_page(
-        &self,
-        id: u64,
-        depth: usize,
-        f: &mut Visit<'_>,
-    ) -> Result<bool, BoltError> {
+    fn walk_page(&self, id: u64, depth: usize, f: &mut Visit<'_>) -> Result<bool, BoltError> {
         if depth > MAX_DEPTH {
             return Err(BoltError::Corrupt(
                 "a page tree deeper than any bbolt file".into(),

@@ -28,7 +28,9 @@ fn describe(plan: &planfile::Plan) -> String {
         if let Some(snap) = &s.snapshot {
             let at = snap
                 .revision
-                .map_or("its newest revision".to_string(), |r| format!("revision {r}"));
+                .map_or("its newest revision".to_string(), |r| {
+                    format!("revision {r}")
+                });
             return format!("snapshot {} at {at}", snap.path.display());
         }
         format!(
