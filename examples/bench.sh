@@ -2,7 +2,7 @@
 # Benchmark: etcdplan against the strongest raw baselines, in ONE run on the
 # same pair of freshly started local etcd servers.
 #
-#   bash examples/bench.sh [-n KEYS] [--runs R] [--mirror]
+#   bash examples/bench.sh [-n KEYS] [--runs R] [--mirror] [--snapshot]
 #
 # Defaults: 100,000 keys of ~200-byte JSON, 1 run per figure (medians of R).
 # Ceilings, both written with etcd-client (examples/benchtool.rs):
@@ -10,19 +10,24 @@
 #   reads:  both ranges read at once, each as bounded sub-ranges in parallel
 #           (split points known in advance), best of 16/32/64 sub-ranges.
 # --mirror also times `etcdctl make-mirror` (about 12 minutes at 1,000,000 keys).
+# --snapshot writes every key a second time (so the file holds history),
+# saves a snapshot, and times `plan` and `apply` from it against
+# `snapshot restore` of the same file and the raw write ceiling.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 N=100000
 RUNS=1
 MIRROR=0
+SNAPSHOT=0
 while [ $# -gt 0 ]; do
   case "$1" in
     -n) N="$2"; shift 2 ;;
     --runs) RUNS="$2"; shift 2 ;;
     --mirror) MIRROR=1; shift ;;
     --no-mirror) MIRROR=0; shift ;;
-    *) echo "usage: $0 [-n KEYS] [--runs R] [--mirror]" >&2; exit 1 ;;
+    --snapshot) SNAPSHOT=1; shift ;;
+    *) echo "usage: $0 [-n KEYS] [--runs R] [--mirror] [--snapshot]" >&2; exit 1 ;;
   esac
 done
 
@@ -151,3 +156,31 @@ echo "| \`plan --out SAVED\` (every key a change) | $m_planned | | $(mib "$(medi
 echo "| \`apply SAVED\` (values read batch by batch) | $m_saved | $(ratio "$m_saved" "$m_raw") | $(mib "$(median "${saved_kib[@]}")") |"
 echo "| \`apply PLAN.yaml\`, no-op rerun (reads only) | $m_noop | $(ratio "$m_noop" "$m_read") | $(mib "$(median "${noop_kib[@]}")") |"
 echo "| \`plan\`, no changes | $m_plan | $(ratio "$m_plan" "$m_read") | $(mib "$(median "${plan_kib[@]}")") |"
+
+if [ "$SNAPSHOT" = 1 ]; then
+  # Every key written a second time: the snapshot holds two versions of each.
+  "$TOOL" seed "$SRC" /bench/src/ "$N"
+  ETCDCTL_API=3 etcdctl --endpoints="$SRC" snapshot save "$work/snap.db" >/dev/null 2>&1
+  size=$(stat -c %s "$work/snap.db")
+  restore=(); splan=(); splan_kib=(); sapply=(); sapply_kib=()
+  printf 'version: 1\nname: bench-snapshot\nsource:\n  snapshot: %s\ndestination:\n  endpoints: [%s]\nprefixes:\n  - from: /bench/src/\n    to: /bench/snap/\n' \
+    "$work/snap.db" "$DST" >"$work/snapshot.yaml"
+  if command -v etcdutl >/dev/null; then restore_cmd=(etcdutl); else restore_cmd=(env ETCDCTL_API=3 etcdctl); fi
+  for run in $(seq "$RUNS"); do
+    rm -rf "$work/restored"
+    timed "${restore_cmd[@]}" snapshot restore "$work/snap.db" --data-dir "$work/restored" >/dev/null 2>&1
+    restore+=("$secs")
+    "$TOOL" clear "$DST" /bench/snap/
+    timed "$BIN" plan "$work/snapshot.yaml" --max-listed 0 >/dev/null
+    splan+=("$secs"); splan_kib+=("$kib")
+    timed "$BIN" apply "$work/snapshot.yaml" --auto-approve --max-listed 0 >"$work/snap.out" 2>&1 ||
+      { cat "$work/snap.out"; exit 1; }
+    grep -q "Apply complete" "$work/snap.out" || { cat "$work/snap.out"; exit 1; }
+    sapply+=("$secs"); sapply_kib+=("$kib")
+  done
+  m_restore=$(median "${restore[@]}"); m_splan=$(median "${splan[@]}"); m_sapply=$(median "${sapply[@]}")
+  echo "| \`${restore_cmd[*]} snapshot restore\` of the same file ($(mib $((size / 1024)))) | $m_restore | | |"
+  echo "| \`plan\` from the snapshot (every key a change) | $m_splan | $(ratio "$m_splan" "$m_restore") of restore | $(mib "$(median "${splan_kib[@]}")") |"
+  echo "| \`apply\` from the snapshot into an empty prefix | $m_sapply | $(ratio "$m_sapply" "$m_raw") | $(mib "$(median "${sapply_kib[@]}")") |"
+fi
+

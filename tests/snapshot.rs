@@ -113,9 +113,16 @@ async fn a_prefix_restored_with_a_rewrite_is_the_source_at_the_snapshot_byte_for
     let ran = run(etcdplan(dir.path()).args(["apply", "saved.json"]));
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
     assert_eq!(dst.revision().await, before, "a rerun writes nothing");
-    // `show` renders it offline; the file is never modified.
+    // `show` renders it offline.
     let ran = run(etcdplan(dir.path()).args(["show", "saved.json"]));
     assert!(ran.stdout.contains("snapshot:"), "{}", ran.stdout);
+    // The undo takes the restore back.
+    let args = ["plan", "--undo", "saved.json", "--out", "undo.json"];
+    let ran = run(etcdplan(dir.path()).args(args));
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let ran = run(etcdplan(dir.path()).args(["apply", "undo.json"]));
+    assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
+    assert!(state(&dst, "/restored/").await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
