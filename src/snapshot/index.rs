@@ -125,6 +125,21 @@ impl Index {
         merge(runs)
     }
 
+    /// About how many keys lie at or after `start` and before `end` (to the
+    /// end when `None`), from the marks alone: within [`MARK_EVERY`] per edge.
+    pub fn estimate(&self, start: &[u8], end: Option<&[u8]>) -> u64 {
+        let ordinal = |at: usize| match at {
+            0 => 0,
+            i => self.marks[i - 1].2,
+        };
+        let lo = ordinal(self.marks.partition_point(|(k, _, _)| k.as_slice() < start));
+        let hi = match end {
+            None => self.keys,
+            Some(e) => ordinal(self.marks.partition_point(|(k, _, _)| k.as_slice() < e)),
+        };
+        hi.saturating_sub(lo)
+    }
+
     /// The entries from the first key at or after `start`, in key order.
     pub fn from(&self, start: &[u8]) -> impl Iterator<Item = Result<Kept, BoltError>> + use<> {
         let at = self

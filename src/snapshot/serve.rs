@@ -217,9 +217,15 @@ fn range(
             continue;
         }
         if limit > 0 && kvs.len() == limit {
-            // Enough for the page; what is left is only counted when asked.
+            // A full page: the rest of the range is counted from the marks
+            // (etcd walks it; the count only sizes the reader's windows).
             more = true;
-            continue;
+            let rest = index.estimate(&e.key, end.filter(|e| !e.is_empty()));
+            count += i64::try_from(rest)
+                .unwrap_or(i64::MAX)
+                .saturating_sub(1)
+                .max(0);
+            break;
         }
         kvs.push(key_value(e, r.keys_only));
     }
