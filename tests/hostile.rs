@@ -253,7 +253,7 @@ fn named_files_must_be_regular_and_credentials_are_never_echoed() {
         let started = std::time::Instant::now();
         let ran = run(etcdplan(d)
             .timeout(std::time::Duration::from_secs(20))
-            .args(["validate", "plan.yaml"]));
+            .args(["validate", "--strict", "plan.yaml"]));
         assert_eq!(ran.code, Some(1), "{ca}: {}", ran.stderr);
         assert!(
             ran.stderr.contains("tls_file_unreadable"),
