@@ -320,3 +320,43 @@ async fn move_mode_follow_and_a_snapshot_destination_are_refused() {
         ran.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_a_running_etcd_holds_is_refused_and_a_stopped_ones_is_read() {
+    let (mut src, dst) = tokio::join!(Cluster::plaintext(), Cluster::plaintext());
+    src.seed([("/app/a", "1"), ("/app/b", "2")]).await;
+    let expected = state(&src, "/app/").await;
+    let db = std::fs::read_dir(src.dir.path())
+        .expect("data dirs")
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("member/snap/db"))
+        .find(|p| p.is_file())
+        .expect("the member's backend");
+    let dir = tempfile::tempdir().expect("tempdir");
+    snapshot_plan(
+        dir.path(),
+        &db.display().to_string(),
+        &dst,
+        "prefixes:\n  - from: /app/\n",
+    );
+    let ran = run(etcdplan(dir.path()).args(["plan", "plan.yaml"]));
+    assert_eq!(ran.code, Some(1), "{}", ran.stdout);
+    assert!(
+        ran.stderr.contains("etcdplan::snapshot::in_use"),
+        "{}",
+        ran.stderr
+    );
+    // Stopped, its backend is a bare db file (no appended sha256): read.
+    src.stop_member(0);
+    let ran = run(etcdplan(dir.path()).args(["check", "plan.yaml"]));
+    assert!(
+        ran.stdout
+            .contains("no sha256 appended (a bare db file): not verified"),
+        "{}\n{}",
+        ran.stdout,
+        ran.stderr
+    );
+    let ran = run(etcdplan(dir.path()).args(["apply", "plan.yaml", "--auto-approve"]));
+    assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(state(&dst, "/app/").await, expected);
+}
