@@ -19,8 +19,13 @@ fn snapshot(name: &str, text: &str) {
 
 /// `creates` keys only in the source (sorted before everything else),
 /// `updates` that differ, and `deletes` only in the destination, sorted
-/// last so that a cut in key order would lose them first.
-async fn mixed(creates: usize, updates: usize, deletes: usize) -> (Cluster, Cluster) {
+/// last so that a cut in key order would lose them first; and a plan of
+/// `/app/` with prune and overwrite between them.
+async fn mixed(
+    creates: usize,
+    updates: usize,
+    deletes: usize,
+) -> (Cluster, Cluster, tempfile::TempDir) {
     let (src, dst) = tokio::join!(Cluster::plaintext(), Cluster::plaintext());
     let long = "n".repeat(40);
     let src_keys = (0..creates)
@@ -31,13 +36,6 @@ async fn mixed(creates: usize, updates: usize, deletes: usize) -> (Cluster, Clus
         .map(|i| (format!("/app/m-update/{i:05}"), "v1".to_string()))
         .chain((0..deletes).map(|i| (format!("/app/z-delete/{i:05}"), "old".to_string())));
     dst.seed(dst_keys).await;
-    (src, dst)
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn markdown_lists_every_delete_and_update_before_creates() {
-    // The plan of the issue: 10,000 creates, 1 update, 7 deletes.
-    let (src, dst) = mixed(10_000, 1, 7).await;
     let dir = tempfile::tempdir().expect("tempdir");
     write_plan(
         dir.path(),
@@ -45,6 +43,13 @@ async fn markdown_lists_every_delete_and_update_before_creates() {
         &dst,
         "prefixes:\n  - from: /app/\nprune: true\non_conflict: overwrite\n",
     );
+    (src, dst, dir)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn markdown_lists_every_delete_and_update_before_creates() {
+    // The plan of the issue: 10,000 creates, 1 update, 7 deletes.
+    let (_src, _dst, dir) = mixed(10_000, 1, 7).await;
     let ran = run(etcdplan(dir.path()).args(["plan", "plan.yaml", "--format", "markdown"]));
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
     let md = &ran.stdout;
@@ -137,14 +142,7 @@ async fn junk_keys_cannot_push_a_sensitive_update_or_deletes_out() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn text_max_listed_is_shared_by_section() {
-    let (src, dst) = mixed(50, 5, 3).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    write_plan(
-        dir.path(),
-        &src,
-        &dst,
-        "prefixes:\n  - from: /app/\nprune: true\non_conflict: overwrite\n",
-    );
+    let (_src, _dst, dir) = mixed(50, 5, 3).await;
     let args = [
         "plan",
         "plan.yaml",
@@ -178,14 +176,7 @@ async fn text_max_listed_is_shared_by_section() {
 #[tokio::test(flavor = "multi_thread")]
 async fn budget_limited_markdown_of_ten_thousand_changes() {
     // 10,000 creates, 2,000 updates and 1,000 deletes: more than one comment holds.
-    let (src, dst) = mixed(10_000, 2_000, 1_000).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    write_plan(
-        dir.path(),
-        &src,
-        &dst,
-        "prefixes:\n  - from: /app/\nprune: true\non_conflict: overwrite\n",
-    );
+    let (_src, _dst, dir) = mixed(10_000, 2_000, 1_000).await;
     let args = [
         "plan",
         "plan.yaml",
