@@ -347,6 +347,8 @@ async fn a_backend_a_running_etcd_holds_is_refused_and_a_stopped_ones_is_read() 
         ran.stderr
     );
     // Stopped, its backend is a bare db file (no appended sha256): read.
+    // etcd commits its backend every 100 ms; SIGKILL loses what it has not.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     src.stop_member(0);
     let ran = run(etcdplan(dir.path()).args(["check", "plan.yaml"]));
     assert!(

@@ -78,6 +78,7 @@ impl Index {
         revision: i64,
         keep: &dyn Fn(&[u8]) -> bool,
     ) -> Result<Index, BoltError> {
+        let started = std::time::Instant::now();
         let mut runs: Vec<Spool<Version>> = Vec::new();
         let mut run: Vec<Version> = Vec::new();
         let mut bytes = 0usize;
@@ -122,7 +123,17 @@ impl Index {
         if !run.is_empty() {
             spill(&mut run)?;
         }
-        merge(runs)
+        let read = started.elapsed().as_secs_f64();
+        let n = runs.len();
+        let index = merge(runs)?;
+        tracing::info!(
+            runs = n,
+            keys = index.keys,
+            read_and_sorted_s = read,
+            merged_s = started.elapsed().as_secs_f64() - read,
+            "snapshot keyspace sorted"
+        );
+        Ok(index)
     }
 
     /// About how many keys lie at or after `start` and before `end` (to the

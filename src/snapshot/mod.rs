@@ -26,8 +26,9 @@ use index::{Index, parse_revision};
 pub struct Facts {
     pub path: PathBuf,
     pub size: u64,
-    /// Whether the appended sha256 was there (and matched: otherwise the
-    /// file is refused). A bare db file has none.
+    /// Whether the appended sha256 is there (it is checked before the
+    /// keyspace is handed on, and a mismatch refuses the file). A bare db
+    /// file has none.
     pub hash_verified: bool,
     /// The newest revision in the file.
     pub revision: i64,
@@ -97,6 +98,8 @@ pub enum SnapshotError {
     },
 }
 
+type HashCheck = std::thread::JoinHandle<Result<bool, SnapshotError>>;
+
 /// An open, checked snapshot file.
 pub struct Snapshot {
     bolt: Bolt,
@@ -104,6 +107,23 @@ pub struct Snapshot {
     pub facts: Facts,
     /// Each lease's granted TTL, by id.
     pub lease_ttls: BTreeMap<i64, i64>,
+    /// The appended sha256, checked on its own thread while the keys are
+    /// read; [`Snapshot::index`] waits for it before handing anything on.
+    hash: std::sync::Mutex<Option<HashCheck>>,
+}
+
+/// Waits for the hash check: its mismatch wins over any later error, which
+/// a damaged file explains.
+fn hash_result(check: &std::sync::Mutex<Option<HashCheck>>) -> Result<(), SnapshotError> {
+    let handle = check.lock().ok().and_then(|mut h| h.take());
+    match handle.map(std::thread::JoinHandle::join) {
+        None | Some(Ok(Ok(_))) => Ok(()),
+        Some(Ok(Err(e))) => Err(e),
+        Some(Err(_)) => Err(SnapshotError::Unreadable {
+            path: PathBuf::new(),
+            why: "the hash check stopped".into(),
+        }),
+    }
 }
 
 impl Snapshot {
@@ -127,17 +147,34 @@ impl Snapshot {
             return Err(SnapshotError::InUse { path: p() });
         }
         let size = meta.len();
-        let hash_verified = verify_hash(&file, size, path)?;
+        let hash_verified = size % 512 == 32;
+        let hashing = file.try_clone().map_err(|e| SnapshotError::Unreadable {
+            path: p(),
+            why: e.to_string(),
+        })?;
+        let hashed_path = p();
+        let hash = std::sync::Mutex::new(Some(std::thread::spawn(move || {
+            verify_hash(&hashing, size, &hashed_path)
+        })));
         let len = if hash_verified { size - 32 } else { size };
-        let damaged = |why| SnapshotError::Damaged { path: p(), why };
-        let bolt = Bolt::open(file, len).map_err(damaged)?;
-        let keys = bolt.bucket("key").map_err(damaged)?;
-        let revision = match bolt.last_key(&keys).map_err(damaged)? {
-            Some(k) => parse_revision(&k).map_err(damaged)?.0,
-            None => 0,
+        let checked = || -> Result<_, BoltError> {
+            let bolt = Bolt::open(file, len)?;
+            let keys = bolt.bucket("key")?;
+            let revision = match bolt.last_key(&keys)? {
+                Some(k) => parse_revision(&k)?.0,
+                None => 0,
+            };
+            let compacted = compaction_point(&bolt)?;
+            let lease_ttls = leases(&bolt)?;
+            Ok((bolt, keys, revision, compacted, lease_ttls))
         };
-        let compacted = compaction_point(&bolt).map_err(damaged)?;
-        let lease_ttls = leases(&bolt).map_err(damaged)?;
+        let (bolt, keys, revision, compacted, lease_ttls) = match checked() {
+            Ok(c) => c,
+            Err(why) => {
+                hash_result(&hash)?;
+                return Err(SnapshotError::Damaged { path: p(), why });
+            }
+        };
         let id = id_of(&bolt_hash_source(path, size, hash_verified)?);
         Ok(Snapshot {
             bolt,
@@ -151,6 +188,7 @@ impl Snapshot {
                 id,
             },
             lease_ttls,
+            hash,
         })
     }
 
@@ -171,11 +209,11 @@ impl Snapshot {
                 latest: f.revision,
             });
         }
-        let index = Index::build(&self.bolt, &self.keys, at, keep).map_err(|why| {
-            SnapshotError::Damaged {
-                path: f.path.clone(),
-                why,
-            }
+        let built = Index::build(&self.bolt, &self.keys, at, keep);
+        hash_result(&self.hash)?;
+        let index = built.map_err(|why| SnapshotError::Damaged {
+            path: f.path.clone(),
+            why,
         })?;
         Ok((at, index))
     }
