@@ -189,7 +189,9 @@ pub async fn open_sides(
             .any(|m| k.starts_with(&m.from) && !m.excludes_source(k))
     });
     let served = crate::snapshot::serve::serve(file, snap.revision, keep).await?;
-    let source = Side::new(&served.config, policy.clone()).with_probe(plan.probe_prefix(true));
+    let source = Side::new(&served.config, policy.clone())
+        .with_probe(plan.probe_prefix(true))
+        .with_local(served.local());
     Ok((Arc::new(source), destination, Some(served)))
 }
 

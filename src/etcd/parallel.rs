@@ -94,6 +94,9 @@ pub async fn scan_parallel(
     if pin.get() == 0 {
         pin_now(side, range, pin).await?;
     }
+    if let Some(local) = side.local() {
+        return scan_local(side, local.clone(), range, limits, counter, tx).await;
+    }
     let space = Arc::new(Space::new(&range.start, range.end.as_deref()));
     let revision = pin.get();
     let hi_n = range.end.as_ref().map_or(u128::MAX, |e| space.num(e));
@@ -368,4 +371,37 @@ mod tests {
         assert_eq!(space.num(b"/a"), 0);
         assert_eq!(space.num(b"/z"), u128::MAX);
     }
+}
+
+/// A scan of an in-process keyspace (a served snapshot, pinned at its one
+/// revision): its pages, on a blocking thread, in key order.
+async fn scan_local(
+    side: &Side,
+    local: Arc<dyn super::types::LocalKeyspace>,
+    range: &KeyRange,
+    limits: PageLimits,
+    counter: &AtomicU64,
+    tx: &mpsc::Sender<Vec<Entry>>,
+) -> Result<(), EtcdError> {
+    let (range, tx) = (range.clone(), tx.clone());
+    let page = usize::try_from(limits.max_keys)
+        .unwrap_or(1000)
+        .clamp(1, 10_000);
+    let read = tokio::task::spawn_blocking(move || {
+        let mut sent = 0u64;
+        let result = local.pages(&range, page, &mut |entries| {
+            sent += entries.len() as u64;
+            tx.blocking_send(entries).is_ok()
+        });
+        (result, sent)
+    })
+    .await;
+    let failed = |detail: String| EtcdError::Request {
+        side: side.role,
+        operation: "read the snapshot".into(),
+        detail,
+    };
+    let (result, sent) = read.map_err(|e| failed(e.to_string()))?;
+    counter.fetch_add(sent, Ordering::Relaxed);
+    result.map_err(failed)
 }

@@ -3,6 +3,7 @@
 //! etcd-client neither retries nor fails over on its own.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -64,6 +65,8 @@ pub struct Side {
     /// limited to that prefix may do nothing else (current etcd 3.5 denies
     /// Status to users other than root).
     probe: Vec<u8>,
+    /// The same keyspace in this process, for scans (a served snapshot).
+    local: Option<Arc<dyn super::types::LocalKeyspace>>,
     options: ConnectOptions,
     pub policy: RetryPolicy,
 }
@@ -107,6 +110,7 @@ impl Side {
             slowest_us: AtomicU64::new(0),
             answered: AtomicU64::new(0),
             probe: Vec::new(),
+            local: None,
             options,
             policy,
         }
@@ -116,6 +120,17 @@ impl Side {
     pub fn with_probe(mut self, prefix: &[u8]) -> Side {
         self.probe = prefix.to_vec();
         self
+    }
+
+    /// Scans read `local` instead of asking the server (which serves it).
+    pub fn with_local(mut self, local: Arc<dyn super::types::LocalKeyspace>) -> Side {
+        self.local = Some(local);
+        self
+    }
+
+    /// The in-process keyspace scans read, if any.
+    pub fn local(&self) -> Option<&Arc<dyn super::types::LocalKeyspace>> {
+        self.local.as_ref()
     }
 
     /// The prefix header-only requests read.

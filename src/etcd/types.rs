@@ -177,3 +177,17 @@ pub fn classify(op: &WriteOp, current: Option<(&[u8], i64)>) -> Option<Outcome> 
         }),
     }
 }
+
+/// A read-only keyspace of one revision held in this process (a served
+/// snapshot): scans of it skip the network, while every other request of
+/// its side still goes to its server.
+pub trait LocalKeyspace: Send + Sync {
+    /// Hands the entries of `range` on in key order, in pages of about
+    /// `page` entries, while `send` returns true.
+    fn pages(
+        &self,
+        range: &KeyRange,
+        page: usize,
+        send: &mut dyn FnMut(Vec<Entry>) -> bool,
+    ) -> Result<(), String>;
+}

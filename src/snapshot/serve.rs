@@ -25,6 +25,14 @@ pub struct Served {
     /// Keys at that revision that the plan's mappings read.
     pub keys: u64,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    state: Arc<State>,
+}
+
+impl Served {
+    /// The served keyspace, for scans that skip the network.
+    pub fn local(&self) -> Arc<dyn crate::etcd::types::LocalKeyspace> {
+        self.state.clone()
+    }
 }
 
 impl Drop for Served {
@@ -82,7 +90,7 @@ pub async fn serve(
         leases: snapshot.lease_ttls.clone(),
     });
     let certs = Certs::new().map_err(unreadable)?;
-    let svc = Service(state);
+    let svc = Service(state.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
     let tls = tonic::transport::ServerTlsConfig::new()
@@ -130,6 +138,7 @@ pub async fn serve(
         revision,
         keys,
         stop: Some(stop),
+        state,
     })
 }
 
@@ -235,6 +244,37 @@ fn range(
         more,
         count,
     })
+}
+
+impl crate::etcd::types::LocalKeyspace for State {
+    fn pages(
+        &self,
+        range: &crate::etcd::KeyRange,
+        page: usize,
+        send: &mut dyn FnMut(Vec<crate::etcd::Entry>) -> bool,
+    ) -> Result<(), String> {
+        let mut out = Vec::with_capacity(page);
+        for e in self.index.from(&range.start) {
+            let e = e.map_err(|e| e.to_string())?;
+            if range.end.as_ref().is_some_and(|end| e.key >= *end) {
+                break;
+            }
+            out.push(crate::etcd::Entry {
+                key: e.key,
+                value: e.value,
+                mod_revision: e.mod_revision,
+                create_revision: e.create_revision,
+                lease: e.lease,
+            });
+            if out.len() == page && !send(std::mem::replace(&mut out, Vec::with_capacity(page))) {
+                return Ok(());
+            }
+        }
+        if !out.is_empty() {
+            send(out);
+        }
+        Ok(())
+    }
 }
 
 fn passes(r: &PbRangeRequest, e: &Kept) -> bool {
