@@ -355,24 +355,6 @@ async fn read_window(
     Ok((page.entries, page.more, page.count))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn positions_round_trip_and_keep_order() {
-        let space = Space::new(b"/bench/src/", Some(b"/bench/src0"));
-        assert_eq!(space.base, b"/bench/src");
-        let a = space.num(b"/bench/src/00000001");
-        let b = space.num(b"/bench/src/00000002");
-        assert!(a < b);
-        assert!(space.key(b) > b"/bench/src/00000001".to_vec());
-        assert_eq!(space.key(space.num(b"/bench/src0")), b"/bench/src0");
-        assert_eq!(space.num(b"/a"), 0);
-        assert_eq!(space.num(b"/z"), u128::MAX);
-    }
-}
-
 /// A scan of an in-process keyspace (a served snapshot, pinned at its one
 /// revision): its pages, on a blocking thread, in key order.
 async fn scan_local(
@@ -404,4 +386,22 @@ async fn scan_local(
     let (result, sent) = read.map_err(|e| failed(e.to_string()))?;
     counter.fetch_add(sent, Ordering::Relaxed);
     result.map_err(failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_round_trip_and_keep_order() {
+        let space = Space::new(b"/bench/src/", Some(b"/bench/src0"));
+        assert_eq!(space.base, b"/bench/src");
+        let a = space.num(b"/bench/src/00000001");
+        let b = space.num(b"/bench/src/00000002");
+        assert!(a < b);
+        assert!(space.key(b) > b"/bench/src/00000001".to_vec());
+        assert_eq!(space.key(space.num(b"/bench/src0")), b"/bench/src0");
+        assert_eq!(space.num(b"/a"), 0);
+        assert_eq!(space.num(b"/z"), u128::MAX);
+    }
 }
