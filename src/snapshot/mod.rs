@@ -42,21 +42,21 @@ pub struct Facts {
 /// Why a snapshot cannot be read.
 #[derive(Debug, thiserror::Error, Diagnostic)]
 pub enum SnapshotError {
-    #[error("the snapshot {} is not a regular file", path.display())]
+    #[error("the snapshot {} is not a regular file", crate::escape::text(&path.display().to_string()))]
     #[diagnostic(
         code(etcdplan::snapshot::not_a_file),
         help("name the file `etcdctl snapshot save` wrote (a folder or device is not one)")
     )]
     NotAFile { path: PathBuf },
 
-    #[error("the snapshot {} cannot be opened: {why}", path.display())]
+    #[error("the snapshot {} cannot be opened: {why}", crate::escape::text(&path.display().to_string()))]
     #[diagnostic(
         code(etcdplan::snapshot::unreadable),
         help("check the path (relative to the plan file's folder) and that this user may read it")
     )]
     Unreadable { path: PathBuf, why: String },
 
-    #[error("the snapshot {} is held open by a running etcd", path.display())]
+    #[error("the snapshot {} is held open by a running etcd", crate::escape::text(&path.display().to_string()))]
     #[diagnostic(
         code(etcdplan::snapshot::in_use),
         help(
@@ -65,7 +65,7 @@ pub enum SnapshotError {
     )]
     InUse { path: PathBuf },
 
-    #[error("the snapshot {} fails its integrity check: the sha256 at its end does not match its content", path.display())]
+    #[error("the snapshot {} fails its integrity check: the sha256 at its end does not match its content", crate::escape::text(&path.display().to_string()))]
     #[diagnostic(
         code(etcdplan::snapshot::hash_mismatch),
         help(
@@ -74,7 +74,7 @@ pub enum SnapshotError {
     )]
     HashMismatch { path: PathBuf },
 
-    #[error("the snapshot {} cannot be read: {why}", path.display())]
+    #[error("the snapshot {} cannot be read: {why}", crate::escape::text(&path.display().to_string()))]
     #[diagnostic(
         code(etcdplan::snapshot::damaged),
         help(
@@ -83,7 +83,7 @@ pub enum SnapshotError {
     )]
     Damaged { path: PathBuf, why: BoltError },
 
-    #[error("the snapshot {} holds revisions {compacted} to {latest}; revision {asked} is not among them", path.display())]
+    #[error("the snapshot {} holds revisions {compacted} to {latest}; revision {asked} is not among them", crate::escape::text(&path.display().to_string()))]
     #[diagnostic(
         code(etcdplan::snapshot::revision),
         help(

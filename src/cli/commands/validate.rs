@@ -31,7 +31,10 @@ fn describe(plan: &planfile::Plan) -> String {
                 .map_or("its newest revision".to_string(), |r| {
                     format!("revision {r}")
                 });
-            return format!("snapshot {} at {at}", snap.path.display());
+            return format!(
+                "snapshot {} at {at}",
+                crate::escape::text(&snap.path.display().to_string())
+            );
         }
         format!(
             "{} endpoint{} ({}{})",
