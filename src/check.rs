@@ -149,11 +149,7 @@ async fn check_snapshot(plan: &Plan) -> SideCheck {
             return Err("no snapshot".to_string());
         };
         let file = crate::snapshot::Snapshot::open(&snap.path).map_err(|e| e.to_string())?;
-        let keep = |k: &[u8]| {
-            plan.mappings
-                .iter()
-                .any(|m| k.starts_with(&m.from) && !m.excludes_source(k))
-        };
+        let keep = |k: &[u8]| plan.reads_source_key(k);
         let (revision, index) = file
             .index(snap.revision, &keep)
             .map_err(|e| e.to_string())?;

@@ -26,12 +26,8 @@ pub async fn open_sides(
         return Ok((source, destination, None));
     };
     let file = crate::snapshot::Snapshot::open(&snap.path)?;
-    let mappings = plan.mappings.clone();
-    let keep = Arc::new(move |k: &[u8]| {
-        mappings
-            .iter()
-            .any(|m| k.starts_with(&m.from) && !m.excludes_source(k))
-    });
+    let reader = plan.clone();
+    let keep = Arc::new(move |k: &[u8]| reader.reads_source_key(k));
     let served = crate::snapshot::serve::serve(file, snap.revision, keep).await?;
     let source = Side::new(&served.config, policy.clone())
         .with_probe(plan.probe_prefix(true))

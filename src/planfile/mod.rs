@@ -45,6 +45,14 @@ impl Plan {
             .any(|p| source_key.starts_with(p) || key.starts_with(p))
     }
 
+    /// Whether a mapping reads this source key: under a `from`, outside
+    /// its exclusions.
+    pub fn reads_source_key(&self, key: &[u8]) -> bool {
+        self.mappings
+            .iter()
+            .any(|m| key.starts_with(&m.from) && !m.excludes_source(key))
+    }
+
     /// The prefix a side's header-only requests read (cluster id and
     /// revision): the first mapping's `from` on the source, its `to` on the
     /// destination, which the plan needs read rights on anyway.

@@ -157,6 +157,7 @@ impl Snapshot {
             verify_hash(&hashing, size, &hashed_path)
         })));
         let len = if hash_verified { size - 32 } else { size };
+        let id = id_of(&id_source(&file, path, size, hash_verified)?);
         let checked = || -> Result<_, BoltError> {
             let bolt = Bolt::open(file, len)?;
             let keys = bolt.bucket("key")?;
@@ -175,7 +176,7 @@ impl Snapshot {
                 return Err(SnapshotError::Damaged { path: p(), why });
             }
         };
-        let id = id_of(&bolt_hash_source(path, size, hash_verified)?);
+
         Ok(Snapshot {
             bolt,
             keys,
@@ -252,21 +253,19 @@ fn verify_hash(file: &File, size: u64, path: &Path) -> Result<bool, SnapshotErro
     Ok(true)
 }
 
-/// The bytes an id is derived from: the appended hash, or the file's size
-/// and path when there is none (a bare db file).
-fn bolt_hash_source(path: &Path, size: u64, hashed: bool) -> Result<Vec<u8>, SnapshotError> {
-    use std::io::{Read, Seek, SeekFrom};
+/// The bytes an id is derived from: the appended hash, read from the open
+/// file, or the file's size and path when there is none (a bare db file).
+fn id_source(file: &File, path: &Path, size: u64, hashed: bool) -> Result<Vec<u8>, SnapshotError> {
+    use std::os::unix::fs::FileExt as _;
     if !hashed {
         return Ok(format!("{}:{size}", path.display()).into_bytes());
     }
-    let unreadable = |e: std::io::Error| SnapshotError::Unreadable {
-        path: path.to_path_buf(),
-        why: e.to_string(),
-    };
-    let mut f = File::open(path).map_err(unreadable)?;
-    f.seek(SeekFrom::Start(size - 32)).map_err(unreadable)?;
     let mut stored = vec![0u8; 32];
-    f.read_exact(&mut stored).map_err(unreadable)?;
+    file.read_exact_at(&mut stored, size - 32)
+        .map_err(|e| SnapshotError::Unreadable {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        })?;
     Ok(stored)
 }
 
