@@ -18,7 +18,7 @@
 //!   benchtool clear ENDPOINT PREFIX
 //!   benchtool rev   ENDPOINT
 
-use etcd_client::{Client, DeleteOptions, GetOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, Txn, TxnOp};
 
 fn value(i: u64) -> String {
     format!(
@@ -32,11 +32,21 @@ fn key(prefix: &str, i: u64) -> String {
 }
 
 fn batch(prefix: &str, from: u64, to: u64) -> Txn {
-    Txn::new().and_then(
-        (from..to)
-            .map(|i| TxnOp::put(key(prefix, i), value(i), None))
-            .collect::<Vec<_>>(),
-    )
+    let puts: Vec<TxnOp> = (from..to)
+        .map(|i| TxnOp::put(key(prefix, i), value(i), None))
+        .collect();
+    if std::env::var_os("GUARDED").is_none() {
+        return Txn::new().and_then(puts);
+    }
+    // GUARDED=1: every put guarded as etcdplan guards a create, with a
+    // read-back of every key should a guard fail.
+    let absent: Vec<Compare> = (from..to)
+        .map(|i| Compare::create_revision(key(prefix, i), CompareOp::Equal, 0))
+        .collect();
+    let reads: Vec<TxnOp> = (from..to)
+        .map(|i| TxnOp::get(key(prefix, i), None))
+        .collect();
+    Txn::new().when(absent).and_then(puts).or_else(reads)
 }
 
 /// Reads `[start, end)` page by page (no sort) at `revision` (0: pinned by

@@ -411,12 +411,19 @@ pub async fn make_plan_tapped<S: WriteSink>(
     progress: Arc<Progress>,
     mut sink: Option<S>,
 ) -> Result<(PlanReport, Option<S>), PlanError> {
-    let (source_id, destination_id) =
-        tokio::try_join!(cluster_id(&source), cluster_id(&destination))?;
+    let ((source_id, source_now), (destination_id, destination_now)) =
+        tokio::try_join!(cluster_head(&source), cluster_head(&destination))?;
     if source_id == destination_id {
         same_cluster(plan, source_id)?;
     }
+    // Pinned where the cluster ids were read: a round trip less per side
+    // than pinning at the first scan, which matters across a long link.
     let pins = (Pin::at(options.source_revision), Pin::latest());
+    for (pin, now) in [(&pins.0, source_now), (&pins.1, destination_now)] {
+        if now > 0 {
+            pin.pin(now);
+        }
+    }
     let mut got = Gathered::default();
     for (index, mapping) in plan.mappings.iter().enumerate() {
         let sides = (&source, &destination);

@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::pool::Pool;
 use super::{ApplyError, ApplyOptions, ApplyProgress};
 use crate::diff::SourceDelete;
+use crate::etcd::window::Window;
 use crate::etcd::write::read_sorted;
 use crate::etcd::write::{Guard, Outcome, WriteOp, split_ops, write_batch};
 use crate::etcd::{EtcdError, Side};
@@ -143,8 +144,8 @@ pub async fn delete_moved(
 }
 
 /// The indices of one transaction and what happened to each key.
-/// Runs a bounded list of guarded writes, `concurrency` transactions at a
-/// time. Returns one outcome per op, `None` for an op never attempted.
+/// Runs a bounded list of guarded writes, as many transactions at a time
+/// as the adaptive window allows (at most `concurrency`). Returns one outcome per op, `None` for an op never attempted.
 async fn run_guarded(
     side: Arc<Side>,
     ops: Vec<WriteOp>,
@@ -159,20 +160,24 @@ async fn run_guarded(
             progress.done.fetch_add(1, Ordering::Relaxed);
         }
     };
-    let mut pool = Pool::new(options.concurrency);
+    let window = Window::new(options.concurrency);
+    let mut pool = Pool::new(window.limit());
     let mut first = 0;
     for batch in split_ops(&ops, options.max_txn_ops, options.max_txn_bytes) {
-        pool.make_room(&mut settle).await;
+        pool.make_room(window.limit(), usize::MAX, &mut settle)
+            .await;
         if stop.load(Ordering::SeqCst) || pool.failed() {
             break;
         }
         // Batches are consecutive runs of `ops`: indices follow on.
         let indices: Vec<usize> = (first..first + batch.len()).collect();
         first += batch.len();
-        let side = side.clone();
-        pool.spawn(async move {
-            let results = write_batch(&side, &batch, &[]).await?;
-            Ok((indices, results))
+        let (side, window) = (side.clone(), window.clone());
+        pool.spawn(0, async move {
+            let permit = window.acquire().await;
+            let results = write_batch(&side, &batch, &[]).await;
+            permit.done(results.is_ok());
+            Ok((indices, results?))
         });
     }
     pool.finish(&mut settle).await?;

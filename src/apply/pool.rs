@@ -1,6 +1,6 @@
 //! One bounded pool of write tasks, shared by the write pipeline and move
-//! mode's deletes: at most `limit` transactions in flight, each result
-//! settled as it lands, the first failure kept.
+//! mode's deletes: at most `limit` transactions (and a byte budget) in
+//! flight, each result settled as it lands, the first failure kept.
 
 use std::future::Future;
 
@@ -10,8 +10,9 @@ use super::ApplyError;
 use crate::etcd::EtcdError;
 
 pub struct Pool<T> {
-    tasks: JoinSet<Result<T, EtcdError>>,
+    tasks: JoinSet<(usize, Result<T, EtcdError>)>,
     limit: usize,
+    bytes: usize,
     first_error: Option<ApplyError>,
 }
 
@@ -20,6 +21,7 @@ impl<T: Send + 'static> Pool<T> {
         Pool {
             tasks: JoinSet::new(),
             limit: limit.max(1),
+            bytes: 0,
             first_error: None,
         }
     }
@@ -29,15 +31,24 @@ impl<T: Send + 'static> Pool<T> {
         self.first_error.is_some()
     }
 
-    /// Waits until fewer than `limit` tasks run, settling what finished.
-    pub async fn make_room(&mut self, settle: &mut impl FnMut(T)) {
-        while self.tasks.len() >= self.limit {
+    /// Waits until fewer than `limit` tasks run and they hold less than
+    /// `max_bytes`, settling what finished.
+    pub async fn make_room(&mut self, limit: usize, max_bytes: usize, settle: &mut impl FnMut(T)) {
+        self.limit = limit.max(1);
+        while self.tasks.len() >= self.limit || (self.bytes >= max_bytes && !self.tasks.is_empty())
+        {
             self.settle_next(settle).await;
         }
     }
 
-    pub fn spawn(&mut self, task: impl Future<Output = Result<T, EtcdError>> + Send + 'static) {
-        self.tasks.spawn(task);
+    /// Starts a task holding `bytes` of requests.
+    pub fn spawn(
+        &mut self,
+        bytes: usize,
+        task: impl Future<Output = Result<T, EtcdError>> + Send + 'static,
+    ) {
+        self.bytes += bytes;
+        self.tasks.spawn(async move { (bytes, task.await) });
     }
 
     /// Settles every task still running; the first failure, if any.
@@ -52,9 +63,13 @@ impl<T: Send + 'static> Pool<T> {
     }
 
     async fn settle_next(&mut self, settle: &mut impl FnMut(T)) {
-        match self.tasks.join_next().await {
-            Some(Ok(Ok(done))) => settle(done),
-            Some(Ok(Err(e))) => {
+        let joined = self.tasks.join_next().await;
+        if let Some(Ok((bytes, _))) = &joined {
+            self.bytes = self.bytes.saturating_sub(*bytes);
+        }
+        match joined {
+            Some(Ok((_, Ok(done)))) => settle(done),
+            Some(Ok((_, Err(e)))) => {
                 self.first_error.get_or_insert(ApplyError::Etcd(e));
             }
             Some(Err(e)) => {

@@ -12,6 +12,7 @@ use super::batch::{Item, feed_from_spool};
 use super::pool::Pool;
 use super::{ApplyError, ApplyOptions, ApplyProgress, ApplyStats};
 use crate::diff::{Action, Change};
+use crate::etcd::window::Window;
 use crate::etcd::write::{Guard, Outcome, WriteOp, read_sorted, write_batch};
 use crate::etcd::{EtcdError, Side};
 use crate::keys::KeyList;
@@ -49,6 +50,16 @@ impl ValueSource {
     }
 }
 
+/// Planned batch bytes held by the writers at once, however wide the
+/// window: bounds memory when values are large. A batch in flight holds
+/// about four times its bytes (the values read, the transaction, its
+/// encoding), so this keeps the writers near 16 MiB; batches of small
+/// values (about 32 KiB for 128 keys of 200 B) never reach it.
+const IN_FLIGHT_BYTES: usize = 4 << 20;
+
+/// Batches queued between whoever cuts them and the writers.
+pub const BATCHES_QUEUED: usize = 8;
+
 /// What one transaction did.
 struct Settled {
     items: Vec<Change>,
@@ -62,7 +73,7 @@ async fn write_one(
     destination: Arc<Side>,
     values: Option<ValueSource>,
     leases: Arc<LeaseBook>,
-    writers: Arc<tokio::sync::Semaphore>,
+    window: Arc<Window>,
     batch: Vec<Item>,
 ) -> Result<Settled, EtcdError> {
     let mut items = batch;
@@ -77,15 +88,8 @@ async fn write_one(
             lease_expired: KeyList::default(),
         });
     }
-    // Values are read ahead; only `concurrency` transactions write at once.
-    let _permit = writers
-        .acquire_owned()
-        .await
-        .map_err(|e| EtcdError::Request {
-            side: destination.role,
-            operation: "write".into(),
-            detail: e.to_string(),
-        })?;
+    // Values are read ahead; only the window's transactions write at once.
+    let permit = window.acquire().await;
     let mut lease_expired = KeyList::default();
     let mut ops = Vec::with_capacity(items.len());
     let mut kept = Vec::with_capacity(items.len());
@@ -117,9 +121,12 @@ async fn write_one(
         kept.push(item.change);
     }
     let outcomes = if ops.is_empty() {
+        drop(permit);
         Vec::new()
     } else {
-        write_batch(&destination, &ops, &[]).await?
+        let written = write_batch(&destination, &ops, &[]).await;
+        permit.done(written.is_ok());
+        written?
     };
     Ok(Settled {
         items: kept,
@@ -185,8 +192,8 @@ async fn fill_values(
     Ok(source_changed)
 }
 
-/// Writes the batches arriving on `rx` with up to `options.concurrency`
-/// transactions in flight, paced by `options.rate`. With `values`, each
+/// Writes the batches arriving on `rx` with an adaptive number of
+/// transactions in flight (at most `options.concurrency`), paced by `options.rate`. With `values`, each
 /// batch's values are read from the source first; otherwise the items
 /// carry them. Stops starting batches after a signal, an error, a foreign
 /// write or a changed source value, and counts the rest as not attempted.
@@ -208,21 +215,25 @@ pub async fn write_stream(
             stale.store(true, Ordering::Relaxed);
         }
     };
-    // Batches whose values are read from the source first run ahead of
-    // the writes (half as many again in flight), so reads hide behind writes.
-    let concurrency = options.concurrency.max(1);
-    let writers = Arc::new(tokio::sync::Semaphore::new(concurrency));
-    let ahead = if values.is_some() {
-        concurrency + concurrency.div_ceil(2)
-    } else {
-        concurrency
+    // The window adapts how many transactions write at once, up to
+    // --concurrency. Batches whose values are read from the source first
+    // run ahead of the writes (half as many again), so reads hide behind
+    // writes; and no more than IN_FLIGHT_BYTES of batches are held at once.
+    let window = Window::new(options.concurrency.max(1));
+    let ahead = |limit: usize| {
+        if values.is_some() {
+            limit + limit.div_ceil(2)
+        } else {
+            limit
+        }
     };
-    let mut pool = Pool::new(ahead);
+    let mut pool = Pool::new(ahead(window.limit()));
     let (mut next_slot, mut halt, mut skipped) = (Instant::now(), false, 0u64);
     let halted = |pool: &Pool<Settled>| pool.failed() || stop.load(Ordering::SeqCst);
     while let Some(batch) = rx.recv().await {
         if !halt {
-            pool.make_room(&mut settle).await;
+            pool.make_room(ahead(window.limit()), IN_FLIGHT_BYTES, &mut settle)
+                .await;
             halt = halted(&pool) || stale.load(Ordering::Relaxed);
         }
         if halt {
@@ -235,15 +246,24 @@ pub async fn write_stream(
             next_slot =
                 next_slot.max(Instant::now()) + Duration::from_secs_f64(batch.len() as f64 / rate);
         }
-        pool.spawn(write_one(
-            destination.clone(),
-            values.clone(),
-            leases.clone(),
-            writers.clone(),
-            batch,
-        ));
+        let bytes = batch.iter().map(|i| i.change.write_bytes()).sum();
+        pool.spawn(
+            bytes,
+            write_one(
+                destination.clone(),
+                values.clone(),
+                leases.clone(),
+                window.clone(),
+                batch,
+            ),
+        );
     }
     let result = pool.finish(&mut settle).await;
+    tracing::info!(
+        side = %destination.role,
+        most_in_flight = window.peak(),
+        "write window"
+    );
     stats.not_attempted += skipped;
     result.map(|()| stats)
 }
@@ -281,7 +301,7 @@ pub async fn apply_spool(
     stop: &AtomicBool,
     progress: &ApplyProgress,
 ) -> Result<ApplyStats, ApplyError> {
-    let (tx, rx) = mpsc::channel(options.concurrency.max(1));
+    let (tx, rx) = mpsc::channel(BATCHES_QUEUED);
     let feed = {
         let (changes, options) = (changes.clone(), options.clone());
         tokio::task::spawn_blocking(move || feed_from_spool(&changes, &options, &tx))

@@ -223,7 +223,9 @@ pub struct ApplyArgs {
     pub max_txn_bytes: u64,
     #[command(flatten)]
     pub limits: LimitArgs,
-    /// Transactions in flight at once, e.g. --concurrency 4.
+    /// The most transactions in flight at once, e.g. --concurrency 4. The
+    /// number adapts below this cap: it grows while the latency holds and
+    /// shrinks when the destination queues or fails.
     #[arg(long, default_value_t = crate::apply::DEFAULT_CONCURRENCY as u64, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub concurrency: u64,
     /// Write at most this many keys per second, so a busy production cluster

@@ -249,12 +249,14 @@ pub async fn apply_loaded(
     match saved {
         Some(report) => run.reviewed(report, true).await,
         None => {
-            if request.auto_approve
-                && !plan.delete_source
-                && run.all_writable().await
-                && (plan.on_conflict != OnConflict::Fail || run.destinations_empty().await)
-            {
-                return run.overlapped().await;
+            if request.auto_approve && !plan.delete_source {
+                // Both probes at once: a round trip less on a long link.
+                let (writable, empty) = tokio::join!(run.all_writable(), async {
+                    plan.on_conflict != OnConflict::Fail || run.destinations_empty().await
+                });
+                if writable && empty {
+                    return run.overlapped().await;
+                }
             }
             let report = run.plan_fresh().await?;
             run.reviewed(report, false).await
@@ -397,7 +399,7 @@ impl Run<'_> {
             let writes = Arc::new(ApplyProgress::default());
             self.observer.planning(&progress);
             self.observer.writing(&writes);
-            let (tx, rx) = mpsc::channel(options.concurrency.max(1));
+            let (tx, rx) = mpsc::channel(apply::BATCHES_QUEUED);
             let tap = Tap::new(options, tx, writes.clone());
             let leases = self.lease_book(self.lease_policy());
             let planning = async {

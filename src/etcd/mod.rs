@@ -12,6 +12,7 @@ pub mod side;
 pub mod types;
 pub mod v2;
 pub mod watch;
+pub mod window;
 pub mod write;
 
 pub use error::EtcdError;

@@ -79,7 +79,8 @@ impl Pin {
         self.0.load(Ordering::SeqCst) as i64
     }
 
-    pub(super) fn pin(&self, revision: i64) {
+    /// Pins it at `revision`, unless it is pinned already.
+    pub fn pin(&self, revision: i64) {
         let _ = self.0.compare_exchange(
             0,
             revision.max(0) as u64,
