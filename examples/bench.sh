@@ -2,13 +2,18 @@
 # Benchmark: etcdplan against the strongest raw baselines, in ONE run on the
 # same pair of freshly started local etcd servers.
 #
-#   bash examples/bench.sh [-n KEYS] [--runs R] [--mirror] [--snapshot]
+#   bash examples/bench.sh [-n KEYS] [--runs R] [--rtt MS] [--mirror] [--snapshot]
 #
 # Defaults: 100,000 keys of ~200-byte JSON, 1 run per figure (medians of R).
 # Ceilings, both written with etcd-client (examples/benchtool.rs):
-#   writes: unguarded 128-put transactions, pipelined, best of 1/4/8/16 in flight;
+#   writes: unguarded 128-put transactions, pipelined, best of 4 to 128 in flight;
 #   reads:  both ranges read at once, each as bounded sub-ranges in parallel
 #           (split points known in advance), best of 16/32/64 sub-ranges.
+# --rtt MS puts the destination behind examples/latency-proxy.py, which
+# delays every chunk by MS/2 each way (a round trip of MS ms at loopback
+# bandwidth; this kernel has no netem). Every figure then goes through that
+# link, the no-op rerun is also compared with one plain paged read of the
+# destination through it, and `etcdctl make-mirror` is timed on 1,000 keys.
 # --mirror also times `etcdctl make-mirror` (about 12 minutes at 1,000,000 keys).
 # --snapshot writes every key a second time (so the file holds history),
 # saves a snapshot, and times `plan` and `apply` from it against
@@ -20,6 +25,7 @@ N=100000
 RUNS=1
 MIRROR=0
 SNAPSHOT=0
+RTT=0
 while [ $# -gt 0 ]; do
   case "$1" in
     -n) N="$2"; shift 2 ;;
@@ -27,13 +33,14 @@ while [ $# -gt 0 ]; do
     --mirror) MIRROR=1; shift ;;
     --no-mirror) MIRROR=0; shift ;;
     --snapshot) SNAPSHOT=1; shift ;;
-    *) echo "usage: $0 [-n KEYS] [--runs R] [--mirror] [--snapshot]" >&2; exit 1 ;;
+    --rtt) RTT="$2"; shift 2 ;;
+    *) echo "usage: $0 [-n KEYS] [--runs R] [--rtt MS] [--mirror] [--snapshot]" >&2; exit 1 ;;
   esac
 done
 
 work=$(mktemp -d)
 . examples/lib.sh
-install_missing "etcd:etcd-server" "etcdctl:etcd-client" "protoc:protobuf-compiler libprotobuf-dev" "/usr/bin/time:time"
+install_missing "etcd:etcd-server" "etcdctl:etcd-client" "protoc:protobuf-compiler libprotobuf-dev" "/usr/bin/time:time" "python3:python3"
 
 cargo build --release --locked --quiet --bin etcdplan --example benchtool
 BIN=$PWD/target/release/etcdplan
@@ -46,7 +53,18 @@ start_etcd destination http "${quota[@]}"; DST=$url
 for ep in "$SRC" "$DST"; do
   for _ in $(seq 100); do "$TOOL" rev "$ep" >/dev/null 2>&1 && break; sleep 0.1; done
 done
-echo "etcd $(etcd --version | head -1 | awk '{print $3}'): source $SRC, destination $DST; $N keys, $RUNS run(s) per figure"
+link="loopback"
+if [ "$RTT" != 0 ]; then
+  # The destination across a long link: every figure goes through the proxy.
+  free_port; proxy_port=$port
+  python3 examples/latency-proxy.py "$proxy_port" "${DST##*:}" "$(awk -v r="$RTT" 'BEGIN { print r / 2 }')" \
+    >"$work/proxy.log" 2>&1 &
+  pids+=($!)
+  DST="http://127.0.0.1:$proxy_port"
+  for _ in $(seq 100); do "$TOOL" rev "$DST" >/dev/null 2>&1 && break; sleep 0.1; done
+  link="a ${RTT} ms round trip to the destination (examples/latency-proxy.py)"
+fi
+echo "etcd $(etcd --version | head -1 | awk '{print $3}'): source $SRC, destination $DST over $link; $N keys, $RUNS run(s) per figure"
 
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
@@ -75,18 +93,20 @@ prefixes:
 EOF
 
 declare -A best_w=() ; raw=(); read=(); apply=(); apply_kib=(); saved=(); saved_kib=()
-planned=(); planned_kib=(); noop=(); noop_kib=(); plan=(); plan_kib=(); mirror=()
+planned=(); planned_kib=(); noop=(); noop_kib=(); plan=(); plan_kib=(); mirror=(); seq_read=()
+in_flight=(4 8 16 32 64 128)
 for run in $(seq "$RUNS"); do
-  # The write ceiling: best of 1, 4, 8 and 16 transactions in flight.
+  # The write ceiling: the best of 4 to 128 transactions in flight.
   ws=()
-  for k in 1 4 8 16; do
+  for k in "${in_flight[@]}"; do
     "$TOOL" clear "$DST" /bench/raw/
     t=$(now); "$TOOL" raw "$DST" /bench/raw/ "$N" "$k"; s=$(elapsed "$t")
     ws+=("$s"); best_w[$k]=$s
   done
   "$TOOL" clear "$DST" /bench/raw/
   raw+=("$(least "${ws[@]}")")
-  echo "run $run: raw writer, 1/4/8/16 in flight: ${best_w[1]} / ${best_w[4]} / ${best_w[8]} / ${best_w[16]} s"
+  shown=(); for k in "${in_flight[@]}"; do shown+=("$k: ${best_w[$k]} s"); done
+  echo "run $run: raw writer by transactions in flight: ${shown[*]}"
 
   if [ "$MIRROR" = 1 ]; then
     "$TOOL" clear "$DST" /bench/mm/
@@ -116,6 +136,8 @@ for run in $(seq "$RUNS"); do
     rs+=("$(elapsed "$t")")
   done
   read+=("$(least "${rs[@]}")")
+  # One plain paged read of the destination (5,000 keys a page).
+  t=$(now); "$TOOL" read "$DST" /bench/ep/ >/dev/null; seq_read+=("$(elapsed "$t")")
 
   # The no-op rerun: only reads, and must not move the destination's revision.
   before=$("$TOOL" rev "$DST")
@@ -138,23 +160,44 @@ for run in $(seq "$RUNS"); do
   echo "run $run: apply $secs s; no-op ${noop[-1]} s; plan ${plan[-1]} s"
 done
 
-m_raw=$(median "${raw[@]}"); m_read=$(median "${read[@]}")
+m_raw=$(median "${raw[@]}"); m_read=$(median "${read[@]}"); m_seq=$(median "${seq_read[@]}")
 m_apply=$(median "${apply[@]}"); m_saved=$(median "${saved[@]}")
 m_noop=$(median "${noop[@]}"); m_plan=$(median "${plan[@]}"); m_planned=$(median "${planned[@]}")
+
+# make-mirror through the link, on few keys: it writes one key per round trip.
+if [ "$RTT" != 0 ]; then
+  mm_n=1000
+  "$TOOL" seed "$SRC" /bench/mm-src/ "$mm_n"
+  t=$(now)
+  etcdctl --endpoints="$SRC" make-mirror --prefix=/bench/mm-src/ --dest-prefix=/bench/mm/ "$DST" >/dev/null 2>&1 &
+  mm=$!
+  while [ "$("$TOOL" count "$DST" /bench/mm/)" -lt "$mm_n" ]; do sleep 0.2; done
+  mm_secs=$(elapsed "$t")
+  kill "$mm"; wait "$mm" 2>/dev/null || true
+  "$TOOL" clear "$DST" /bench/mm/
+fi
+
 echo
-echo "## etcdplan benchmark: $(printf "%'d" "$N") keys of ~200 B, etcd $(etcd --version | head -1 | awk '{print $3}'), median of $RUNS run(s)"
+echo "## etcdplan benchmark: $(printf "%'d" "$N") keys of ~200 B, etcd $(etcd --version | head -1 | awk '{print $3}'), $link, median of $RUNS run(s)"
 echo
+echo "Command: \`bash examples/bench.sh -n $N --runs $RUNS$([ "$RTT" != 0 ] && echo " --rtt $RTT")$([ "$MIRROR" = 1 ] && echo " --mirror")$([ "$SNAPSHOT" = 1 ] && echo " --snapshot")\`"
+echo
+raw_by=(); for k in "${in_flight[@]}"; do raw_by+=("$k: ${best_w[$k]}"); done
 echo "| figure | seconds | vs ceiling | peak RSS |"
 echo "| --- | ---: | ---: | ---: |"
-echo "| write ceiling: raw pipelined 128-put txns, best of 1/4/8/16 in flight | $m_raw | | |"
+echo "| write ceiling: raw pipelined 128-put txns, best of 4 to 128 in flight (last run, by in flight: ${raw_by[*]}) | $m_raw | | |"
 echo "| read ceiling: both ranges, parallel bounded sub-ranges, best of 16/32/64 | $m_read | | |"
+echo "| one plain paged read of the destination (5,000 keys a page) | $m_seq | | |"
 if [ "$MIRROR" = 1 ]; then
   echo "| etcdctl make-mirror | $(median "${mirror[@]}") | $(ratio "$(median "${mirror[@]}")" "$m_raw") | |"
+fi
+if [ "$RTT" != 0 ]; then
+  echo "| etcdctl make-mirror of $mm_n keys | $mm_secs ($(awk -v n="$mm_n" -v s="$mm_secs" 'BEGIN { printf "%.0f", n / s }') keys/s) | | |"
 fi
 echo "| \`apply PLAN.yaml\` (plan, write and verify overlapped) | $m_apply | $(ratio "$m_apply" "$m_raw") | $(mib "$(median "${apply_kib[@]}")") |"
 echo "| \`plan --out SAVED\` (every key a change) | $m_planned | | $(mib "$(median "${planned_kib[@]}")") |"
 echo "| \`apply SAVED\` (values read batch by batch) | $m_saved | $(ratio "$m_saved" "$m_raw") | $(mib "$(median "${saved_kib[@]}")") |"
-echo "| \`apply PLAN.yaml\`, no-op rerun (reads only) | $m_noop | $(ratio "$m_noop" "$m_read") | $(mib "$(median "${noop_kib[@]}")") |"
+echo "| \`apply PLAN.yaml\`, no-op rerun (reads only) | $m_noop | $(ratio "$m_noop" "$m_read"); $(ratio "$m_noop" "$m_seq") of the plain read | $(mib "$(median "${noop_kib[@]}")") |"
 echo "| \`plan\`, no changes | $m_plan | $(ratio "$m_plan" "$m_read") | $(mib "$(median "${plan_kib[@]}")") |"
 
 if [ "$SNAPSHOT" = 1 ]; then

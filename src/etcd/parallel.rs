@@ -128,13 +128,17 @@ pub async fn scan_parallel(
     };
     start.push(0);
     let lo_n = space.num(&start);
-    let left = (count.max(0) as u128).saturating_sub(n as u128).max(1);
+    // etcd counts the range at the pinned revision: exact, so the scan ends
+    // as soon as that many keys are read.
+    let counted = count > 0;
+    let mut left = (count.max(0) as u128).saturating_sub(n as u128);
+    let keys_left = left.max(1);
     let page_bytes = limits.page_bytes.min(WINDOW_PAGE_BYTES);
     let limit = ((page_bytes / (bytes / n.max(1)).max(1)) as i64).clamp(1, limits.max_keys);
     // The key space one page covers, scaled from the first page.
     let span = match first {
         Some(f) if n > 1 => lo_n.saturating_sub(f).saturating_mul(limit as u128) / n as u128,
-        _ => (hi_n - lo_n) / left * limit as u128,
+        _ => (hi_n - lo_n) / keys_left * limit as u128,
     };
     let shared = Arc::new(Shared {
         side: side.clone(),
@@ -158,7 +162,15 @@ pub async fn scan_parallel(
         };
         while let Some(page) = window.rx.recv().await {
             counter.fetch_add(page.len() as u64, Ordering::Relaxed);
+            left = left.saturating_sub(page.len() as u128);
             if tx.send(page).await.is_err() {
+                abort(&mut windows, window);
+                return Ok(());
+            }
+            if left == 0 && counted {
+                // Every key the range holds at this revision is read: the
+                // windows still open can only be empty (across a long link,
+                // a round trip each).
                 abort(&mut windows, window);
                 return Ok(());
             }

@@ -19,7 +19,7 @@ use crate::spool::{Spool, SpoolWriter};
 /// Bytes of versions sorted in memory before a run is spilled.
 const RUN_BYTES: usize = 16 << 20;
 /// One mark every this many keys.
-const MARK_EVERY: u64 = 256;
+pub const MARK_EVERY: u64 = 256;
 
 /// One version of a key, as the `key` bucket holds it.
 #[derive(Debug, Clone, Serialize, Deserialize)]

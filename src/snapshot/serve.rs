@@ -227,9 +227,12 @@ fn range(
         }
         if limit > 0 && kvs.len() == limit {
             // A full page: the rest of the range is counted from the marks
-            // (etcd walks it; the count only sizes the reader's windows).
+            // (etcd walks it; the count only sizes the reader's windows),
+            // rounded up by a mark's spacing at each edge, so that it never
+            // falls short: a reader may stop once it has read that many.
             more = true;
-            let rest = index.estimate(&e.key, end.filter(|e| !e.is_empty()));
+            let rest = index.estimate(&e.key, end.filter(|e| !e.is_empty()))
+                + 2 * super::index::MARK_EVERY;
             count += i64::try_from(rest)
                 .unwrap_or(i64::MAX)
                 .saturating_sub(1)
