@@ -204,6 +204,10 @@ pub struct PlanOptions {
     /// The destination's `--max-request-bytes`, to name keys that can never
     /// be written.
     pub max_request_bytes: usize,
+    /// The cluster id and latest revision of the source and the destination
+    /// when already read (read alongside apply's probes: across a long link,
+    /// a round trip less before the first write).
+    pub heads: Option<[(u64, i64); 2]>,
 }
 
 impl Default for PlanOptions {
@@ -213,6 +217,7 @@ impl Default for PlanOptions {
             shown_limit: 64 << 10,
             source_revision: 0,
             max_request_bytes: crate::etcd::write::DEFAULT_MAX_REQUEST_BYTES,
+            heads: None,
         }
     }
 }
@@ -411,8 +416,13 @@ pub async fn make_plan_tapped<S: WriteSink>(
     progress: Arc<Progress>,
     mut sink: Option<S>,
 ) -> Result<(PlanReport, Option<S>), PlanError> {
-    let ((source_id, source_now), (destination_id, destination_now)) =
-        tokio::try_join!(cluster_head(&source), cluster_head(&destination))?;
+    let [(source_id, source_now), (destination_id, destination_now)] = match options.heads {
+        Some(heads) => heads,
+        None => {
+            let (s, d) = tokio::try_join!(cluster_head(&source), cluster_head(&destination))?;
+            [s, d]
+        }
+    };
     if source_id == destination_id {
         same_cluster(plan, source_id)?;
     }

@@ -36,9 +36,11 @@ use crate::plan::{MAX_REPLANS, PlanError, PlanOptions, PlanReport, Progress};
 use crate::planfile::{self, OnConflict, Plan, PlanFileError};
 use crate::saved::{SavedPlan, SavedPlanError};
 use crate::status::ExitStatus;
+use probes::unwritable;
 
 mod follow;
 mod outcome;
+mod probes;
 mod sides;
 pub use follow::{FollowNotice, FollowObserver, FollowOutcome, FollowRequest, follow};
 pub use outcome::{ApplyOutcome, Approval, End, Ending, Review, ending, exit_status};
@@ -250,33 +252,23 @@ pub async fn apply_loaded(
         Some(report) => run.reviewed(report, true).await,
         None => {
             if request.auto_approve && !plan.delete_source {
-                // Both probes at once: a round trip less on a long link.
-                let (writable, empty) = tokio::join!(run.all_writable(), async {
-                    plan.on_conflict != OnConflict::Fail || run.destinations_empty().await
-                });
+                // The probes and the plan's first reads at once: round trips
+                // saved on a long link.
+                let (writable, empty, heads) = tokio::join!(
+                    run.all_writable(),
+                    async {
+                        plan.on_conflict != OnConflict::Fail || run.destinations_empty().await
+                    },
+                    run.heads()
+                );
                 if writable && empty {
-                    return run.overlapped().await;
+                    return run.overlapped(heads).await;
                 }
             }
             let report = run.plan_fresh().await?;
             run.reviewed(report, false).await
         }
     }
-}
-
-/// The first of `prefixes` (those `wanted`) that `side` refuses to write,
-/// with why, by a probe that writes nothing.
-async fn unwritable<'p>(
-    side: &Side,
-    prefixes: impl Iterator<Item = &'p [u8]>,
-    wanted: &[bool],
-) -> Option<(Vec<u8>, String)> {
-    for (prefix, _) in prefixes.zip(wanted).filter(|(_, w)| **w) {
-        if let Err(why) = crate::check::probe_write(side, prefix).await {
-            return Some((prefix.to_vec(), why.to_string()));
-        }
-    }
-    None
 }
 
 /// What restoring the source (undo of a move) came to.
@@ -343,33 +335,6 @@ impl Run<'_> {
         }
     }
 
-    /// Whether every `to` range accepts writes (a probe that writes nothing).
-    async fn all_writable(&self) -> bool {
-        let all = vec![true; self.plan.mappings.len()];
-        unwritable(
-            &self.destination,
-            self.plan.mappings.iter().map(|m| &m.to[..]),
-            &all,
-        )
-        .await
-        .is_none()
-    }
-
-    /// Whether every `to` range is empty, so that no conflict can stop an
-    /// `on_conflict: fail` plan after writes began. A key written there by
-    /// someone else meanwhile is caught by the guards (exit 3).
-    async fn destinations_empty(&self) -> bool {
-        for m in &self.plan.mappings {
-            if !crate::etcd::info::range_is_empty(&self.destination, &m.to)
-                .await
-                .unwrap_or(false)
-            {
-                return false;
-            }
-        }
-        true
-    }
-
     /// A plan, started over at a fresh revision when compacted under a scan.
     async fn plan_fresh(&self) -> Result<PlanReport, EngineError> {
         let progress = Arc::new(Progress::default());
@@ -390,11 +355,19 @@ impl Run<'_> {
     /// Plan and write together; on a compaction under a scan, the writes
     /// in flight finish and the whole run starts over at a fresh revision
     /// (what was written is then found in place).
-    async fn overlapped(&self) -> Result<ApplyOutcome, EngineError> {
+    async fn overlapped(
+        &self,
+        mut heads: Option<[(u64, i64); 2]>,
+    ) -> Result<ApplyOutcome, EngineError> {
         let options = &self.request.options;
         let mut stats = ApplyStats::default();
         let mut replans = 0;
         loop {
+            // Read just before: the first round only (a replan starts afresh).
+            let plan_options = PlanOptions {
+                heads: heads.take(),
+                ..self.plan_options()
+            };
             let progress = Arc::new(Progress::default());
             let writes = Arc::new(ApplyProgress::default());
             self.observer.planning(&progress);
@@ -407,7 +380,7 @@ impl Run<'_> {
                     self.plan,
                     self.source.clone(),
                     self.destination.clone(),
-                    &self.plan_options(),
+                    &plan_options,
                     progress,
                     Some(tap),
                 )

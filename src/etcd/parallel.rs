@@ -378,9 +378,11 @@ async fn scan_local(
     tx: &mpsc::Sender<Vec<Entry>>,
 ) -> Result<(), EtcdError> {
     let (range, tx) = (range.clone(), tx.clone());
+    // In process a page costs no round trip: small pages keep the pages
+    // queued for the diff (three at once) from weighing on memory.
     let page = usize::try_from(limits.max_keys)
         .unwrap_or(1000)
-        .clamp(1, 10_000);
+        .clamp(1, 2_000);
     let read = tokio::task::spawn_blocking(move || {
         let mut sent = 0u64;
         let result = local.pages(&range, page, &mut |entries| {
