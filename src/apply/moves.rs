@@ -145,7 +145,8 @@ pub async fn delete_moved(
 
 /// The indices of one transaction and what happened to each key.
 /// Runs a bounded list of guarded writes, as many transactions at a time
-/// as the adaptive window allows (at most `concurrency`). Returns one outcome per op, `None` for an op never attempted.
+/// as the adaptive window allows (at most `concurrency`). Returns one
+/// outcome per op, `None` for an op never attempted.
 async fn run_guarded(
     side: Arc<Side>,
     ops: Vec<WriteOp>,

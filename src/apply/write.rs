@@ -193,8 +193,8 @@ async fn fill_values(
 }
 
 /// Writes the batches arriving on `rx` with an adaptive number of
-/// transactions in flight (at most `options.concurrency`), paced by `options.rate`. With `values`, each
-/// batch's values are read from the source first; otherwise the items
+/// transactions in flight (at most `options.concurrency`), paced by
+/// `options.rate`. With `values`, each batch's values are read from the source first; otherwise the items
 /// carry them. Stops starting batches after a signal, an error, a foreign
 /// write or a changed source value, and counts the rest as not attempted.
 pub async fn write_stream(
