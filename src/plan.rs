@@ -437,9 +437,11 @@ pub async fn make_plan_tapped<S: WriteSink>(
     let mut got = Gathered::default();
     for (index, mapping) in plan.mappings.iter().enumerate() {
         let sides = (&source, &destination);
-        sink = diff_mapping(
+        // Boxed: in a debug build the scans and the diff make a future too
+        // large for a thread's stack.
+        sink = Box::pin(diff_mapping(
             plan, index, mapping, sides, &pins, options, &progress, &mut got, sink,
-        )
+        ))
         .await?;
     }
     let mut lease_ttls = BTreeMap::new();

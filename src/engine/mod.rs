@@ -220,7 +220,7 @@ pub async fn apply(
     // A snapshot source is served for the whole run.
     let (source, _, _served) = open_sides(&loaded.plan, &request.policy).await?;
     loaded.source = source;
-    apply_loaded(request, loaded, observer, stop).await
+    Box::pin(apply_loaded(request, loaded, observer, stop)).await
 }
 
 /// [`apply`] of an already loaded target (its sides are reused).
@@ -249,7 +249,7 @@ pub async fn apply_loaded(
         leases,
     };
     match saved {
-        Some(report) => run.reviewed(report, true).await,
+        Some(report) => Box::pin(run.reviewed(report, true)).await,
         None => {
             if request.auto_approve && !plan.delete_source {
                 // The probes and the plan's first reads at once: round trips
@@ -262,11 +262,13 @@ pub async fn apply_loaded(
                     run.heads()
                 );
                 if writable && empty {
-                    return run.overlapped(heads).await;
+                    // Boxed: the plan and the writers make a large future,
+                    // too large for a thread's stack in a debug build.
+                    return Box::pin(run.overlapped(heads)).await;
                 }
             }
-            let report = run.plan_fresh().await?;
-            run.reviewed(report, false).await
+            let report = Box::pin(run.plan_fresh()).await?;
+            Box::pin(run.reviewed(report, false)).await
         }
     }
 }
