@@ -258,15 +258,18 @@ pub async fn make_plan_fresh(
     mut on_replan: impl FnMut(&EtcdError, u32),
 ) -> Result<PlanReport, PlanError> {
     let mut replans = 0;
+    let mut options = options.clone();
     loop {
         let result = make_plan(
             plan,
             source.clone(),
             destination.clone(),
-            options,
+            &options,
             progress.clone(),
         )
         .await;
+        // Heads read before the first round are stale for a replan.
+        options.heads = None;
         match result {
             Err(PlanError::Etcd(e @ EtcdError::Compacted { .. }))
                 if options.source_revision == 0 && replans < MAX_REPLANS =>

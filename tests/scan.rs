@@ -113,6 +113,41 @@ async fn parallel_reads_equal_one_plain_read_in_key_order() {
         }
     }
 
+    // First keys all digits, later ones bytes that are no digit: positions
+    // learnt from the first page must still cut between the right keys.
+    let mut mixed: Vec<(Vec<u8>, Vec<u8>)> = (0..2000)
+        .map(|i| (format!("/u/{i:05}").into_bytes(), b"d".to_vec()))
+        .collect();
+    for i in 0..=255u8 {
+        mixed.push((vec![b'/', b'u', b'/', b'5', i, b'q'], vec![i]));
+        mixed.push((vec![b'/', b'u', b'/', b'z', 0xfe, i], Vec::new()));
+    }
+    cluster.seed(mixed).await;
+    let expected = cluster.dump(b"/u/").await;
+    let medium = PageLimits {
+        page_bytes: 4096,
+        max_keys: 50,
+        first_keys: 50,
+    };
+    for limits in [PageLimits::default(), medium, tiny] {
+        for readers in [2, 8] {
+            let got = read(
+                &side,
+                &KeyRange::prefix(b"/u/"),
+                &Pin::latest(),
+                limits,
+                readers,
+            )
+            .await;
+            assert!(
+                got == expected,
+                "/u/, {readers} readers, {limits:?}: {} keys, not {}",
+                got.len(),
+                expected.len()
+            );
+        }
+    }
+
     // The whole keyspace too (the open-ended range).
     let all = read(&side, &KeyRange::prefix(b""), &Pin::latest(), tiny, 8).await;
     let c = cluster.client().await;

@@ -251,10 +251,11 @@ pub async fn apply_loaded(
     match saved {
         Some(report) => Box::pin(run.reviewed(report, true)).await,
         None => {
+            let mut heads = None;
             if request.auto_approve && !plan.delete_source {
                 // The probes and the plan's first reads at once: round trips
                 // saved on a long link.
-                let (writable, empty, heads) = tokio::join!(
+                let (writable, empty, asked) = tokio::join!(
                     run.all_writable(),
                     async {
                         plan.on_conflict != OnConflict::Fail || run.destinations_empty().await
@@ -264,10 +265,12 @@ pub async fn apply_loaded(
                 if writable && empty {
                     // Boxed: the plan and the writers make a large future,
                     // too large for a thread's stack in a debug build.
-                    return Box::pin(run.overlapped(heads)).await;
+                    return Box::pin(run.overlapped(asked)).await;
                 }
+                // Not overlapped: the plan still starts from those heads.
+                heads = asked;
             }
-            let report = Box::pin(run.plan_fresh()).await?;
+            let report = Box::pin(run.plan_fresh(heads)).await?;
             Box::pin(run.reviewed(report, false)).await
         }
     }
@@ -337,15 +340,19 @@ impl Run<'_> {
         }
     }
 
-    /// A plan, started over at a fresh revision when compacted under a scan.
-    async fn plan_fresh(&self) -> Result<PlanReport, EngineError> {
+    /// A plan, started over at a fresh revision when compacted under a scan;
+    /// its first round pinned at `heads` when they were just read.
+    async fn plan_fresh(&self, heads: Option<[(u64, i64); 2]>) -> Result<PlanReport, EngineError> {
         let progress = Arc::new(Progress::default());
         self.observer.planning(&progress);
         let report = crate::plan::make_plan_fresh(
             self.plan,
             self.source.clone(),
             self.destination.clone(),
-            &self.plan_options(),
+            &PlanOptions {
+                heads,
+                ..self.plan_options()
+            },
             progress,
             |e, n| self.observer.replanning(e, n, MAX_REPLANS),
         )
