@@ -178,8 +178,18 @@ impl Pieces {
                 shared.limit,
                 shared.revision,
             )
-            .await;
-            let _ = done.send((id, page.map(|p| (p.entries, p.more))));
+            .await
+            .and_then(|p| {
+                faithful(&start, &end, &p.entries, p.more).map_err(|detail| {
+                    EtcdError::Request {
+                        side: shared.side.role,
+                        operation: "parallel read".into(),
+                        detail: detail.into(),
+                    }
+                })?;
+                Ok((p.entries, p.more))
+            });
+            let _ = done.send((id, page));
         }));
     }
 
@@ -261,6 +271,55 @@ impl Drop for Pieces {
     }
 }
 
+/// A page that could make the scan skip keys is refused: keys out of order
+/// or outside `[start, end)`, or "more" with no key to go on from.
+fn faithful(
+    start: &[u8],
+    end: &Option<Vec<u8>>,
+    page: &[Entry],
+    more: bool,
+) -> Result<(), &'static str> {
+    if more && page.is_empty() {
+        return Err("the server said the range holds more keys but sent none");
+    }
+    let inside = page.first().is_none_or(|e| e.key.as_slice() >= start)
+        && page.last().is_none_or(|e| before(&e.key, end));
+    if !inside || page.windows(2).any(|w| w[0].key >= w[1].key) {
+        return Err("the server sent keys outside the range asked for, or out of order");
+    }
+    Ok(())
+}
+
 pub fn before(key: &[u8], hi: &Option<Vec<u8>>) -> bool {
     hi.as_ref().is_none_or(|h| key < h.as_slice())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(keys: &[&str]) -> Vec<Entry> {
+        keys.iter()
+            .map(|k| Entry {
+                key: k.as_bytes().to_vec(),
+                value: Vec::new(),
+                mod_revision: 1,
+                create_revision: 1,
+                lease: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pages_that_could_skip_keys_are_refused() {
+        let end = Some(b"/p/m".to_vec());
+        assert!(faithful(b"/p/a", &end, &entries(&["/p/a", "/p/b"]), true).is_ok());
+        assert!(faithful(b"/p/a", &end, &[], false).is_ok());
+        assert!(faithful(b"/p/a", &end, &[], true).is_err());
+        assert!(faithful(b"/p/a", &end, &entries(&["/p/b", "/p/a"]), false).is_err());
+        assert!(faithful(b"/p/a", &end, &entries(&["/p/b", "/p/b"]), false).is_err());
+        assert!(faithful(b"/p/b", &end, &entries(&["/p/a"]), false).is_err());
+        assert!(faithful(b"/p/a", &end, &entries(&["/p/m"]), false).is_err());
+        assert!(faithful(b"", &None, &entries(&["\u{7f}"]), false).is_ok());
+    }
 }
