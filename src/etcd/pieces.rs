@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use super::scan::Entry;
 use super::space::Space;
 use super::{EtcdError, Side};
+use crate::planfile::SideRole;
 
 /// What every read of one scan shares.
 pub struct Shared {
@@ -168,8 +169,13 @@ impl Pieces {
 
     fn start(&mut self, i: usize) {
         let piece = &mut self.row[i];
-        let (shared, done) = (self.shared.clone(), self.done_tx.clone());
-        let (id, start, end) = (piece.id, piece.start.clone(), piece.end.clone());
+        let shared = self.shared.clone();
+        let answer = Answer {
+            id: piece.id,
+            role: shared.side.role,
+            done: Some(self.done_tx.clone()),
+        };
+        let (start, end) = (piece.start.clone(), piece.end.clone());
         piece.state = State::Reading(tokio::spawn(async move {
             let page = super::scan::read_page(
                 &shared.side,
@@ -189,7 +195,7 @@ impl Pieces {
                 })?;
                 Ok((p.entries, p.more))
             });
-            let _ = done.send((id, page));
+            answer.send(page);
         }));
     }
 
@@ -261,6 +267,37 @@ impl Pieces {
     }
 }
 
+/// Where a read sends its answer. A read that ends without one (it
+/// panicked) still answers, with an error, so the scan never waits on it.
+struct Answer {
+    id: u64,
+    role: SideRole,
+    done: Option<mpsc::UnboundedSender<Read>>,
+}
+
+impl Answer {
+    fn send(mut self, read: Result<(Vec<Entry>, bool), EtcdError>) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send((self.id, read));
+        }
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send((
+                self.id,
+                Err(EtcdError::Request {
+                    side: self.role,
+                    operation: "parallel read".into(),
+                    detail: "the read ended without an answer".into(),
+                }),
+            ));
+        }
+    }
+}
+
 impl Drop for Pieces {
     fn drop(&mut self) {
         for piece in &self.row {
@@ -308,6 +345,30 @@ mod tests {
                 lease: 0,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_read_that_ends_without_an_answer_still_answers() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let answer = Answer {
+            id: 7,
+            role: SideRole::Source,
+            done: Some(tx.clone()),
+        };
+        drop(answer);
+        let (id, read) = rx.try_recv().expect("an answer");
+        assert_eq!(id, 7);
+        assert!(read.is_err());
+        Answer {
+            id: 8,
+            role: SideRole::Source,
+            done: Some(tx),
+        }
+        .send(Ok((Vec::new(), false)));
+        let (id, read) = rx.try_recv().expect("an answer");
+        assert_eq!(id, 8);
+        assert!(read.is_ok());
+        assert!(rx.try_recv().is_err(), "one answer per read");
     }
 
     #[test]
