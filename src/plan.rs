@@ -208,6 +208,9 @@ pub struct PlanOptions {
     /// when already read (read alongside apply's probes: across a long link,
     /// a round trip less before the first write).
     pub heads: Option<[(u64, i64); 2]>,
+    /// A destination revision at which every mapping's `to` range was seen
+    /// empty: a plan pinned there does not read them.
+    pub empty_at: Option<i64>,
 }
 
 impl Default for PlanOptions {
@@ -218,6 +221,7 @@ impl Default for PlanOptions {
             source_revision: 0,
             max_request_bytes: crate::etcd::write::DEFAULT_MAX_REQUEST_BYTES,
             heads: None,
+            empty_at: None,
         }
     }
 }
@@ -621,7 +625,16 @@ async fn diff_mapping<S: WriteSink>(
         )
     };
     let (src_rx, src_task) = scan(source, &mapping.from, source_pin, true);
-    let (dst_rx, dst_task) = scan(destination, &mapping.to, destination_pin, false);
+    let (dst_rx, dst_task) = if options.empty_at == Some(destination_pin.get()) {
+        tracing::debug!(
+            revision = destination_pin.get(),
+            to = %crate::keys::display_key(&mapping.to),
+            "destination seen empty at this revision: not read again"
+        );
+        nothing_to_read()
+    } else {
+        scan(destination, &mapping.to, destination_pin, false)
+    };
     let inputs = DiffInputs {
         index,
         mapping: mapping.clone(),
@@ -693,6 +706,12 @@ fn spawn_scan(
         .await
     });
     (rx, task)
+}
+
+/// A scan of a range known to be empty: no page, and done.
+fn nothing_to_read() -> (mpsc::Receiver<Vec<Entry>>, ScanTask) {
+    let (_, rx) = mpsc::channel(1);
+    (rx, tokio::spawn(async { Ok(()) }))
 }
 
 /// Turns a channel of pages into an iterator of entries, for the blocking diff.

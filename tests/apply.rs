@@ -518,3 +518,41 @@ async fn without_a_terminal_apply_needs_auto_approve() {
     assert_eq!(json["apply"]["verified"], 1);
     assert_eq!(json["plan"]["summary"]["create"], 1);
 }
+
+/// The probes see both destination ranges empty at one revision, and the
+/// plan pinned there reads neither again; once they hold keys, a rerun
+/// reads them (and finds nothing to do).
+#[tokio::test(flavor = "multi_thread")]
+async fn destinations_seen_empty_are_not_read_again_and_a_rerun_reads_them() {
+    let (src, dst) = tokio::join!(Cluster::plaintext(), Cluster::plaintext());
+    src.seed((0..300).map(|i| (format!("/a/{i:04}"), format!("a{i}"))))
+        .await;
+    src.seed((0..5).map(|i| (format!("/b/{i}"), format!("b{i}"))))
+        .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_plan(
+        dir.path(),
+        &src,
+        &dst,
+        "prefixes:\n  - from: /a/\n    to: /a-copy/\n  - from: /b/\n    to: /b-copy/\n",
+    );
+    let skipped = "destination seen empty at this revision: not read again";
+    let args = ["apply", "plan.yaml", "--auto-approve", "-vv"];
+    let ran = run(etcdplan(dir.path()).args(args));
+    assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.stderr.matches(skipped).count(), 2, "{}", ran.stderr);
+    assert!(ran.stdout.contains("305 created"), "{}", ran.stdout);
+    assert_eq!(
+        dump(&dst, "/a-copy/").await,
+        mapped(&dump(&src, "/a/").await, "/a/", "/a-copy/")
+    );
+    assert_eq!(
+        dump(&dst, "/b-copy/").await,
+        mapped(&dump(&src, "/b/").await, "/b/", "/b-copy/")
+    );
+
+    let again = run(etcdplan(dir.path()).args(args));
+    assert_eq!(again.code, Some(0), "{}\n{}", again.stdout, again.stderr);
+    assert!(!again.stderr.contains(skipped), "{}", again.stderr);
+    assert!(again.stdout.contains("No changes"), "{}", again.stdout);
+}

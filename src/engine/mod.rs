@@ -255,17 +255,17 @@ pub async fn apply_loaded(
             if request.auto_approve && !plan.delete_source {
                 // The probes and the plan's first reads at once: round trips
                 // saved on a long link.
-                let (writable, empty, asked) = tokio::join!(
-                    run.all_writable(),
-                    async {
-                        plan.on_conflict != OnConflict::Fail || run.destinations_empty().await
-                    },
-                    run.heads()
-                );
-                if writable && empty {
+                let (writable, empty_at, mut asked) =
+                    tokio::join!(run.all_writable(), run.destinations_empty(), run.heads());
+                if writable && (plan.on_conflict != OnConflict::Fail || empty_at.is_some()) {
+                    // Pinned where the destination was seen empty, the plan
+                    // need not read it again (a round trip on a long link).
+                    if let (Some(h), Some(at)) = (asked.as_mut(), empty_at) {
+                        h[1].1 = at;
+                    }
                     // Boxed: the plan and the writers make a large future,
                     // too large for a thread's stack in a debug build.
-                    return Box::pin(run.overlapped(asked)).await;
+                    return Box::pin(run.overlapped(asked, empty_at)).await;
                 }
                 // Not overlapped: the plan still starts from those heads.
                 heads = asked;
@@ -367,6 +367,7 @@ impl Run<'_> {
     async fn overlapped(
         &self,
         mut heads: Option<[(u64, i64); 2]>,
+        empty_at: Option<i64>,
     ) -> Result<ApplyOutcome, EngineError> {
         let options = &self.request.options;
         let mut stats = ApplyStats::default();
@@ -375,6 +376,7 @@ impl Run<'_> {
             // Read just before: the first round only (a replan starts afresh).
             let plan_options = PlanOptions {
                 heads: heads.take(),
+                empty_at,
                 ..self.plan_options()
             };
             let progress = Arc::new(Progress::default());

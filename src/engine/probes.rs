@@ -27,19 +27,21 @@ impl Run<'_> {
         Some([s.ok()?, d.ok()?])
     }
 
-    /// Whether every `to` range is empty, so that no conflict can stop an
-    /// `on_conflict: fail` plan after writes began. A key written there by
-    /// someone else meanwhile is caught by the guards (exit 3).
-    pub(super) async fn destinations_empty(&self) -> bool {
+    /// The destination revision at which every `to` range is empty, if
+    /// they are, so that no conflict can stop an `on_conflict: fail` plan
+    /// after writes began (a key written there by someone else meanwhile is
+    /// caught by the guards, exit 3), and a plan pinned there need not read
+    /// them.
+    pub(super) async fn destinations_empty(&self) -> Option<i64> {
+        let mut at = 0;
         for m in &self.plan.mappings {
-            if !crate::etcd::info::range_is_empty(&self.destination, &m.to)
+            // The first answer's revision pins the others: empty together.
+            at = crate::etcd::info::empty_at(&self.destination, &m.to, at)
                 .await
-                .unwrap_or(false)
-            {
-                return false;
-            }
+                .ok()
+                .flatten()?;
         }
-        true
+        (at > 0).then_some(at)
     }
 }
 

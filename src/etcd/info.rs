@@ -119,11 +119,13 @@ pub async fn cluster_head(side: &Side) -> Result<(u64, i64), EtcdError> {
         .map_or((0, 0), |h| (h.cluster_id(), h.revision())))
 }
 
-/// Whether no key starts with `prefix` (a count-only read: free on an
-/// empty range, a walk of etcd's index otherwise). A v2 side answers `false`.
-pub async fn range_is_empty(side: &Side, prefix: &[u8]) -> Result<bool, EtcdError> {
+/// The revision at which no key starts with `prefix`, read at `revision`
+/// (0: the latest), or `None` when some key does (a count-only read: free
+/// on an empty range, a walk of etcd's index otherwise). A v2 side answers
+/// `None`.
+pub async fn empty_at(side: &Side, prefix: &[u8], revision: i64) -> Result<Option<i64>, EtcdError> {
     if side.v2()?.is_some() {
-        return Ok(false);
+        return Ok(None);
     }
     let range = KeyRange::prefix(prefix);
     let end = range.end.clone().unwrap_or_else(|| vec![0]);
@@ -134,16 +136,15 @@ pub async fn range_is_empty(side: &Side, prefix: &[u8]) -> Result<bool, EtcdErro
     let resp = side
         .call(op, |mut c| {
             let (start, end) = (range.start.clone(), end.clone());
-            async move {
-                c.get(
-                    start,
-                    Some(GetOptions::new().with_range(end).with_count_only()),
-                )
-                .await
-            }
+            let options = GetOptions::new()
+                .with_range(end)
+                .with_count_only()
+                .with_revision(revision);
+            async move { c.get(start, Some(options)).await }
         })
         .await?;
-    Ok(resp.count() == 0)
+    let at = resp.header().map_or(0, |h| h.revision());
+    Ok((resp.count() == 0 && at > 0).then_some(at))
 }
 
 /// The roles of the user this side authenticates as (etcd lets a user
