@@ -327,7 +327,7 @@ fn faithful(
     Ok(())
 }
 
-pub fn before(key: &[u8], hi: &Option<Vec<u8>>) -> bool {
+fn before(key: &[u8], hi: &Option<Vec<u8>>) -> bool {
     hi.as_ref().is_none_or(|h| key < h.as_slice())
 }
 
