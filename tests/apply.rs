@@ -556,3 +556,51 @@ async fn destinations_seen_empty_are_not_read_again_and_a_rerun_reads_them() {
     assert!(!again.stderr.contains(skipped), "{}", again.stderr);
     assert!(again.stdout.contains("No changes"), "{}", again.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_saved_plan_reads_dense_mappings_by_one_scan_and_sparse_ones_by_batch() {
+    let (src, dst) = tokio::join!(Cluster::plaintext(), Cluster::plaintext());
+    // /a/: every key a create (dense). /b/: one create among keys already
+    // in place (sparse), so its batch reads its one value.
+    src.seed((0..700).map(|i| (format!("/a/{i:04}"), format!("a{i}"))))
+        .await;
+    src.seed((0..50).map(|i| (format!("/b/{i:02}"), format!("b{i}"))))
+        .await;
+    dst.seed((1..50).map(|i| (format!("/b-copy/{i:02}"), format!("b{i}"))))
+        .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_plan(
+        dir.path(),
+        &src,
+        &dst,
+        "prefixes:\n  - from: /a/\n    to: /a-copy/\n  - from: /b/\n    to: /b-copy/\n",
+    );
+    let ran = run(etcdplan(dir.path()).args(["plan", "plan.yaml", "--out", "saved.json"]));
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    // Written after the plan: the apply must write the planned values.
+    let mut c = src.client().await;
+    c.put("/a/0350", "changed-after-plan", None)
+        .await
+        .expect("put");
+    let before = dump(&src, "/a/").await;
+
+    let ran = run(etcdplan(dir.path()).args(["apply", "saved.json", "-vv"]));
+    assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
+    let scanned = "saved values: one scan of the source range";
+    assert_eq!(ran.stderr.matches(scanned).count(), 1, "{}", ran.stderr);
+    assert!(ran.stdout.contains("701 created"), "{}", ran.stdout);
+    let mut planned = before.clone();
+    let at = planned
+        .iter()
+        .position(|(k, _)| k == b"/a/0350")
+        .expect("key");
+    planned[at].1 = b"a350".to_vec();
+    assert_eq!(
+        dump(&dst, "/a-copy/").await,
+        mapped(&planned, "/a/", "/a-copy/")
+    );
+    assert_eq!(
+        dump(&dst, "/b-copy/").await,
+        mapped(&dump(&src, "/b/").await, "/b/", "/b-copy/")
+    );
+}

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 
+use super::join::{Joiner, Scans};
 use super::{ApplyOptions, ApplyProgress};
 use crate::diff::{Action, Change};
 use crate::keys::KeyList;
@@ -143,23 +144,24 @@ impl crate::plan::WriteSink for Tap {
 }
 
 /// Streams the writing changes of a spilled plan into batches on `tx`,
-/// from a blocking thread. Returns how many writes it sent; stops early
+/// from a blocking thread, with the values `scans` read where it has them. Returns how many writes it sent; stops early
 /// when the writer hangs up.
 pub fn feed_from_spool(
     changes: &crate::spool::Spool<Change>,
     options: &ApplyOptions,
+    scans: Option<&Scans>,
     tx: &mpsc::Sender<Vec<Item>>,
 ) -> std::io::Result<()> {
     let mut batcher = Batcher::new(options);
+    let mut joiner = Joiner::default();
     for change in changes.try_iter() {
         let change = change?;
         if !change.action.writes() {
             continue;
         }
-        if let Some(batch) = batcher.push(Item {
-            change,
-            value: None,
-        }) && tx.blocking_send(batch).is_err()
+        let value = scans.and_then(|s| joiner.value_for(s, &change));
+        if let Some(batch) = batcher.push(Item { change, value })
+            && tx.blocking_send(batch).is_err()
         {
             return Ok(());
         }

@@ -13,6 +13,7 @@ use crate::keys::{KeyList, SizedKeyList};
 use crate::plan::PlanReport;
 
 mod batch;
+mod join;
 mod moves;
 mod pool;
 mod write;

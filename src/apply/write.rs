@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::batch::{Item, feed_from_spool};
+use super::join::Scans;
 use super::pool::Pool;
 use super::{ApplyError, ApplyOptions, ApplyProgress, ApplyStats};
 use crate::diff::{Action, Change};
@@ -291,20 +292,26 @@ fn count(settled: Settled, stats: &mut ApplyStats, progress: &ApplyProgress) {
 
 /// Writes every change of a spilled plan that writes: the spill is streamed
 /// into batches, each batch's values are read from `values` just before it
-/// is written.
+/// is written. With `from` (each mapping's source prefix in `values`), the
+/// dense mappings' values are read by one scan each instead (`join.rs`).
+#[allow(clippy::too_many_arguments)]
 pub async fn apply_spool(
     destination: Arc<Side>,
     changes: &crate::spool::Spool<Change>,
     values: ValueSource,
+    from: Option<Vec<Vec<u8>>>,
     leases: Arc<LeaseBook>,
     options: &ApplyOptions,
     stop: &AtomicBool,
     progress: &ApplyProgress,
 ) -> Result<ApplyStats, ApplyError> {
     let (tx, rx) = mpsc::channel(BATCHES_QUEUED);
+    let scans = from.and_then(|from| Scans::new(&values, from));
     let feed = {
         let (changes, options) = (changes.clone(), options.clone());
-        tokio::task::spawn_blocking(move || feed_from_spool(&changes, &options, &tx))
+        tokio::task::spawn_blocking(move || {
+            feed_from_spool(&changes, &options, scans.as_ref(), &tx)
+        })
     };
     let written = write_stream(
         destination,
@@ -335,5 +342,8 @@ pub async fn apply_changes(
     let changes = crate::spool::Spool::from_records(&changes)
         .map_err(|e| ApplyError::Internal(format!("spilling the restores: {e}")))?;
     let progress = ApplyProgress::default();
-    apply_spool(side, &changes, values, leases, options, stop, &progress).await
+    apply_spool(
+        side, &changes, values, None, leases, options, stop, &progress,
+    )
+    .await
 }

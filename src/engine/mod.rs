@@ -630,10 +630,16 @@ impl Run<'_> {
             .total
             .store(report.summary.writes(), Ordering::Relaxed);
         self.observer.writing(&progress);
+        // An undo's values are the destination's own: read batch by batch.
+        let from = report
+            .undo
+            .is_none()
+            .then(|| report.mappings.iter().map(|m| m.from.clone()).collect());
         let stats = apply::apply_spool(
             self.destination.clone(),
             &report.changes,
             values,
+            from,
             self.lease_book(policy),
             &self.request.options,
             &self.stop,
