@@ -604,3 +604,28 @@ async fn a_saved_plan_reads_dense_mappings_by_one_scan_and_sparse_ones_by_batch(
         mapped(&dump(&src, "/b/").await, "/b/", "/b-copy/")
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_inside_a_batch_span_that_the_plan_does_not_write_is_kept() {
+    let (src, dst) = tokio::join!(Cluster::plaintext(), Cluster::plaintext());
+    src.seed((0..10).map(|i| (format!("/i/{i:04}"), format!("s{i}"))))
+        .await;
+    // Between two planned creates, in the destination only (kept: no prune).
+    dst.seed([("/i/0005x", "theirs")]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_plan(dir.path(), &src, &dst, "prefixes:\n  - from: /i/\n");
+    let ran = run(etcdplan(dir.path()).args(["apply", "plan.yaml", "--auto-approve", "-vv"]));
+    assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
+    assert!(ran.stderr.contains("range_compares=true"), "{}", ran.stderr);
+    assert!(
+        ran.stderr
+            .contains("a key inside the batch's span: guarding each key"),
+        "{}",
+        ran.stderr
+    );
+    assert!(ran.stdout.contains("10 created"), "{}", ran.stdout);
+    let mut want = dump(&src, "/i/").await;
+    want.push((b"/i/0005x".to_vec(), b"theirs".to_vec()));
+    want.sort();
+    assert_eq!(dump(&dst, "/i/").await, want);
+}

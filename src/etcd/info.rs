@@ -34,6 +34,49 @@ pub struct MemberInfo {
     pub leader: bool,
 }
 
+/// Whether `side`'s servers honour a range in a Txn compare (etcd 3.3 and
+/// later; an older one ignores the range and would guard only its first
+/// key). Asked once per side, by Status on the endpoint in use. It must say
+/// 3.4 or later: a cluster mixes at most two adjacent minor versions, so
+/// every member is then 3.3 or later. Status refused to this user also
+/// means new enough (only current 3.4 and 3.5 releases refuse it to users
+/// other than root); any other failure, or no answer within two seconds,
+/// means no, and the writes guard every key on its own.
+pub async fn range_compares(side: &Side) -> bool {
+    let ask = async {
+        if side.v2().ok().flatten().is_some() {
+            return false;
+        }
+        let status = side
+            .call(Op::REACH, |mut c| async move { c.status().await })
+            .await;
+        match status {
+            Ok(s) => at_least_3_4(s.version()),
+            Err(EtcdError::PermissionDenied { .. }) => true,
+            Err(_) => false,
+        }
+    };
+    *side
+        .range_compares_cell()
+        .get_or_init(|| async {
+            let yes = tokio::time::timeout(std::time::Duration::from_secs(2), ask)
+                .await
+                .unwrap_or(false);
+            tracing::debug!(side = %side.role, range_compares = yes, "range compares");
+            yes
+        })
+        .await
+}
+
+/// Whether an etcd version (`3.5.30`) is 3.4 or later.
+fn at_least_3_4(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u64>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (3, 4),
+        _ => false,
+    }
+}
+
 /// The status of endpoint `i` of a side. The ids come from the header of
 /// a count-only read of the side's probe key, which every user the plan
 /// can run as may make; the rest from Status, when this user may ask.
@@ -267,4 +310,19 @@ async fn write_range(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod range_compare_tests {
+    use super::at_least_3_4;
+
+    #[test]
+    fn versions_from_3_4_on_honour_range_compares() {
+        for yes in ["3.4.0", "3.4.23", "3.5.30", "3.6.1", "4.0.0"] {
+            assert!(at_least_3_4(yes), "{yes}");
+        }
+        for no in ["3.3.27", "3.2.32", "2.3.8", "", "3", "v3.5.0", "three.five"] {
+            assert!(!at_least_3_4(no), "{no}");
+        }
+    }
 }

@@ -67,6 +67,10 @@ pub struct Side {
     probe: Vec<u8>,
     /// The same keyspace in this process, for scans (a served snapshot).
     local: Option<Arc<dyn super::types::LocalKeyspace>>,
+    /// Whether the server honours range compares, once asked (`info.rs`),
+    /// and whether a batch's span guard has failed on a key not its own.
+    range_compares: OnceCell<bool>,
+    pub span_failed: AtomicBool,
     options: ConnectOptions,
     pub policy: RetryPolicy,
 }
@@ -111,6 +115,8 @@ impl Side {
             answered: AtomicU64::new(0),
             probe: Vec::new(),
             local: None,
+            range_compares: OnceCell::new(),
+            span_failed: AtomicBool::new(false),
             options,
             policy,
         }
@@ -126,6 +132,11 @@ impl Side {
     pub fn with_local(mut self, local: Arc<dyn super::types::LocalKeyspace>) -> Side {
         self.local = Some(local);
         self
+    }
+
+    /// Where [`super::info::range_compares`] keeps its answer.
+    pub fn range_compares_cell(&self) -> &OnceCell<bool> {
+        &self.range_compares
     }
 
     /// The in-process keyspace scans read, if any.
