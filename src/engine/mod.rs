@@ -255,8 +255,14 @@ pub async fn apply_loaded(
             if request.auto_approve && !plan.delete_source {
                 // The probes and the plan's first reads at once: round trips
                 // saved on a long link.
-                let (writable, empty_at, mut asked) =
-                    tokio::join!(run.all_writable(), run.destinations_empty(), run.heads());
+                // (Whether range compares hold is asked here too, for the
+                // first batch's guard.)
+                let (writable, empty_at, mut asked, _) = tokio::join!(
+                    run.all_writable(),
+                    run.destinations_empty(),
+                    run.heads(),
+                    crate::etcd::info::range_compares(&run.destination)
+                );
                 if writable && (plan.on_conflict != OnConflict::Fail || empty_at.is_some()) {
                     // Pinned where the destination was seen empty, the plan
                     // need not read it again (a round trip on a long link).
@@ -536,7 +542,12 @@ impl Run<'_> {
         let undo = report.undo.as_ref();
         let restores_write = undo.is_some_and(|u| u.restores.iter().any(|c| c.action.writes()));
         if saved {
-            self.check_clusters(report, restores_write).await?;
+            // Alongside: whether range compares hold, for the first guard.
+            let (checked, _) = tokio::join!(
+                self.check_clusters(report, restores_write),
+                crate::etcd::info::range_compares(&self.destination)
+            );
+            checked?;
             if undo.is_none() {
                 crate::saved::verify::check_deletes(&self.source, report).await?;
             }
