@@ -82,10 +82,11 @@ async fn write_whole(
         && super::info::range_compares(side).await;
     while !pending.is_empty() {
         tracing::trace!(side = %side.role, ops = pending.len(), span, first = %crate::keys::display_key(&ops[pending[0]].key), "guarded transaction");
-        let txn = guarded_txn(ops, &pending, extra, span);
+        // Built per attempt from the ops, so no second copy of the values
+        // is held while the request is in flight.
         let resp = side
             .call(op, |c| {
-                let txn = txn.clone();
+                let txn = guarded_txn(ops, &pending, extra, span);
                 async move {
                     c.kv_client()
                         .max_decoding_message_size(MAX_DECODE_BYTES)
