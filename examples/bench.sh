@@ -150,7 +150,7 @@ for run in $(seq "$RUNS"); do
   timed "$BIN" plan "$work/plan.yaml" >/dev/null
   plan+=("$secs"); plan_kib+=("$kib")
 
-  # A saved plan of every key, applied later: values read batch by batch.
+  # A saved plan of every key, applied later: values from one scan of the source.
   "$TOOL" clear "$DST" /bench/ep/
   timed "$BIN" plan "$work/plan.yaml" --out "$work/saved.json" --max-listed 0 >/dev/null
   planned+=("$secs"); planned_kib+=("$kib")

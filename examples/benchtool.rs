@@ -35,14 +35,30 @@ fn batch(prefix: &str, from: u64, to: u64) -> Txn {
     let puts: Vec<TxnOp> = (from..to)
         .map(|i| TxnOp::put(key(prefix, i), value(i), None))
         .collect();
-    if std::env::var_os("GUARDED").is_none() {
-        return Txn::new().and_then(puts);
+    let mode = std::env::var("GUARDED").ok();
+    let absent = |i: u64| Compare::create_revision(key(prefix, i), CompareOp::Equal, 0);
+    match mode.as_deref() {
+        None => return Txn::new().and_then(puts),
+        // GUARDED=keys: a compare per put, as etcdplan guards a create.
+        Some("keys") => {
+            return Txn::new()
+                .when((from..to).map(absent).collect::<Vec<_>>())
+                .and_then(puts);
+        }
+        // GUARDED=span: one compare over the batch's span, as etcdplan
+        // guards a batch of creates.
+        Some("span") => {
+            let mut end = key(prefix, to - 1).into_bytes();
+            end.push(0);
+            return Txn::new()
+                .when(vec![absent(from).with_range(end)])
+                .and_then(puts);
+        }
+        Some(_) => {}
     }
-    // GUARDED=1: every put guarded as etcdplan guards a create, with a
-    // read-back of every key should a guard fail.
-    let absent: Vec<Compare> = (from..to)
-        .map(|i| Compare::create_revision(key(prefix, i), CompareOp::Equal, 0))
-        .collect();
+    // GUARDED=1: a compare per put, with a read-back of every key should a
+    // guard fail (as etcdplan guarded writes before).
+    let absent: Vec<Compare> = (from..to).map(absent).collect();
     let reads: Vec<TxnOp> = (from..to)
         .map(|i| TxnOp::get(key(prefix, i), None))
         .collect();

@@ -14,8 +14,13 @@ use tokio::sync::mpsc;
 
 use super::write::ValueSource;
 use crate::diff::{Action, Change};
-use crate::etcd::parallel::{DEFAULT_READERS, scan_parallel};
+use crate::etcd::parallel::scan_parallel;
 use crate::etcd::{Entry, KeyRange, PageLimits, Pin};
+
+/// Pieces read at once by a values scan: half a plan's, since the writes it
+/// feeds are slower than reads by far, and each piece holds a page of
+/// values (about 1 MiB) while it waits for them.
+const READERS: usize = 4;
 
 /// Where the scans come from: the value source, and each mapping's source
 /// prefix (`None` where the mapping is sparse, so its batches read instead).
@@ -59,7 +64,7 @@ impl Scans {
                 &range,
                 &pin,
                 PageLimits::default(),
-                DEFAULT_READERS,
+                READERS,
                 &counted,
                 &tx,
             )
