@@ -196,7 +196,7 @@ if [ "$RTT" != 0 ]; then
 fi
 echo "| \`apply PLAN.yaml\` (plan, write and verify overlapped) | $m_apply | $(ratio "$m_apply" "$m_raw") | $(mib "$(median "${apply_kib[@]}")") |"
 echo "| \`plan --out SAVED\` (every key a change) | $m_planned | | $(mib "$(median "${planned_kib[@]}")") |"
-echo "| \`apply SAVED\` (values read batch by batch) | $m_saved | $(ratio "$m_saved" "$m_raw") | $(mib "$(median "${saved_kib[@]}")") |"
+echo "| \`apply SAVED\` (values from one scan per dense mapping) | $m_saved | $(ratio "$m_saved" "$m_raw") | $(mib "$(median "${saved_kib[@]}")") |"
 echo "| \`apply PLAN.yaml\`, no-op rerun (reads only) | $m_noop | $(ratio "$m_noop" "$m_read"); $(ratio "$m_noop" "$m_seq") of the plain read | $(mib "$(median "${noop_kib[@]}")") |"
 echo "| \`plan\`, no changes | $m_plan | $(ratio "$m_plan" "$m_read") | $(mib "$(median "${plan_kib[@]}")") |"
 
