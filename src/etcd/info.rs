@@ -39,8 +39,8 @@ pub struct MemberInfo {
 /// key). Asked once per side, by Status on the endpoint in use. It must say
 /// 3.4 or later: a cluster mixes at most two adjacent minor versions, so
 /// every member is then 3.3 or later. Status refused to this user also
-/// means new enough (only current 3.4 and 3.5 releases refuse it to users
-/// other than root); any other failure, or no answer within two seconds,
+/// means new enough (only releases from 3.5 on refuse it to users other
+/// than root; 3.4.23 answers); any other failure, or no answer within two seconds,
 /// means no, and the writes guard every key on its own.
 pub async fn range_compares(side: &Side) -> bool {
     let ask = async {
