@@ -77,9 +77,11 @@ async fn write_whole(
         action: "write",
         prefix: &first_key,
     };
+    // Boxed: inline, its state would sit in every level of write_batch's
+    // halving, too deep for a worker's stack in a debug build.
     let mut span = spannable(ops)
         && !side.span_failed.load(Ordering::Relaxed)
-        && super::info::range_compares(side).await;
+        && Box::pin(super::info::range_compares(side)).await;
     while !pending.is_empty() {
         tracing::trace!(side = %side.role, ops = pending.len(), span, first = %crate::keys::display_key(&ops[pending[0]].key), "guarded transaction");
         // Built per attempt from the ops, so no second copy of the values
