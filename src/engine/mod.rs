@@ -256,13 +256,17 @@ pub async fn apply_loaded(
                 // The probes and the plan's first reads at once: round trips
                 // saved on a long link.
                 // (Whether range compares hold is asked here too, for the
-                // first batch's guard.)
-                let (writable, empty_at, mut asked, _) = tokio::join!(
-                    run.all_writable(),
-                    run.destinations_empty(),
-                    run.heads(),
-                    crate::etcd::info::range_compares(&run.destination)
-                );
+                // first batch's guard; boxed, so the engine's future stays
+                // small enough for a thread's stack in a debug build.)
+                let (writable, empty_at, mut asked, _) = Box::pin(async {
+                    tokio::join!(
+                        run.all_writable(),
+                        run.destinations_empty(),
+                        run.heads(),
+                        crate::etcd::info::range_compares(&run.destination)
+                    )
+                })
+                .await;
                 if writable && (plan.on_conflict != OnConflict::Fail || empty_at.is_some()) {
                     // Pinned where the destination was seen empty, the plan
                     // need not read it again (a round trip on a long link).
@@ -545,7 +549,7 @@ impl Run<'_> {
             // Alongside: whether range compares hold, for the first guard.
             let (checked, _) = tokio::join!(
                 self.check_clusters(report, restores_write),
-                crate::etcd::info::range_compares(&self.destination)
+                Box::pin(crate::etcd::info::range_compares(&self.destination))
             );
             checked?;
             if undo.is_none() {
@@ -646,7 +650,9 @@ impl Run<'_> {
             .undo
             .is_none()
             .then(|| report.mappings.iter().map(|m| m.from.clone()).collect());
-        let stats = apply::apply_spool(
+        // Boxed: the writers' future is large for a thread's stack in a
+        // debug build.
+        let stats = Box::pin(apply::apply_spool(
             self.destination.clone(),
             &report.changes,
             values,
@@ -655,7 +661,7 @@ impl Run<'_> {
             &self.request.options,
             &self.stop,
             &progress,
-        )
+        ))
         .await?;
         self.phase("written");
         stats.log();
