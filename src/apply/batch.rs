@@ -144,8 +144,8 @@ impl crate::plan::WriteSink for Tap {
 }
 
 /// Streams the writing changes of a spilled plan into batches on `tx`,
-/// from a blocking thread, with the values `scans` read where it has them. Returns how many writes it sent; stops early
-/// when the writer hangs up.
+/// from a blocking thread, with the values `scans` read where it has them.
+/// Stops early when the writer hangs up.
 pub fn feed_from_spool(
     changes: &crate::spool::Spool<Change>,
     options: &ApplyOptions,
