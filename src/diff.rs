@@ -47,16 +47,20 @@ impl Action {
 }
 
 /// One side's value of a changed key.
+// Byte fields go through `serde_bytes`, so the spill file (postcard) copies
+// them whole instead of encoding and decoding them one byte at a time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Value {
     /// `None`: not recorded. A saved plan keeps no digest of a sensitive
     /// value (it would confirm a guess); its mod revision identifies it.
+    #[serde(with = "serde_bytes")]
     pub sha256: Option<[u8; 32]>,
     pub size: usize,
     pub mod_revision: i64,
     pub lease: i64,
     /// The bytes, kept only for displaying a value diff and never for
     /// sensitive keys.
+    #[serde(with = "serde_bytes")]
     pub shown: Option<Vec<u8>>,
 }
 
@@ -82,8 +86,10 @@ pub struct Change {
     /// Index of the plan's mapping this change belongs to.
     pub mapping: usize,
     /// The destination key.
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// The source key it comes from (for a delete: the key it would come from).
+    #[serde(with = "serde_bytes")]
     pub source_key: Vec<u8>,
     /// Under a `sensitive` prefix: its values are never shown.
     pub sensitive: bool,
@@ -92,6 +98,7 @@ pub struct Change {
     /// The destination's current value (update, delete, conflict).
     pub destination: Option<Value>,
     /// The bytes to write, kept only when the caller applies the changes.
+    #[serde(with = "serde_bytes")]
     pub payload: Option<Vec<u8>>,
 }
 
@@ -114,8 +121,10 @@ impl Change {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SourceDelete {
     pub mapping: usize,
+    #[serde(with = "serde_bytes")]
     pub source_key: Vec<u8>,
     /// Where the value lives on the destination.
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// Under a `sensitive` prefix: no digest leaves the process.
     #[serde(default)]
@@ -125,6 +134,7 @@ pub struct SourceDelete {
     /// The value's sha256, checked on the destination before deleting;
     /// `None` for a sensitive key from a saved plan (the bytes are compared
     /// with the source's instead).
+    #[serde(with = "serde_bytes")]
     pub sha256: Option<[u8; 32]>,
 }
 

@@ -21,13 +21,16 @@ const RUN_BYTES: usize = 16 << 20;
 /// One mark every this many keys.
 pub const MARK_EVERY: u64 = 256;
 
-/// One version of a key, as the `key` bucket holds it.
+/// One version of a key, as the `key` bucket holds it. Its byte fields are
+/// spilled whole (`serde_bytes`), not one byte at a time.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Version {
+    #[serde(with = "serde_bytes")]
     key: Vec<u8>,
     main: i64,
     sub: i64,
     tombstone: bool,
+    #[serde(with = "serde_bytes")]
     value: Vec<u8>,
     create_revision: i64,
     version: i64,
@@ -37,7 +40,9 @@ struct Version {
 /// A key as it stood at the index's revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Kept {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     pub create_revision: i64,
     pub mod_revision: i64,
