@@ -150,10 +150,10 @@ fn write_section(
 ) -> std::io::Result<u64> {
     let mut listed = 0;
     let mut current_mapping = None;
-    for entry in section.entries(report) {
-        if listed >= limit {
-            break;
-        }
+    // `take`, so a section listed up to its limit (or not at all) reads no
+    // further into the spill file.
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    for entry in section.entries(report).take(limit) {
         listed += 1;
         let (mapping, line) = match &entry {
             Entry::SourceDelete(d) => (d.mapping, format!("  - {}", display_key(&d.source_key))),
