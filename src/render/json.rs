@@ -6,6 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::diff::{Action, Change, SourceDelete, Summary, Value};
@@ -144,8 +145,7 @@ pub struct JsonMapping {
 }
 
 /// One change. Values are never included, only their sha256 and size.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "WireChange")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct JsonChange {
     pub action: Action,
     #[serde(flatten)]
@@ -181,16 +181,17 @@ pub struct JsonChange {
 /// change into a map first (measured: about half the time of reading a
 /// saved plan went there).
 #[derive(Deserialize)]
-struct WireChange {
+struct WireChange<'a> {
     action: Action,
-    #[serde(default)]
-    key: Option<String>,
-    #[serde(default)]
-    key_base64: Option<String>,
-    #[serde(default)]
-    source_key: Option<String>,
-    #[serde(default)]
-    source_key_base64: Option<String>,
+    // Borrowed where the reader allows it (a slice: see `saved::carve`).
+    #[serde(default, borrow)]
+    key: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    key_base64: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    source_key: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    source_key_base64: Option<Cow<'a, str>>,
     mapping: usize,
     sensitive: bool,
     #[serde(default)]
@@ -210,14 +211,15 @@ struct WireChange {
     destination_value_size: Option<u64>,
 }
 
-impl TryFrom<WireChange> for JsonChange {
-    type Error = String;
-
-    fn try_from(w: WireChange) -> Result<JsonChange, String> {
+impl<'de> Deserialize<'de> for JsonChange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let w = WireChange::deserialize(d)?;
         Ok(JsonChange {
             action: w.action,
-            key: JsonKey::from_fields(w.key, w.key_base64)?,
-            source_key: JsonKey::from_fields(w.source_key, w.source_key_base64)?,
+            key: JsonKey::from_fields(w.key, w.key_base64).map_err(D::Error::custom)?,
+            source_key: JsonKey::from_fields(w.source_key, w.source_key_base64)
+                .map_err(D::Error::custom)?,
             mapping: w.mapping,
             sensitive: w.sensitive,
             value_sha256: w.value_sha256,
@@ -283,11 +285,14 @@ impl<T: KeyName> Serialize for JsonKey<T> {
 
 impl<T: KeyName> JsonKey<T> {
     /// The key from its text field, else its base64 one.
-    fn from_fields(text: Option<String>, base64: Option<String>) -> Result<Self, String> {
+    fn from_fields<S: Into<String> + AsRef<str>>(
+        text: Option<S>,
+        base64: Option<S>,
+    ) -> Result<Self, String> {
         match (text, base64) {
-            (Some(text), _) => Ok(JsonKey::new(text.into_bytes())),
+            (Some(text), _) => Ok(JsonKey::new(text.into().into_bytes())),
             (None, Some(b)) => B64
-                .decode(b)
+                .decode(b.as_ref())
                 .map(JsonKey::new)
                 .map_err(|e| format!("{}: {e}", T::BASE64)),
             (None, None) => Err(format!("missing `{}` or `{}`", T::TEXT, T::BASE64)),
@@ -321,7 +326,7 @@ fn parse_sha(hex: &str) -> Result<[u8; 32], String> {
     // Into the array directly: decoding into a Vec first cost a sixth of
     // the time of reading a saved plan.
     let mut out = [0u8; 32];
-    hex::decode_to_slice(hex, &mut out)
+    const_hex::decode_to_slice(hex, &mut out)
         .ok()
         .map(|()| out)
         .ok_or_else(|| {
@@ -572,22 +577,11 @@ impl<'de> Deserialize<'de> for JsonChanges {
                 mut seq: A,
             ) -> Result<JsonChanges, A::Error> {
                 use serde::de::Error;
-                let mut out = SpoolWriter::new();
-                let mut lease_ttls = BTreeMap::new();
-                let mut largest_write = 0;
+                let mut out = ChangesBuilder::default();
                 while let Some(c) = seq.next_element::<JsonChange>()? {
-                    if let (Some(lease), Some(ttl)) = (c.source_lease, c.lease_ttl) {
-                        lease_ttls.insert(lease.0, ttl);
-                    }
-                    let change = c.to_change().map_err(A::Error::custom)?;
-                    largest_write = largest_write.max(change.write_bytes());
-                    out.push(&change).map_err(A::Error::custom)?;
+                    out.push(c).map_err(A::Error::custom)?;
                 }
-                Ok(JsonChanges {
-                    changes: out.finish().map_err(A::Error::custom)?,
-                    lease_ttls,
-                    largest_write,
-                })
+                out.finish().map_err(A::Error::custom)
             }
         }
         d.deserialize_seq(Visit)
@@ -634,30 +628,74 @@ impl<'de> Deserialize<'de> for JsonSourceDeletes {
                 mut seq: A,
             ) -> Result<JsonSourceDeletes, A::Error> {
                 use serde::de::Error;
-                let mut out = SpoolWriter::new();
+                let mut out = DeletesBuilder::default();
                 while let Some(d) = seq.next_element::<JsonSourceDelete>()? {
-                    let sha256 = match &d.value_sha256 {
-                        Some(hex) => Some(parse_sha(hex).map_err(A::Error::custom)?),
-                        None if d.sensitive => None,
-                        None => {
-                            return Err(A::Error::custom(
-                                "a source delete of a key that is not sensitive needs its value_sha256",
-                            ));
-                        }
-                    };
-                    out.push(&SourceDelete {
-                        mapping: d.mapping,
-                        source_key: d.source_key.bytes,
-                        key: d.key.bytes,
-                        sensitive: d.sensitive,
-                        mod_revision: d.mod_revision,
-                        sha256,
-                    })
-                    .map_err(A::Error::custom)?;
+                    out.push(d).map_err(A::Error::custom)?;
                 }
-                Ok(JsonSourceDeletes(out.finish().map_err(A::Error::custom)?))
+                out.finish().map_err(A::Error::custom)
             }
         }
         d.deserialize_seq(Visit)
+    }
+}
+
+/// Gathers a plan's changes as they are read, one at a time, into a spill
+/// file (for the list visitor above and for `saved::carve`).
+#[derive(Default)]
+pub struct ChangesBuilder {
+    out: SpoolWriter<Change>,
+    lease_ttls: BTreeMap<i64, i64>,
+    largest_write: usize,
+}
+
+impl ChangesBuilder {
+    pub fn push(&mut self, c: JsonChange) -> Result<(), String> {
+        if let (Some(lease), Some(ttl)) = (c.source_lease, c.lease_ttl) {
+            self.lease_ttls.insert(lease.0, ttl);
+        }
+        let change = c.to_change()?;
+        self.largest_write = self.largest_write.max(change.write_bytes());
+        self.out.push(&change).map_err(|e| e.to_string())
+    }
+
+    pub fn finish(self) -> Result<JsonChanges, String> {
+        Ok(JsonChanges {
+            changes: self.out.finish().map_err(|e| e.to_string())?,
+            lease_ttls: self.lease_ttls,
+            largest_write: self.largest_write,
+        })
+    }
+}
+
+/// Gathers move mode's source deletes as they are read, like [`ChangesBuilder`].
+#[derive(Default)]
+pub struct DeletesBuilder(SpoolWriter<SourceDelete>);
+
+impl DeletesBuilder {
+    pub fn push(&mut self, d: JsonSourceDelete) -> Result<(), String> {
+        let sha256 = match &d.value_sha256 {
+            Some(hex) => Some(parse_sha(hex)?),
+            None if d.sensitive => None,
+            None => {
+                return Err(
+                    "a source delete of a key that is not sensitive needs its value_sha256".into(),
+                );
+            }
+        };
+        let delete = SourceDelete {
+            mapping: d.mapping,
+            source_key: d.source_key.bytes,
+            key: d.key.bytes,
+            sensitive: d.sensitive,
+            mod_revision: d.mod_revision,
+            sha256,
+        };
+        self.0.push(&delete).map_err(|e| e.to_string())
+    }
+
+    pub fn finish(self) -> Result<JsonSourceDeletes, String> {
+        Ok(JsonSourceDeletes(
+            self.0.finish().map_err(|e| e.to_string())?,
+        ))
     }
 }

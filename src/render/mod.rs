@@ -12,7 +12,8 @@ pub mod sections;
 mod text;
 
 pub use json::{
-    JsonChange, JsonChanges, JsonPlan, JsonSourceDelete, JsonSourceDeletes, render_json, write_json,
+    ChangesBuilder, DeletesBuilder, JsonChange, JsonChanges, JsonPlan, JsonSourceDelete,
+    JsonSourceDeletes, render_json, write_json,
 };
 pub use markdown::{MARKDOWN_LIMIT, render_markdown};
 pub use text::{render_text, write_text};

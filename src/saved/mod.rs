@@ -14,6 +14,7 @@
 //! the sha256 of the value to write, except for sensitive keys, which carry
 //! no digest at all (their mod revisions identify their values).
 
+pub mod carve;
 pub mod sign;
 pub mod since;
 pub mod verify;
@@ -167,10 +168,11 @@ impl SavedPlan {
             path: path.to_path_buf(),
             why,
         };
-        // Streamed: each change is spilled as it is parsed.
-        let saved: SavedPlan =
-            serde_json::from_reader(std::io::BufReader::with_capacity(256 << 10, file))
-                .map_err(|e| invalid(crate::escape::text(&e.to_string())))?;
+        // Carved: each entry is parsed from a slice and spilled (see carve).
+        let saved = carve::saved_plan(file).map_err(|e| match e {
+            carve::CarveError::Read(source) => read_err(source),
+            other => invalid(crate::escape::text(&other.to_string())),
+        })?;
         if saved.kind != KIND {
             return Err(invalid(format!(
                 "its kind is `{}`",
