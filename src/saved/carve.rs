@@ -11,6 +11,7 @@
 //! each entry begins and ends, and refuses what it cannot place.
 
 use std::io::Read;
+use std::sync::mpsc::{Receiver, SyncSender};
 
 use super::SavedPlan;
 use crate::render::{
@@ -136,15 +137,34 @@ struct Scanner {
     sink: Sink,
     seg: usize,
     skeleton: Vec<u8>,
-    entry: Vec<u8>,
+    /// Entries cut but not yet handed to the parser.
+    batch: Batch,
     /// An entry has begun since the last `[` or `,` of the list.
     entry_open: bool,
     /// A `,` was seen and no entry after it yet.
     after_comma: bool,
-    index: [u64; 2],
-    changes: Option<ChangesBuilder>,
-    deletes: Option<DeletesBuilder>,
+    to_parser: SyncSender<Msg>,
 }
+
+/// Entries of one list, back to back, with where each ends.
+#[derive(Debug)]
+struct Batch {
+    list: List,
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+/// What the scanner hands the parser.
+enum Msg {
+    /// A list begins (so an empty one still counts as present).
+    Open(List),
+    Entries(Batch),
+}
+
+/// Entries go to the parser in batches of about this many bytes.
+const BATCH: usize = 256 << 10;
+/// Batches the scanner may run ahead of the parser.
+const AHEAD: usize = 4;
 
 /// Reads a saved plan: the skeleton parsed whole, the lists put in.
 pub fn saved_plan(reader: impl Read) -> Result<SavedPlan, CarveError> {
@@ -160,8 +180,30 @@ pub fn saved_plan(reader: impl Read) -> Result<SavedPlan, CarveError> {
     Ok(saved)
 }
 
-/// Cuts a saved plan into its skeleton and its two lists, spilled.
-pub fn carve(mut reader: impl Read) -> Result<Carved, CarveError> {
+/// Cuts a saved plan into its skeleton and its two lists, spilled. The
+/// entries are parsed on a second thread while the scan goes on: before an
+/// apply's first write nothing else runs, so both cores are free.
+pub fn carve(reader: impl Read) -> Result<Carved, CarveError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(AHEAD);
+    std::thread::scope(|scope| {
+        let parser = scope.spawn(move || parse(rx));
+        let scanned = scan_all(reader, tx);
+        let parsed = parser
+            .join()
+            .unwrap_or_else(|_| Err(CarveError::Spill("the parser thread failed".into())));
+        // The parser stops at the first bad entry, and the scanner stops
+        // when the parser does: its error comes first.
+        let (changes, source_deletes) = parsed?;
+        Ok(Carved {
+            skeleton: scanned?,
+            changes,
+            source_deletes,
+        })
+    })
+}
+
+/// The scanner's side: returns the skeleton.
+fn scan_all(mut reader: impl Read, to_parser: SyncSender<Msg>) -> Result<Vec<u8>, CarveError> {
     let mut s = Scanner {
         stack: Vec::new(),
         in_string: false,
@@ -171,12 +213,10 @@ pub fn carve(mut reader: impl Read) -> Result<Carved, CarveError> {
         sink: Sink::Skeleton,
         seg: 0,
         skeleton: Vec::new(),
-        entry: Vec::new(),
+        batch: Batch::new(List::Changes),
         entry_open: false,
         after_comma: false,
-        index: [0; 2],
-        changes: None,
-        deletes: None,
+        to_parser,
     };
     let mut chunk = vec![0u8; CHUNK];
     loop {
@@ -191,19 +231,76 @@ pub fn carve(mut reader: impl Read) -> Result<Carved, CarveError> {
     if !s.stack.is_empty() || s.in_string {
         return Err(CarveError::Shape("the file ends inside the document"));
     }
-    Ok(Carved {
-        skeleton: s.skeleton,
-        changes: s
-            .changes
+    Ok(s.skeleton)
+}
+
+impl Batch {
+    fn new(list: List) -> Batch {
+        Batch {
+            list,
+            bytes: Vec::new(),
+            ends: Vec::new(),
+        }
+    }
+}
+
+type Parsed = (Option<JsonChanges>, Option<JsonSourceDeletes>);
+
+/// The parser's side: each entry parsed from its slice and spilled.
+fn parse(from_scanner: Receiver<Msg>) -> Result<Parsed, CarveError> {
+    let mut changes: Option<ChangesBuilder> = None;
+    let mut deletes: Option<DeletesBuilder> = None;
+    let mut index = [0u64; 2];
+    for msg in from_scanner {
+        let batch = match msg {
+            Msg::Open(List::Changes) => {
+                changes.get_or_insert_with(Default::default);
+                continue;
+            }
+            Msg::Open(List::SourceDeletes) => {
+                deletes.get_or_insert_with(Default::default);
+                continue;
+            }
+            Msg::Entries(batch) => batch,
+        };
+        let list = batch.list;
+        let mut start = 0;
+        for &end in &batch.ends {
+            let entry = &batch.bytes[start..end];
+            start = end;
+            let at = &mut index[list as usize];
+            let bad = |why: String| CarveError::Entry {
+                list,
+                index: *at,
+                why,
+            };
+            let done = match list {
+                List::Changes => {
+                    let c: JsonChange =
+                        serde_json::from_slice(entry).map_err(|e| bad(e.to_string()))?;
+                    changes.get_or_insert_with(Default::default).push(c)
+                }
+                List::SourceDeletes => {
+                    let d: JsonSourceDelete =
+                        serde_json::from_slice(entry).map_err(|e| bad(e.to_string()))?;
+                    deletes.get_or_insert_with(Default::default).push(d)
+                }
+            };
+            done.map_err(bad)?;
+            *at += 1;
+        }
+    }
+    let spill = CarveError::Spill;
+    Ok((
+        changes
             .map(ChangesBuilder::finish)
             .transpose()
-            .map_err(CarveError::Spill)?,
-        source_deletes: s
-            .deletes
+            .map_err(spill)?,
+        deletes
             .map(DeletesBuilder::finish)
             .transpose()
-            .map_err(CarveError::Spill)?,
-    })
+            .map_err(spill)?,
+    ))
 }
 
 impl Scanner {
@@ -335,14 +432,14 @@ impl Scanner {
                     f.want_key = f.object;
                 }
             }
-            b'{' | b'[' => self.open(chunk, i, b == b'{'),
+            b'{' | b'[' => self.open(chunk, i, b == b'{')?,
             b'}' | b']' => self.close(b == b'}')?,
             _ => {}
         }
         Ok(())
     }
 
-    fn open(&mut self, chunk: &[u8], i: usize, object: bool) {
+    fn open(&mut self, chunk: &[u8], i: usize, object: bool) -> Result<(), CarveError> {
         let role = match self.stack.last() {
             None if object => Role::Top,
             Some(p) if p.object && !p.want_key => match (p.role, p.key, object) {
@@ -363,15 +460,10 @@ impl Scanner {
             self.switch(chunk, i + 1, Sink::Gap);
             self.entry_open = false;
             self.after_comma = false;
-            match list {
-                List::Changes => {
-                    self.changes.get_or_insert_with(ChangesBuilder::default);
-                }
-                List::SourceDeletes => {
-                    self.deletes.get_or_insert_with(DeletesBuilder::default);
-                }
-            }
+            self.batch = Batch::new(list);
+            return self.send(Msg::Open(list));
         }
+        Ok(())
     }
 
     fn close(&mut self, object: bool) -> Result<(), CarveError> {
@@ -404,6 +496,7 @@ impl Scanner {
                 if b == b']' {
                     self.switch(chunk, i, Sink::Skeleton);
                     self.stack.pop();
+                    self.send_batch()?;
                 }
             }
             _ => {
@@ -420,24 +513,28 @@ impl Scanner {
 
     fn entry_done(&mut self, list: List) -> Result<(), CarveError> {
         self.entry_open = false;
-        let slot = list as usize;
-        let index = self.index[slot];
-        self.index[slot] += 1;
-        let bad = |why: String| CarveError::Entry { list, index, why };
-        let done = match list {
-            List::Changes => {
-                let c: JsonChange =
-                    serde_json::from_slice(&self.entry).map_err(|e| bad(e.to_string()))?;
-                self.changes.get_or_insert_with(Default::default).push(c)
-            }
-            List::SourceDeletes => {
-                let d: JsonSourceDelete =
-                    serde_json::from_slice(&self.entry).map_err(|e| bad(e.to_string()))?;
-                self.deletes.get_or_insert_with(Default::default).push(d)
-            }
-        };
-        self.entry.clear();
-        done.map_err(bad)
+        debug_assert_eq!(self.batch.list, list);
+        self.batch.ends.push(self.batch.bytes.len());
+        if self.batch.bytes.len() >= BATCH {
+            self.send_batch()?;
+        }
+        Ok(())
+    }
+
+    fn send_batch(&mut self) -> Result<(), CarveError> {
+        let list = self.batch.list;
+        let full = std::mem::replace(&mut self.batch, Batch::new(list));
+        if full.ends.is_empty() {
+            return Ok(());
+        }
+        self.send(Msg::Entries(full))
+    }
+
+    /// A parser that has stopped has failed: its error is the one told.
+    fn send(&self, msg: Msg) -> Result<(), CarveError> {
+        self.to_parser
+            .send(msg)
+            .map_err(|_| CarveError::Spill("the parser stopped".into()))
     }
 
     /// Sends the bytes since the last switch to the current sink.
@@ -445,7 +542,7 @@ impl Scanner {
         let bytes = &chunk[self.seg..to];
         match self.sink {
             Sink::Skeleton => self.skeleton.extend_from_slice(bytes),
-            Sink::Entry => self.entry.extend_from_slice(bytes),
+            Sink::Entry => self.batch.bytes.extend_from_slice(bytes),
             Sink::Gap => {}
         }
         self.seg = to;
