@@ -565,6 +565,8 @@ impl Run<'_> {
         for (w, m) in writes_to.iter_mut().zip(&report.mappings) {
             *w = m.summary.writes() > 0;
         }
+        // A read of the spill file that failed while rendering stops here.
+        report.changes.check().map_err(PlanError::Spill)?;
         let tos = self.plan.mappings.iter().map(|m| &m.to[..]);
         if let Some((prefix, why)) = unwritable(&self.destination, tos, &writes_to).await {
             return Err(EngineError::NotWritable { prefix, why });
