@@ -53,13 +53,17 @@ dst() {
   etcdctl --command-timeout=30s --endpoints="$DST" --cacert "$work/certs/ca.pem" --cert "$work/certs/client.pem" \
     --key "$work/certs/client-key.pem" "$@"
 }
+# Up to a minute by the clock (one probe may take seconds), and no longer
+# than a server lives.
 ready=""
-for _ in $(seq 600); do
+deadline=$((SECONDS + 60))
+while [ -z "$ready" ] && [ "$SECONDS" -lt "$deadline" ]; do
+  for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || break 2; done
   if src endpoint health >/dev/null 2>&1 && dst endpoint health >/dev/null 2>&1; then ready=yes; break; fi
   sleep 0.1
 done
 if [ -z "$ready" ]; then
-  echo "demo: the etcd servers did not become healthy within a minute; their logs:" >&2
+  echo "demo: the etcd servers did not become healthy within a minute, or one exited; their logs:" >&2
   tail -n 20 "$work"/*.log >&2
   exit 1
 fi
