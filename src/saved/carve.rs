@@ -19,10 +19,10 @@ use crate::render::{
 };
 
 /// A read through the file: the skeleton and the two lists, where found.
-pub struct Carved {
-    pub skeleton: Vec<u8>,
-    pub changes: Option<JsonChanges>,
-    pub source_deletes: Option<JsonSourceDeletes>,
+struct Carved {
+    skeleton: Vec<u8>,
+    changes: Option<JsonChanges>,
+    source_deletes: Option<JsonSourceDeletes>,
 }
 
 /// The two lists that are carved out.
@@ -183,7 +183,7 @@ pub fn saved_plan(reader: impl Read) -> Result<SavedPlan, CarveError> {
 /// Cuts a saved plan into its skeleton and its two lists, spilled. The
 /// entries are parsed on a second thread while the scan goes on: before an
 /// apply's first write nothing else runs, so both cores are free.
-pub fn carve(reader: impl Read) -> Result<Carved, CarveError> {
+fn carve(reader: impl Read) -> Result<Carved, CarveError> {
     let (tx, rx) = std::sync::mpsc::sync_channel(AHEAD);
     std::thread::scope(|scope| {
         let parser = scope.spawn(move || parse(rx));
