@@ -156,7 +156,7 @@ async fn check_snapshot(plan: &Plan) -> SideCheck {
         Ok(SnapshotCheck {
             facts: file.facts.clone(),
             revision,
-            keys: index.keys,
+            keys: index.keys().map_err(|e| e.to_string())?,
         })
     })
     .await

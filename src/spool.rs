@@ -77,6 +77,25 @@ impl<T: Serialize> SpoolWriter<T> {
         self.len == 0
     }
 
+    /// Flushes what was pushed so far and returns a reader of the same file
+    /// (`None` before the first record), so that records can be read while
+    /// more are written: a reader reads by offset and count, never past
+    /// what was flushed when it was told of it.
+    pub fn flushed(&mut self) -> std::io::Result<Option<Spool<T>>> {
+        let Some((out, file)) = self.out.as_mut() else {
+            return Ok(None);
+        };
+        out.flush()?;
+        Ok(Some(Spool {
+            inner: Arc::new(Inner {
+                path: Some(file.clone()),
+                len: self.len,
+                broken: AtomicBool::new(false),
+            }),
+            _t: PhantomData,
+        }))
+    }
+
     /// Flushes and seals the file for reading.
     pub fn finish(self) -> std::io::Result<Spool<T>> {
         let path = match self.out {

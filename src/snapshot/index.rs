@@ -3,11 +3,15 @@
 //! runs of a bounded size are sorted in memory and spilled, then merged,
 //! keeping each key's last version at or before the revision and dropping
 //! deleted keys. The result is a spill file with a sparse index of marks,
-//! so a range read starts near its first key. Memory holds one run while
-//! sorting, and one version per run while merging.
+//! so a range read starts near its first key. The merge runs on its own
+//! thread and readers follow it, so a scan in key order starts as soon as
+//! the runs are sorted, not when the whole keyspace is merged. Memory holds
+//! one run while sorting, and one version per run while merging.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use etcd_client::proto::PbKeyValue;
 use prost::Message as _;
@@ -50,12 +54,64 @@ pub struct Kept {
     pub lease: i64,
 }
 
-/// The sorted keyspace at one revision.
+/// The sorted keyspace at one revision. The merge that writes it runs on
+/// its own thread while the keys are already read: a reader follows it and
+/// waits for keys not yet merged, so a plan's scan (in key order) starts
+/// at once. What needs the whole keyspace (its size, a range's count)
+/// waits for the merge to end.
 pub struct Index {
-    entries: Spool<Kept>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    merged: Mutex<Merged>,
+    grew: Condvar,
+    /// Set when the index is dropped: the merge stops.
+    abandoned: AtomicBool,
+}
+
+/// What the merge has written so far.
+#[derive(Default)]
+struct Merged {
+    /// The spill file, once it holds a record.
+    entries: Option<Spool<Kept>>,
     /// (key, offset, ordinal) of every [`MARK_EVERY`]th entry.
     marks: Vec<(Vec<u8>, u64, u64)>,
-    pub keys: u64,
+    /// Entries flushed to the file, and the offset just past them.
+    keys: u64,
+    offset: u64,
+    done: bool,
+    failed: Option<String>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Merged> {
+        self.merged.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until the merge has flushed past `ordinal`, or ended.
+    fn wait_past(&self, ordinal: u64) -> MutexGuard<'_, Merged> {
+        let mut m = self.lock();
+        while !m.done && m.keys <= ordinal {
+            m = self.grew.wait(m).unwrap_or_else(PoisonError::into_inner);
+        }
+        m
+    }
+
+    /// Waits until the merge has ended; its error, if it failed.
+    fn wait_done(&self) -> Result<MutexGuard<'_, Merged>, BoltError> {
+        let m = self.wait_past(u64::MAX);
+        match &m.failed {
+            Some(why) => Err(BoltError::Io(why.clone())),
+            None => Ok(m),
+        }
+    }
+}
+
+impl Drop for Index {
+    fn drop(&mut self) {
+        self.shared.abandoned.store(true, Ordering::Relaxed);
+    }
 }
 
 /// A revision key of the `key` bucket: 8 bytes of main revision, `_`, 8
@@ -128,109 +184,209 @@ impl Index {
         if !run.is_empty() {
             spill(&mut run)?;
         }
-        let read = started.elapsed().as_secs_f64();
-        let n = runs.len();
-        let index = merge(runs)?;
-        tracing::info!(
-            runs = n,
-            keys = index.keys,
-            read_and_sorted_s = read,
-            merged_s = started.elapsed().as_secs_f64() - read,
-            "snapshot keyspace sorted"
+        tracing::debug!(
+            runs = runs.len(),
+            read_and_sorted_s = started.elapsed().as_secs_f64(),
+            "snapshot versions sorted into runs; merging them"
         );
-        Ok(index)
+        Index::merging(runs, started)
+    }
+
+    /// Starts merging `runs` on a thread of its own; the index reads what
+    /// it has merged so far and waits for the rest.
+    fn merging(runs: Vec<Spool<Version>>, started: std::time::Instant) -> Result<Index, BoltError> {
+        let shared = Arc::new(Shared {
+            merged: Mutex::new(Merged::default()),
+            grew: Condvar::new(),
+            abandoned: AtomicBool::new(false),
+        });
+        let merging = shared.clone();
+        std::thread::Builder::new()
+            .name("snapshot-merge".into())
+            .spawn(move || {
+                let result = merge(runs, &merging);
+                let mut m = merging.lock();
+                if let Err(e) = result {
+                    m.failed = Some(e.to_string());
+                }
+                m.done = true;
+                merging.grew.notify_all();
+                tracing::info!(
+                    keys = m.keys,
+                    seconds = started.elapsed().as_secs_f64(),
+                    failed = m.failed.is_some(),
+                    "snapshot keyspace sorted and merged"
+                );
+            })
+            .map_err(|e| BoltError::Io(format!("cannot start the merge: {e}")))?;
+        Ok(Index { shared })
+    }
+
+    /// How many keys the index holds, once the merge has ended.
+    pub fn keys(&self) -> Result<u64, BoltError> {
+        Ok(self.shared.wait_done()?.keys)
     }
 
     /// About how many keys lie at or after `start` and before `end` (to the
-    /// end when `None`), from the marks alone: within [`MARK_EVERY`] per edge.
-    pub fn estimate(&self, start: &[u8], end: Option<&[u8]>) -> u64 {
+    /// end when `None`), from the marks alone: within [`MARK_EVERY`] per
+    /// edge. It waits for the merge to end, so it never counts short.
+    pub fn estimate(&self, start: &[u8], end: Option<&[u8]>) -> Result<u64, BoltError> {
+        let m = self.shared.wait_done()?;
         let ordinal = |at: usize| match at {
             0 => 0,
-            i => self.marks[i - 1].2,
+            i => m.marks[i - 1].2,
         };
-        let lo = ordinal(self.marks.partition_point(|(k, _, _)| k.as_slice() < start));
+        let lo = ordinal(m.marks.partition_point(|(k, _, _)| k.as_slice() < start));
         let hi = match end {
-            None => self.keys,
-            Some(e) => ordinal(self.marks.partition_point(|(k, _, _)| k.as_slice() < e)),
+            None => m.keys,
+            Some(e) => ordinal(m.marks.partition_point(|(k, _, _)| k.as_slice() < e)),
         };
-        hi.saturating_sub(lo)
+        Ok(hi.saturating_sub(lo))
     }
 
-    /// The entries from the first key at or after `start`, in key order.
+    /// The entries from the first key at or after `start`, in key order,
+    /// as the merge writes them.
     pub fn from(&self, start: &[u8]) -> impl Iterator<Item = Result<Kept, BoltError>> + use<> {
-        let at = self
-            .marks
-            .partition_point(|(k, _, _)| k.as_slice() <= start);
-        let (offset, ordinal) = match at {
-            0 => (0, 0),
-            i => (self.marks[i - 1].1, self.marks[i - 1].2),
+        // The last mark at or before `start` among those written yet: a
+        // later one may follow, so the entries before `start` are skipped.
+        let (offset, ordinal) = {
+            let m = self.shared.lock();
+            match m.marks.partition_point(|(k, _, _)| k.as_slice() <= start) {
+                0 => (0, 0),
+                i => (m.marks[i - 1].1, m.marks[i - 1].2),
+            }
         };
         let start = start.to_vec();
-        self.entries
-            .try_iter_at(offset, self.keys - ordinal, 64 << 10)
-            .map(|r| r.map_err(io))
-            .filter(move |r| r.as_ref().map_or(true, |e| e.key >= start))
+        Follow {
+            shared: self.shared.clone(),
+            offset,
+            ordinal,
+            chunk: None,
+            ended: false,
+        }
+        .filter(move |r| r.as_ref().map_or(true, |e| e.key >= start))
+    }
+}
+
+type Chunk = Box<dyn Iterator<Item = std::io::Result<Kept>> + Send>;
+
+/// Reads the merged entries in order, waiting for those not yet flushed.
+struct Follow {
+    shared: Arc<Shared>,
+    offset: u64,
+    ordinal: u64,
+    chunk: Option<Chunk>,
+    ended: bool,
+}
+
+impl Iterator for Follow {
+    type Item = Result<Kept, BoltError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.ended {
+            if let Some(r) = self.chunk.as_mut().and_then(Iterator::next) {
+                return Some(r.map_err(io));
+            }
+            self.chunk = None;
+            let m = self.shared.wait_past(self.ordinal);
+            if let Some(why) = &m.failed {
+                self.ended = true;
+                return Some(Err(BoltError::Io(why.clone())));
+            }
+            match &m.entries {
+                Some(entries) if m.keys > self.ordinal => {
+                    let count = m.keys - self.ordinal;
+                    self.chunk = Some(Box::new(entries.try_iter_at(self.offset, count, 64 << 10)));
+                    (self.offset, self.ordinal) = (m.offset, m.keys);
+                }
+                // Ended, and every entry read.
+                _ => self.ended = true,
+            }
+        }
+        None
     }
 }
 
 /// Merges sorted runs: each key's last version, unless it is a tombstone.
-fn merge(runs: Vec<Spool<Version>>) -> Result<Index, BoltError> {
+/// The heap holds each run's next version itself, so no key is copied.
+fn merge(runs: Vec<Spool<Version>>, shared: &Shared) -> Result<(), BoltError> {
     let mut readers: Vec<_> = runs
         .iter()
         .map(|r| r.try_iter_at(0, r.len(), 64 << 10))
         .collect();
-    let mut heads: Vec<Option<Version>> = Vec::with_capacity(readers.len());
-    let mut heap = BinaryHeap::new();
+    let mut heap = BinaryHeap::with_capacity(readers.len());
     for (i, r) in readers.iter_mut().enumerate() {
-        let v = r.next().transpose().map_err(io)?;
-        if let Some(v) = &v {
-            heap.push(Reverse(((v.key.clone(), v.main, v.sub), i)));
+        if let Some(v) = r.next().transpose().map_err(io)? {
+            heap.push(Reverse(Head(v, i)));
         }
-        heads.push(v);
     }
     let mut out = Sorted::default();
     let mut last: Option<Version> = None;
-    while let Some(Reverse((_, i))) = heap.pop() {
-        let Some(v) = heads[i].take() else {
-            continue;
-        };
+    while let Some(Reverse(Head(v, i))) = heap.pop() {
+        if shared.abandoned.load(Ordering::Relaxed) {
+            return Err(BoltError::Io("the index was dropped".into()));
+        }
         if let Some(n) = readers[i].next().transpose().map_err(io)? {
-            heap.push(Reverse(((n.key.clone(), n.main, n.sub), i)));
-            heads[i] = Some(n);
+            heap.push(Reverse(Head(n, i)));
         }
         if let Some(prev) = last.take()
             && prev.key != v.key
         {
-            out.emit(prev)?;
+            out.emit(prev, shared)?;
         }
         last = Some(v);
     }
     if let Some(prev) = last {
-        out.emit(prev)?;
+        out.emit(prev, shared)?;
     }
-    Ok(Index {
-        entries: out.out.finish().map_err(io)?,
-        marks: out.marks,
-        keys: out.keys,
-    })
+    out.finish(shared)
+}
+
+/// A run's next version, ordered by (key, revision): runs are read in that
+/// order, so the merge sees each key's versions oldest first.
+struct Head(Version, usize);
+
+impl Head {
+    fn order(&self) -> (&[u8], i64, i64) {
+        (&self.0.key, self.0.main, self.0.sub)
+    }
+}
+
+impl PartialEq for Head {
+    fn eq(&self, other: &Self) -> bool {
+        self.order() == other.order()
+    }
+}
+
+impl Eq for Head {}
+
+impl PartialOrd for Head {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Head {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.order().cmp(&other.order())
+    }
 }
 
 /// The merged output as it is written.
 #[derive(Default)]
 struct Sorted {
     out: SpoolWriter<Kept>,
-    marks: Vec<(Vec<u8>, u64, u64)>,
     keys: u64,
+    offset: u64,
 }
 
 impl Sorted {
-    fn emit(&mut self, v: Version) -> Result<(), BoltError> {
+    fn emit(&mut self, v: Version, shared: &Shared) -> Result<(), BoltError> {
         if v.tombstone {
             return Ok(());
         }
         if self.keys.is_multiple_of(MARK_EVERY) {
-            self.marks
-                .push((v.key.clone(), self.out.offset(), self.keys));
+            self.publish(&v.key, shared)?;
         }
         let kept = Kept {
             key: v.key,
@@ -242,6 +398,208 @@ impl Sorted {
         };
         self.out.push(&kept).map_err(io)?;
         self.keys += 1;
+        self.offset = self.out.offset();
         Ok(())
+    }
+
+    /// Seals the file and hands the readers its last entries (the thread
+    /// then says the merge is done).
+    fn finish(self, shared: &Shared) -> Result<(), BoltError> {
+        let entries = self.out.finish().map_err(io)?;
+        let mut m = shared.lock();
+        (m.keys, m.offset) = (self.keys, self.offset);
+        m.entries = Some(entries);
+        Ok(())
+    }
+
+    /// Flushes the entries so far, tells the readers, and marks `key` as
+    /// the next entry's.
+    fn publish(&mut self, key: &[u8], shared: &Shared) -> Result<(), BoltError> {
+        let flushed = self.out.flushed().map_err(io)?;
+        let mut m = shared.lock();
+        if m.entries.is_none() {
+            m.entries = flushed;
+        }
+        (m.keys, m.offset) = (self.keys, self.offset);
+        m.marks.push((key.to_vec(), self.offset, self.keys));
+        shared.grew.notify_all();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn version(key: &str, main: i64, tombstone: bool) -> Version {
+        Version {
+            key: key.as_bytes().to_vec(),
+            main,
+            sub: 0,
+            tombstone,
+            value: format!("{key}@{main}").into_bytes(),
+            create_revision: 1,
+            version: 1,
+            lease: 0,
+        }
+    }
+
+    /// Runs as `build` spills them: each sorted by (key, revision).
+    fn runs(versions: &[Version], per_run: usize) -> Vec<Spool<Version>> {
+        versions
+            .chunks(per_run)
+            .map(|chunk| {
+                let mut run = chunk.to_vec();
+                run.sort_by(|a, b| (&a.key, a.main, a.sub).cmp(&(&b.key, b.main, b.sub)));
+                let mut w = SpoolWriter::new();
+                for v in &run {
+                    w.push(v).expect("push");
+                }
+                w.finish().expect("finish")
+            })
+            .collect()
+    }
+
+    /// Several thousand keys written twice and some deleted, in revision
+    /// order, as the `key` bucket holds them; and the keyspace they leave.
+    fn history() -> (Vec<Version>, BTreeMap<Vec<u8>, i64>) {
+        let mut versions = Vec::new();
+        let mut model = BTreeMap::new();
+        let mut rev = 1;
+        for round in 0..3 {
+            for i in 0..3000 {
+                rev += 1;
+                let key = format!("/k/{:05}", (i * 7919) % 3000);
+                let dead = round == 2 && i % 5 == 0;
+                versions.push(version(&key, rev, dead));
+                if dead {
+                    model.remove(key.as_bytes());
+                } else {
+                    model.insert(key.into_bytes(), rev);
+                }
+            }
+        }
+        (versions, model)
+    }
+
+    #[test]
+    fn readers_that_follow_the_merge_see_every_live_key_once_in_order() {
+        let (versions, model) = history();
+        let index = Index::merging(runs(&versions, 700), std::time::Instant::now()).expect("merge");
+        // Started at once, while the merge is writing: each reader must wait
+        // for what is not yet merged, never end early.
+        let starts: Vec<Vec<u8>> = ["", "/k/00000", "/k/01234", "/k/02999", "/k/3", "/l"]
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
+        std::thread::scope(|scope| {
+            for start in &starts {
+                let index = &index;
+                let model = &model;
+                scope.spawn(move || {
+                    let got: Vec<(Vec<u8>, i64)> = index
+                        .from(start)
+                        .map(|r| r.map(|k| (k.key, k.mod_revision)).expect("read"))
+                        .collect();
+                    let want: Vec<(Vec<u8>, i64)> = model
+                        .range(start.clone()..)
+                        .map(|(k, r)| (k.clone(), *r))
+                        .collect();
+                    assert_eq!(got, want, "from {:?}", String::from_utf8_lossy(start));
+                });
+            }
+        });
+        assert_eq!(index.keys().expect("keys"), model.len() as u64);
+        let all = index.estimate(b"", None).expect("estimate");
+        assert_eq!(all, model.len() as u64);
+        let part = index
+            .estimate(b"/k/01000", Some(b"/k/02000"))
+            .expect("estimate");
+        let exact = model
+            .range(b"/k/01000".to_vec()..b"/k/02000".to_vec())
+            .count() as u64;
+        assert!(part.abs_diff(exact) <= 2 * MARK_EVERY, "{part} vs {exact}");
+    }
+
+    /// The merge's writer driven by hand: a reader started first gets each
+    /// entry only once it is flushed, and ends only when the merge is done.
+    #[test]
+    fn a_reader_waits_for_entries_not_yet_flushed_and_for_the_end() {
+        let shared = Arc::new(Shared {
+            merged: Mutex::new(Merged::default()),
+            grew: Condvar::new(),
+            abandoned: AtomicBool::new(false),
+        });
+        let index = Index {
+            shared: shared.clone(),
+        };
+        let total = 3 * MARK_EVERY + 17;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            let index = &index;
+            scope.spawn(move || {
+                for kept in index.from(b"/k/") {
+                    tx.send(kept.expect("read").key).expect("send");
+                }
+            });
+            let mut out = Sorted::default();
+            for i in 0..total {
+                out.emit(
+                    version(&format!("/k/{i:05}"), 10 + i as i64, false),
+                    &shared,
+                )
+                .expect("emit");
+                if i == MARK_EVERY + 3 {
+                    // Published up to the last mark, not past it.
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    let seen: Vec<Vec<u8>> = rx.try_iter().collect();
+                    assert_eq!(seen.len() as u64, MARK_EVERY);
+                    assert_eq!(
+                        seen.last(),
+                        Some(&format!("/k/{:05}", MARK_EVERY - 1).into_bytes())
+                    );
+                }
+            }
+            out.finish(&shared).expect("finish");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            // Everything flushed is read, but the reader still waits for the end.
+            assert_eq!(rx.try_iter().count() as u64, total - MARK_EVERY);
+            assert!(rx.try_recv().is_err());
+            let mut m = shared.lock();
+            m.done = true;
+            shared.grew.notify_all();
+        });
+        assert!(
+            rx.recv().is_err(),
+            "the reader ended once the merge was done"
+        );
+    }
+
+    #[test]
+    fn a_failed_merge_is_an_error_to_its_readers_not_an_early_end() {
+        let (versions, _) = history();
+        let index = Index::merging(runs(&versions, 700), std::time::Instant::now()).expect("merge");
+        {
+            let mut m = index.shared.lock();
+            m.failed = Some("disk full".into());
+            m.done = true;
+        }
+        assert!(index.from(b"").any(|r| r.is_err()));
+        assert!(index.keys().is_err());
+        assert!(index.estimate(b"", None).is_err());
+    }
+
+    #[test]
+    fn values_are_each_keys_last_version() {
+        let (versions, model) = history();
+        let index =
+            Index::merging(runs(&versions, 4096), std::time::Instant::now()).expect("merge");
+        for kept in index.from(b"") {
+            let kept = kept.expect("read");
+            let rev = model[&kept.key];
+            let key = String::from_utf8_lossy(&kept.key).into_owned();
+            assert_eq!(kept.value, format!("{key}@{rev}").into_bytes());
+        }
     }
 }

@@ -22,8 +22,6 @@ pub struct Served {
     pub facts: Facts,
     /// The revision served.
     pub revision: i64,
-    /// Keys at that revision that the plan's mappings read.
-    pub keys: u64,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     state: Arc<State>,
 }
@@ -82,7 +80,6 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| unreadable(e.to_string()))?
         .port();
-    let keys = index.keys;
     let state = Arc::new(State {
         index,
         revision,
@@ -136,7 +133,6 @@ pub async fn serve(
         config,
         facts: snapshot.facts.clone(),
         revision,
-        keys,
         stop: Some(stop),
         state,
     })
@@ -231,7 +227,9 @@ fn range(
             // rounded up by a mark's spacing at each edge, so that it never
             // falls short: a reader may stop once it has read that many.
             more = true;
-            let rest = index.estimate(&e.key, end.filter(|e| !e.is_empty()))
+            let rest = index
+                .estimate(&e.key, end.filter(|e| !e.is_empty()))
+                .map_err(|e| Status::internal(e.to_string()))?
                 + 2 * super::index::MARK_EVERY;
             count += i64::try_from(rest)
                 .unwrap_or(i64::MAX)
