@@ -85,6 +85,14 @@ struct Merged {
 }
 
 impl Shared {
+    fn new() -> Arc<Shared> {
+        Arc::new(Shared {
+            merged: Mutex::new(Merged::default()),
+            grew: Condvar::new(),
+            abandoned: AtomicBool::new(false),
+        })
+    }
+
     fn lock(&self) -> MutexGuard<'_, Merged> {
         self.merged.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -195,11 +203,7 @@ impl Index {
     /// Starts merging `runs` on a thread of its own; the index reads what
     /// it has merged so far and waits for the rest.
     fn merging(runs: Vec<Spool<Version>>, started: std::time::Instant) -> Result<Index, BoltError> {
-        let shared = Arc::new(Shared {
-            merged: Mutex::new(Merged::default()),
-            grew: Condvar::new(),
-            abandoned: AtomicBool::new(false),
-        });
+        let shared = Shared::new();
         let merging = shared.clone();
         std::thread::Builder::new()
             .name("snapshot-merge".into())
@@ -377,7 +381,6 @@ impl Ord for Head {
 struct Sorted {
     out: SpoolWriter<Kept>,
     keys: u64,
-    offset: u64,
 }
 
 impl Sorted {
@@ -398,16 +401,16 @@ impl Sorted {
         };
         self.out.push(&kept).map_err(io)?;
         self.keys += 1;
-        self.offset = self.out.offset();
         Ok(())
     }
 
     /// Seals the file and hands the readers its last entries (the thread
     /// then says the merge is done).
     fn finish(self, shared: &Shared) -> Result<(), BoltError> {
+        let (keys, offset) = (self.keys, self.out.offset());
         let entries = self.out.finish().map_err(io)?;
         let mut m = shared.lock();
-        (m.keys, m.offset) = (self.keys, self.offset);
+        (m.keys, m.offset) = (keys, offset);
         m.entries = Some(entries);
         Ok(())
     }
@@ -416,12 +419,13 @@ impl Sorted {
     /// the next entry's.
     fn publish(&mut self, key: &[u8], shared: &Shared) -> Result<(), BoltError> {
         let flushed = self.out.flushed().map_err(io)?;
+        let offset = self.out.offset();
         let mut m = shared.lock();
         if m.entries.is_none() {
             m.entries = flushed;
         }
-        (m.keys, m.offset) = (self.keys, self.offset);
-        m.marks.push((key.to_vec(), self.offset, self.keys));
+        (m.keys, m.offset) = (self.keys, offset);
+        m.marks.push((key.to_vec(), offset, self.keys));
         shared.grew.notify_all();
         Ok(())
     }
@@ -526,11 +530,7 @@ mod tests {
     /// entry only once it is flushed, and ends only when the merge is done.
     #[test]
     fn a_reader_waits_for_entries_not_yet_flushed_and_for_the_end() {
-        let shared = Arc::new(Shared {
-            merged: Mutex::new(Merged::default()),
-            grew: Condvar::new(),
-            abandoned: AtomicBool::new(false),
-        });
+        let shared = Shared::new();
         let index = Index {
             shared: shared.clone(),
         };
