@@ -86,14 +86,7 @@ impl<T: Serialize> SpoolWriter<T> {
             return Ok(None);
         };
         out.flush()?;
-        Ok(Some(Spool {
-            inner: Arc::new(Inner {
-                path: Some(file.clone()),
-                len: self.len,
-                broken: AtomicBool::new(false),
-            }),
-            _t: PhantomData,
-        }))
+        Ok(Some(Spool::over(Some(file.clone()), self.len)))
     }
 
     /// Flushes and seals the file for reading.
@@ -105,14 +98,7 @@ impl<T: Serialize> SpoolWriter<T> {
                 Some(file)
             }
         };
-        Ok(Spool {
-            inner: Arc::new(Inner {
-                path,
-                len: self.len,
-                broken: AtomicBool::new(false),
-            }),
-            _t: PhantomData,
-        })
+        Ok(Spool::over(path, self.len))
     }
 }
 
@@ -133,6 +119,20 @@ struct Inner {
 pub struct Spool<T> {
     inner: Arc<Inner>,
     _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Spool<T> {
+    /// The first `len` records of `path` (none without a file).
+    fn over(path: Option<Arc<File>>, len: u64) -> Spool<T> {
+        Spool {
+            inner: Arc::new(Inner {
+                path,
+                len,
+                broken: AtomicBool::new(false),
+            }),
+            _t: PhantomData,
+        }
+    }
 }
 
 impl<T> Clone for Spool<T> {
@@ -158,14 +158,7 @@ impl<T: Serialize + DeserializeOwned> Default for Spool<T> {
 
 impl<T: Serialize + DeserializeOwned> Spool<T> {
     pub fn empty() -> Spool<T> {
-        Spool {
-            inner: Arc::new(Inner {
-                path: None,
-                len: 0,
-                broken: AtomicBool::new(false),
-            }),
-            _t: PhantomData,
-        }
+        Spool::over(None, 0)
     }
 
     /// A spool of the given records (small sets, tests).

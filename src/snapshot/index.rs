@@ -41,6 +41,13 @@ struct Version {
     lease: i64,
 }
 
+impl Version {
+    /// The order of runs and of the merge: by key, then by revision.
+    fn order(&self) -> (&[u8], i64, i64) {
+        (&self.key, self.main, self.sub)
+    }
+}
+
 /// A key as it stood at the index's revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Kept {
@@ -152,12 +159,7 @@ impl Index {
         let mut run: Vec<Version> = Vec::new();
         let mut bytes = 0usize;
         let mut spill = |run: &mut Vec<Version>| -> Result<(), BoltError> {
-            run.sort_by(|a, b| (&a.key, a.main, a.sub).cmp(&(&b.key, b.main, b.sub)));
-            let mut w = SpoolWriter::new();
-            for v in run.drain(..) {
-                w.push(&v).map_err(io)?;
-            }
-            runs.push(w.finish().map_err(io)?);
+            runs.push(spill_run(run)?);
             Ok(())
         };
         bolt.walk(root, &mut |k, v, _| {
@@ -311,6 +313,16 @@ impl Iterator for Follow {
     }
 }
 
+/// Sorts `run` by (key, revision) and spills it, leaving it empty.
+fn spill_run(run: &mut Vec<Version>) -> Result<Spool<Version>, BoltError> {
+    run.sort_by(|a, b| a.order().cmp(&b.order()));
+    let mut w = SpoolWriter::new();
+    for v in run.drain(..) {
+        w.push(&v).map_err(io)?;
+    }
+    w.finish().map_err(io)
+}
+
 /// Merges sorted runs: each key's last version, unless it is a tombstone.
 /// The heap holds each run's next version itself, so no key is copied.
 fn merge(runs: Vec<Spool<Version>>, shared: &Shared) -> Result<(), BoltError> {
@@ -350,15 +362,9 @@ fn merge(runs: Vec<Spool<Version>>, shared: &Shared) -> Result<(), BoltError> {
 /// order, so the merge sees each key's versions oldest first.
 struct Head(Version, usize);
 
-impl Head {
-    fn order(&self) -> (&[u8], i64, i64) {
-        (&self.0.key, self.0.main, self.0.sub)
-    }
-}
-
 impl PartialEq for Head {
     fn eq(&self, other: &Self) -> bool {
-        self.order() == other.order()
+        self.0.order() == other.0.order()
     }
 }
 
@@ -372,7 +378,7 @@ impl PartialOrd for Head {
 
 impl Ord for Head {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.order().cmp(&other.order())
+        self.0.order().cmp(&other.0.order())
     }
 }
 
@@ -380,7 +386,6 @@ impl Ord for Head {
 #[derive(Default)]
 struct Sorted {
     out: SpoolWriter<Kept>,
-    keys: u64,
 }
 
 impl Sorted {
@@ -388,7 +393,7 @@ impl Sorted {
         if v.tombstone {
             return Ok(());
         }
-        if self.keys.is_multiple_of(MARK_EVERY) {
+        if self.out.len().is_multiple_of(MARK_EVERY) {
             self.publish(&v.key, shared)?;
         }
         let kept = Kept {
@@ -400,14 +405,13 @@ impl Sorted {
             lease: v.lease,
         };
         self.out.push(&kept).map_err(io)?;
-        self.keys += 1;
         Ok(())
     }
 
     /// Seals the file and hands the readers its last entries (the thread
     /// then says the merge is done).
     fn finish(self, shared: &Shared) -> Result<(), BoltError> {
-        let (keys, offset) = (self.keys, self.out.offset());
+        let (keys, offset) = (self.out.len(), self.out.offset());
         let entries = self.out.finish().map_err(io)?;
         let mut m = shared.lock();
         (m.keys, m.offset) = (keys, offset);
@@ -424,8 +428,9 @@ impl Sorted {
         if m.entries.is_none() {
             m.entries = flushed;
         }
-        (m.keys, m.offset) = (self.keys, offset);
-        m.marks.push((key.to_vec(), offset, self.keys));
+        let keys = self.out.len();
+        (m.keys, m.offset) = (keys, offset);
+        m.marks.push((key.to_vec(), offset, keys));
         shared.grew.notify_all();
         Ok(())
     }
@@ -453,15 +458,7 @@ mod tests {
     fn runs(versions: &[Version], per_run: usize) -> Vec<Spool<Version>> {
         versions
             .chunks(per_run)
-            .map(|chunk| {
-                let mut run = chunk.to_vec();
-                run.sort_by(|a, b| (&a.key, a.main, a.sub).cmp(&(&b.key, b.main, b.sub)));
-                let mut w = SpoolWriter::new();
-                for v in &run {
-                    w.push(v).expect("push");
-                }
-                w.finish().expect("finish")
-            })
+            .map(|chunk| spill_run(&mut chunk.to_vec()).expect("spill"))
             .collect()
     }
 
