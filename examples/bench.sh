@@ -162,7 +162,7 @@ for run in $(seq "$RUNS"); do
   timed "$BIN" apply "$work/saved.json" --max-listed 0 >"$work/saved.out" 2>&1 || { cat "$work/saved.out"; exit 1; }
   grep -q "Apply complete" "$work/saved.out" || { cat "$work/saved.out"; exit 1; }
   saved+=("$secs"); saved_kib+=("$kib")
-  echo "run $run: apply $secs s; no-op ${noop[-1]} s; plan ${plan[-1]} s"
+  echo "run $run: apply ${apply[-1]} s; apply SAVED $secs s; no-op ${noop[-1]} s; plan ${plan[-1]} s"
 done
 
 m_raw=$(median "${raw[@]}"); m_read=$(median "${read[@]}"); m_seq=$(median "${seq_read[@]}")
