@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::diff::{self, Change, DiffOptions, SourceDelete, Summary};
+use crate::etcd::parallel::{DEFAULT_READERS, FirstPage, Scan, scan_parallel_from};
 use crate::etcd::{Entry, EtcdError, KeyRange, PageLimits, Pin, Side};
 use crate::keys::{KeyList, display_key, prefixes_overlap};
 use crate::planfile::{LeaseMode, OnConflict, Plan};
@@ -211,6 +212,10 @@ pub struct PlanOptions {
     /// A destination revision at which every mapping's `to` range was seen
     /// empty: a plan pinned there does not read them.
     pub empty_at: Option<i64>,
+    /// Each mapping's `from` and `to` ranges' first pages, when apply's
+    /// probes read them: a scan pinned at a page's revision starts from it.
+    pub source_first: Vec<FirstPage>,
+    pub destination_first: Vec<FirstPage>,
 }
 
 impl Default for PlanOptions {
@@ -222,6 +227,8 @@ impl Default for PlanOptions {
             max_request_bytes: crate::etcd::write::DEFAULT_MAX_REQUEST_BYTES,
             heads: None,
             empty_at: None,
+            source_first: Vec::new(),
+            destination_first: Vec::new(),
         }
     }
 }
@@ -272,8 +279,10 @@ pub async fn make_plan_fresh(
             progress.clone(),
         )
         .await;
-        // Heads read before the first round are stale for a replan.
+        // Heads and pages read before the first round are stale for a replan.
         options.heads = None;
+        options.source_first = Vec::new();
+        options.destination_first = Vec::new();
         match result {
             Err(PlanError::Etcd(e @ EtcdError::Compacted { .. }))
                 if options.source_revision == 0 && replans < MAX_REPLANS =>
@@ -614,17 +623,26 @@ async fn diff_mapping<S: WriteSink>(
     got: &mut Gathered,
     sink: Option<S>,
 ) -> Result<Option<S>, PlanError> {
-    let scan = |side: &Arc<Side>, prefix: &[u8], pin: &Pin, is_source| {
+    let scan = |side: &Arc<Side>, is_source, prefix: &[u8], pin: &Pin, first| {
         spawn_scan(
-            side.clone(),
+            (side.clone(), is_source),
             KeyRange::prefix(prefix),
             pin.clone(),
             options.limits,
             progress.clone(),
-            is_source,
+            first,
         )
     };
-    let (src_rx, src_task) = scan(source, &mapping.from, source_pin, true);
+    // Apply's probes read the ranges' first pages: used when read at these
+    // pins (a replan's fresh pins read them again).
+    let first = |pages: &[FirstPage]| pages.get(index).cloned();
+    let (src_rx, src_task) = scan(
+        source,
+        true,
+        &mapping.from,
+        source_pin,
+        first(&options.source_first),
+    );
     let (dst_rx, dst_task) = if options.empty_at == Some(destination_pin.get()) {
         tracing::debug!(
             revision = destination_pin.get(),
@@ -633,7 +651,8 @@ async fn diff_mapping<S: WriteSink>(
         );
         nothing_to_read()
     } else {
-        scan(destination, &mapping.to, destination_pin, false)
+        let first = first(&options.destination_first);
+        scan(destination, false, &mapping.to, destination_pin, first)
     };
     let inputs = DiffInputs {
         index,
@@ -678,14 +697,15 @@ async fn diff_mapping<S: WriteSink>(
 
 type ScanTask = tokio::task::JoinHandle<Result<(), EtcdError>>;
 
-/// Starts a scan that feeds pages into a small bounded channel.
+/// Starts a scan that feeds pages into a small bounded channel, from
+/// `first` when it is the range's first page at `pin`.
 fn spawn_scan(
-    side: Arc<Side>,
+    (side, is_source): (Arc<Side>, bool),
     range: KeyRange,
     pin: Pin,
     limits: PageLimits,
     progress: Arc<Progress>,
-    is_source: bool,
+    first: Option<FirstPage>,
 ) -> (mpsc::Receiver<Vec<Entry>>, ScanTask) {
     let (tx, rx) = mpsc::channel(2);
     let task = tokio::spawn(async move {
@@ -694,16 +714,13 @@ fn spawn_scan(
         } else {
             &progress.destination_keys
         };
-        crate::etcd::parallel::scan_parallel(
-            &side,
-            &range,
-            &pin,
+        let scan = Scan {
+            range: &range,
+            pin: &pin,
             limits,
-            crate::etcd::parallel::DEFAULT_READERS,
-            counter,
-            &tx,
-        )
-        .await
+            readers: DEFAULT_READERS,
+        };
+        scan_parallel_from(&side, scan, first, counter, &tx).await
     });
     (rx, task)
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use common::{Cluster, write_plan};
-use etcdplan::etcd::parallel::scan_parallel;
+use etcdplan::etcd::parallel::{FirstPage, Scan, first_page, scan_parallel, scan_parallel_from};
 use etcdplan::etcd::{Entry, KeyRange, PageLimits, Pin, Side};
 
 fn layout() -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -63,12 +63,34 @@ async fn read(
     limits: PageLimits,
     readers: usize,
 ) -> Vec<(Vec<u8>, Vec<u8>)> {
+    read_from(side, range, pin, (limits, readers), None).await
+}
+
+/// [`read`], through `scan_parallel_from` when given a first page.
+async fn read_from(
+    side: &Arc<Side>,
+    range: &KeyRange,
+    pin: &Pin,
+    (limits, readers): (PageLimits, usize),
+    first: Option<FirstPage>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
     // A channel of one page: the merge and the readers wait for the consumer.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Entry>>(1);
     let counter = AtomicU64::new(0);
     let (side, range, pin) = (side.clone(), range.clone(), pin.clone());
     let scan = tokio::spawn(async move {
-        let result = scan_parallel(&side, &range, &pin, limits, readers, &counter, &tx).await;
+        let result = match first {
+            None => scan_parallel(&side, &range, &pin, limits, readers, &counter, &tx).await,
+            Some(first) => {
+                let scan = Scan {
+                    range: &range,
+                    pin: &pin,
+                    limits,
+                    readers,
+                };
+                scan_parallel_from(&side, scan, Some(first), &counter, &tx).await
+            }
+        };
         (result, counter.into_inner())
     });
     let mut out = Vec::new();
@@ -195,4 +217,50 @@ async fn parallel_reads_stay_at_the_pinned_revision() {
         got == expected,
         "exactly the range as of the pinned revision"
     );
+}
+
+/// Apply's probes read each range's first page ahead of the plan, and the
+/// scan starts from it: only at the revision it was read at. A scan pinned
+/// elsewhere, or given a page whose entries were dropped (held bytes
+/// capped), reads the first page again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_page_read_ahead_is_used_only_at_its_own_revision() {
+    let cluster = Cluster::plaintext().await;
+    cluster.seed(layout()).await;
+    let (side, _dir) = side_of(&cluster).await;
+    let range = KeyRange::prefix(b"/s/");
+    let limits = (PageLimits::default(), 8);
+    let page = first_page(&side, &range, 0, limits.0)
+        .await
+        .expect("first page");
+    assert!(!page.is_empty());
+    let before = cluster.dump(b"/s/").await;
+    // Writes where the first page lies: the prefix's own key changed, and
+    // keys before and inside the page's span.
+    cluster
+        .seed([("/s/", "changed"), ("/s/\x01", "new"), ("/s/b", "new")])
+        .await;
+    let after = cluster.dump(b"/s/").await;
+    assert_ne!(before, after);
+    let then = Pin::at(page.revision);
+    let now = Pin::at(cluster.revision().await);
+
+    let got = read_from(&side, &range, &then, limits, Some(page.clone())).await;
+    assert!(got == before, "from the page, at its revision");
+    let got = read_from(&side, &range, &now, limits, Some(page.clone())).await;
+    assert!(got == after, "pinned later: the page is not used");
+    let mut stripped = page.clone();
+    stripped.strip();
+    assert!(
+        !stripped.is_empty(),
+        "a stripped page still says the range holds keys"
+    );
+    let got = read_from(&side, &range, &then, limits, Some(stripped)).await;
+    assert!(got == before, "a stripped page is read again, at the pin");
+
+    let nothing = KeyRange::prefix(b"/nothing/");
+    let empty = first_page(&side, &nothing, 0, limits.0)
+        .await
+        .expect("first page");
+    assert!(empty.is_empty());
 }

@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 
 use crate::apply::{self, ApplyError, ApplyOptions, ApplyProgress, ApplyStats, Tap, ValueSource};
 use crate::diff::Action;
+use crate::etcd::parallel::FirstPage;
 use crate::etcd::{EtcdError, RetryPolicy, Side};
 use crate::keys::KeyList;
 use crate::leases::{LeaseBook, LeasePolicy};
@@ -251,36 +252,19 @@ pub async fn apply_loaded(
     match saved {
         Some(report) => Box::pin(run.reviewed(report, true)).await,
         None => {
-            let mut heads = None;
+            let (mut heads, mut first) = (None, Default::default());
             if request.auto_approve && !plan.delete_source {
-                // The probes and the plan's first reads at once: round trips
-                // saved on a long link.
-                // (Whether range compares hold is asked here too, for the
-                // first batch's guard; boxed, so the engine's future stays
-                // small enough for a thread's stack in a debug build.)
-                let (writable, empty_at, mut asked, _) = Box::pin(async {
-                    tokio::join!(
-                        run.all_writable(),
-                        run.destinations_empty(),
-                        run.heads(),
-                        crate::etcd::info::range_compares(&run.destination)
-                    )
-                })
-                .await;
-                if writable && (plan.on_conflict != OnConflict::Fail || empty_at.is_some()) {
-                    // Pinned where the destination was seen empty, the plan
-                    // need not read it again (a round trip on a long link).
-                    if let (Some(h), Some(at)) = (asked.as_mut(), empty_at) {
-                        h[1].1 = at;
-                    }
+                let asked = Box::pin(run.probe_all()).await;
+                let empty_at = asked.empty_at;
+                if asked.writable && (plan.on_conflict != OnConflict::Fail || empty_at.is_some()) {
                     // Boxed: the plan and the writers make a large future,
                     // too large for a thread's stack in a debug build.
-                    return Box::pin(run.overlapped(asked, empty_at)).await;
+                    return Box::pin(run.overlapped(asked.heads, empty_at, asked.first)).await;
                 }
                 // Not overlapped: the plan still starts from those heads.
-                heads = asked;
+                (heads, first) = (asked.heads, asked.first);
             }
-            let report = Box::pin(run.plan_fresh(heads)).await?;
+            let report = Box::pin(run.plan_fresh(heads, first)).await?;
             Box::pin(run.reviewed(report, false)).await
         }
     }
@@ -352,7 +336,11 @@ impl Run<'_> {
 
     /// A plan, started over at a fresh revision when compacted under a scan;
     /// its first round pinned at `heads` when they were just read.
-    async fn plan_fresh(&self, heads: Option<[(u64, i64); 2]>) -> Result<PlanReport, EngineError> {
+    async fn plan_fresh(
+        &self,
+        heads: Option<[(u64, i64); 2]>,
+        [source_first, destination_first]: [Vec<FirstPage>; 2],
+    ) -> Result<PlanReport, EngineError> {
         let progress = Arc::new(Progress::default());
         self.observer.planning(&progress);
         let report = crate::plan::make_plan_fresh(
@@ -361,6 +349,8 @@ impl Run<'_> {
             self.destination.clone(),
             &PlanOptions {
                 heads,
+                source_first,
+                destination_first,
                 ..self.plan_options()
             },
             progress,
@@ -378,6 +368,7 @@ impl Run<'_> {
         &self,
         mut heads: Option<[(u64, i64); 2]>,
         empty_at: Option<i64>,
+        mut first: [Vec<FirstPage>; 2],
     ) -> Result<ApplyOutcome, EngineError> {
         let options = &self.request.options;
         let mut stats = ApplyStats::default();
@@ -386,6 +377,8 @@ impl Run<'_> {
             // Read just before: the first round only (a replan starts afresh).
             let plan_options = PlanOptions {
                 heads: heads.take(),
+                source_first: std::mem::take(&mut first[0]),
+                destination_first: std::mem::take(&mut first[1]),
                 empty_at,
                 ..self.plan_options()
             };

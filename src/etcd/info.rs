@@ -162,34 +162,6 @@ pub async fn cluster_head(side: &Side) -> Result<(u64, i64), EtcdError> {
         .map_or((0, 0), |h| (h.cluster_id(), h.revision())))
 }
 
-/// The revision at which no key starts with `prefix`, read at `revision`
-/// (0: the latest), or `None` when some key does (a count-only read: free
-/// on an empty range, a walk of etcd's index otherwise). A v2 side answers
-/// `None`.
-pub async fn empty_at(side: &Side, prefix: &[u8], revision: i64) -> Result<Option<i64>, EtcdError> {
-    if side.v2()?.is_some() {
-        return Ok(None);
-    }
-    let range = KeyRange::prefix(prefix);
-    let end = range.end.clone().unwrap_or_else(|| vec![0]);
-    let op = Op {
-        action: "read",
-        prefix,
-    };
-    let resp = side
-        .call(op, |mut c| {
-            let (start, end) = (range.start.clone(), end.clone());
-            let options = GetOptions::new()
-                .with_range(end)
-                .with_count_only()
-                .with_revision(revision);
-            async move { c.get(start, Some(options)).await }
-        })
-        .await?;
-    let at = resp.header().map_or(0, |h| h.revision());
-    Ok((resp.count() == 0 && at > 0).then_some(at))
-}
-
 /// The roles of the user this side authenticates as (etcd lets a user
 /// read its own entry); empty without auth.
 pub async fn own_roles(side: &Side) -> Result<Vec<String>, EtcdError> {

@@ -32,6 +32,72 @@ pub const DEFAULT_READERS: usize = 8;
 /// scan holds about one page per piece read at once.
 const PIECE_PAGE_BYTES: usize = 1 << 20;
 
+/// The first page of a whole range, as a scan reads it: up to a few
+/// hundred keys, and etcd's count of the range. Reading it walks etcd's
+/// index over the whole range (0.15-0.3 s at 1,000,000 keys on etcd
+/// 3.4), so apply's emptiness probe reads this page and hands it to the
+/// destination's scan rather than walk the range twice.
+#[derive(Debug, Clone)]
+pub struct FirstPage {
+    /// The revision it was read at.
+    pub revision: i64,
+    limit: i64,
+    entries: Vec<Entry>,
+    more: bool,
+    count: i64,
+}
+
+impl FirstPage {
+    /// Whether the range held no key at [`FirstPage::revision`].
+    pub fn is_empty(&self) -> bool {
+        self.count == 0 && self.entries.is_empty()
+    }
+
+    /// The bytes its keys and values hold.
+    pub fn bytes(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|e| e.key.len() + e.value.len())
+            .sum()
+    }
+
+    /// Drops its entries, keeping what it says of the range (its count, so
+    /// whether it is empty); a scan then reads the first page again.
+    pub fn strip(&mut self) {
+        self.entries = Vec::new();
+        self.limit = 0;
+    }
+}
+
+/// How many keys a scan's first page asks for.
+fn first_limit(limits: PageLimits) -> i64 {
+    limits.first_keys.clamp(1, 256.min(limits.max_keys))
+}
+
+/// Reads the first page of `range` at `revision` (the latest when 0).
+pub async fn first_page(
+    side: &Side,
+    range: &KeyRange,
+    revision: i64,
+    limits: PageLimits,
+) -> Result<FirstPage, EtcdError> {
+    let limit = first_limit(limits);
+    let page =
+        super::scan::read_page(side, &range.start, range.end.as_deref(), limit, revision).await?;
+    Ok(FirstPage {
+        // A read at an older revision answers with the newest in its header.
+        revision: if revision > 0 {
+            revision
+        } else {
+            page.revision
+        },
+        limit,
+        entries: page.entries,
+        more: page.more,
+        count: page.count,
+    })
+}
+
 /// Sends the range's entries in key order at the pinned revision (pinned
 /// here first when it is not yet), reading up to `readers` pieces at once.
 /// `counter` counts keys read.
@@ -41,6 +107,39 @@ pub async fn scan_parallel(
     pin: &Pin,
     limits: PageLimits,
     readers: usize,
+    counter: &AtomicU64,
+    tx: &mpsc::Sender<Vec<Entry>>,
+) -> Result<(), EtcdError> {
+    let scan = Scan {
+        range,
+        pin,
+        limits,
+        readers,
+    };
+    scan_parallel_from(side, scan, None, counter, tx).await
+}
+
+/// What one parallel scan reads.
+#[derive(Clone, Copy)]
+pub struct Scan<'a> {
+    pub range: &'a KeyRange,
+    pub pin: &'a Pin,
+    pub limits: PageLimits,
+    pub readers: usize,
+}
+
+/// [`scan_parallel`], starting from `first` when it is this range's first
+/// page at the pinned revision (read already, by apply's probe); any other
+/// page is not used, and the first page is read again.
+pub async fn scan_parallel_from(
+    side: &Arc<Side>,
+    Scan {
+        range,
+        pin,
+        limits,
+        readers,
+    }: Scan<'_>,
+    first: Option<FirstPage>,
     counter: &AtomicU64,
     tx: &mpsc::Sender<Vec<Entry>>,
 ) -> Result<(), EtcdError> {
@@ -56,15 +155,20 @@ pub async fn scan_parallel(
     let revision = pin.get();
     // The first page also says how many keys the range holds (etcd counts
     // them anyway): with its density, that sizes the first pieces.
-    let first_limit = limits.first_keys.clamp(1, 256.min(limits.max_keys));
-    let (page, more, count) = read_window(
-        side,
-        revision,
-        &range.start,
-        range.end.as_deref(),
-        first_limit,
-    )
-    .await?;
+    let first_limit = first_limit(limits);
+    let (page, more, count) = match first {
+        Some(f) if f.revision == revision && f.limit == first_limit => (f.entries, f.more, f.count),
+        _ => {
+            read_window(
+                side,
+                revision,
+                &range.start,
+                range.end.as_deref(),
+                first_limit,
+            )
+            .await?
+        }
+    };
     let n = page.len();
     let bytes: usize = page.iter().map(|e| e.key.len() + e.value.len()).sum();
     // The first keys' bytes are the digits of key-space positions.
