@@ -4,7 +4,7 @@
 use super::Run;
 use crate::etcd::Side;
 use crate::etcd::parallel::{FirstPage, first_page};
-use crate::etcd::scan::KeyRange;
+use crate::etcd::scan::{KeyRange, PageLimits};
 
 /// What apply asks before it decides how to run.
 pub(super) struct Asked {
@@ -81,24 +81,24 @@ impl Run<'_> {
     /// walking each range's index once more. `None` when a side cannot say.
     pub(super) async fn destinations_probed(&self) -> Option<Probed> {
         let to = self.plan.mappings.iter().map(|m| KeyRange::prefix(&m.to));
-        first_pages(&self.destination, to.collect()).await
+        first_pages(&self.destination, to.collect(), self.plan_options().limits).await
     }
 
     /// Each `from` range's first page, read alongside the probes (each
     /// walks the range's index in etcd, so the scans start from them).
     pub(super) async fn sources_read(&self) -> Option<Probed> {
         let from = self.plan.mappings.iter().map(|m| KeyRange::prefix(&m.from));
-        first_pages(&self.source, from.collect()).await
+        first_pages(&self.source, from.collect(), self.plan_options().limits).await
     }
 }
 
-/// The first page of each range on `side`, all at the first answer's
-/// revision; `None` when any fails, or for a v2 or in-process side.
-async fn first_pages(side: &Side, ranges: Vec<KeyRange>) -> Option<Probed> {
+/// The first page of each range on `side`, as the plan's scans read them
+/// (with `limits`), all at the first answer's revision; `None` when any
+/// fails, or for a v2 or in-process side.
+async fn first_pages(side: &Side, ranges: Vec<KeyRange>, limits: PageLimits) -> Option<Probed> {
     if side.v2().ok()?.is_some() || side.local().is_some() {
         return None;
     }
-    let limits = crate::plan::PlanOptions::default().limits;
     let (first, rest) = ranges.split_first()?;
     let head = first_page(side, first, 0, limits).await.ok()?;
     let at = head.revision;
