@@ -156,20 +156,11 @@ pub async fn scan_parallel_from(
     let revision = pin.get();
     // The first page also says how many keys the range holds (etcd counts
     // them anyway): with its density, that sizes the first pieces.
-    let first_limit = first_limit(limits);
-    let (page, more, count) = match first {
-        Some(f) if f.revision == revision && f.limit == first_limit => (f.entries, f.more, f.count),
-        _ => {
-            read_window(
-                side,
-                revision,
-                &range.start,
-                range.end.as_deref(),
-                first_limit,
-            )
-            .await?
-        }
+    let first = match first {
+        Some(f) if f.revision == revision && f.limit == first_limit(limits) => f,
+        _ => first_page(side, range, revision, limits).await?,
     };
+    let (page, more, count) = (first.entries, first.more, first.count);
     let n = page.len();
     let bytes: usize = page.iter().map(|e| e.key.len() + e.value.len()).sum();
     // The first keys' bytes are the digits of key-space positions.
@@ -251,18 +242,6 @@ async fn pin_now(side: &Side, range: &KeyRange, pin: &Pin) -> Result<(), EtcdErr
         pin.pin(h.revision());
     }
     Ok(())
-}
-
-/// One bounded read: `[start, end)` with `limit`, at the pinned revision.
-async fn read_window(
-    side: &Side,
-    revision: i64,
-    start: &[u8],
-    end: Option<&[u8]>,
-    limit: i64,
-) -> Result<(Vec<Entry>, bool, i64), EtcdError> {
-    let page = super::scan::read_page(side, start, end, limit, revision).await?;
-    Ok((page.entries, page.more, page.count))
 }
 
 /// A scan of an in-process keyspace (a served snapshot, pinned at its one
