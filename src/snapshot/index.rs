@@ -416,6 +416,8 @@ impl Sorted {
         let mut m = shared.lock();
         (m.keys, m.offset) = (keys, offset);
         m.entries = Some(entries);
+        // A reader waiting past the last mark reads the rest now.
+        shared.grew.notify_all();
         Ok(())
     }
 
