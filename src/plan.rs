@@ -53,6 +53,11 @@ pub struct PlanReport {
     /// that [`PlanReport::too_large`] reads the spill only when one may not fit.
     pub largest_write: usize,
     pub summary: Summary,
+    /// The summary was counted from `changes` or checked against them, so a
+    /// render may take its counts from it instead of a pass over the spill.
+    /// False for a saved plan not yet verified (`show`): its summary is
+    /// what the file claims.
+    pub summary_counted: bool,
     pub lease_mode: LeaseMode,
     /// Remaining TTL in seconds, at plan time, of each source lease a change
     /// carries (-1: expired).
@@ -101,6 +106,7 @@ impl PlanReport {
             source_deletes: Default::default(),
             largest_write: 0,
             summary: Default::default(),
+            summary_counted: false,
             lease_mode: crate::planfile::LeaseMode::Preserve,
             lease_ttls: Default::default(),
             max_request_bytes: 0,
@@ -487,6 +493,7 @@ pub async fn make_plan_tapped<S: WriteSink>(
         source_deletes: got.moves.finish().map_err(PlanError::Spill)?,
         largest_write: got.largest_write,
         summary: got.summary,
+        summary_counted: true,
     };
     let s = &report.summary;
     tracing::info!(

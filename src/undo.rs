@@ -221,6 +221,8 @@ pub async fn plan_undo(
         })?,
         source_deletes: Spool::empty(),
         summary,
+        // Counted from `changes` by `undo_mappings`.
+        summary_counted: true,
         lease_mode: applied.lease_mode,
         lease_ttls,
         max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,

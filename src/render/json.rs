@@ -503,6 +503,8 @@ impl JsonPlan {
             largest_write: self.changes.largest_write,
             source_deletes: self.source_deletes.0.clone(),
             summary: self.summary,
+            // What the file claims: `saved::open` sets it once checked.
+            summary_counted: false,
             lease_mode: self.lease_mode,
             max_request_bytes: usize::try_from(self.max_request_bytes).unwrap_or(usize::MAX),
             undo: match &self.undo {

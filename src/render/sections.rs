@@ -105,18 +105,25 @@ impl Section {
     }
 }
 
-/// How many entries each section of [`Section::RISK_ORDER`] has, counted
-/// from the entries themselves (a saved plan's summary is not trusted to).
+/// How many entries each section of [`Section::RISK_ORDER`] has: from the
+/// summary where it was counted from the entries or checked against them,
+/// else counted from the entries themselves (an unchecked saved plan's
+/// summary is what the file claims, and a reviewer must see what is listed).
 pub fn counts(report: &PlanReport) -> [u64; 6] {
     let mut n = [0u64; 6];
-    for c in report.changes.iter() {
-        let i = match c.action {
-            Action::Conflict => 0,
-            Action::Delete => 1,
-            Action::Update => 3,
-            Action::Create => 4,
-        };
-        n[i] += 1;
+    if report.summary_counted {
+        let s = &report.summary;
+        (n[0], n[1], n[3], n[4]) = (s.conflict, s.delete, s.update, s.create);
+    } else {
+        for c in report.changes.iter() {
+            let i = match c.action {
+                Action::Conflict => 0,
+                Action::Delete => 1,
+                Action::Update => 3,
+                Action::Create => 4,
+            };
+            n[i] += 1;
+        }
     }
     n[2] = report.source_deletes.len();
     n[5] = report.undo.as_ref().map_or(0, |u| u.restores.len() as u64);
@@ -202,6 +209,37 @@ mod tests {
         assert_eq!(allot(&[0, 0, 0, 5, 50, 0], 5), [0, 0, 0, 3, 2, 0]);
         assert_eq!(allot(&[0, 0, 0, 0, 0, 0], 50), [0; 6]);
         assert_eq!(allot(&[1, 2, 3, 4, 5, 6], 0), [0; 6]);
+    }
+
+    fn listed(action: Action) -> crate::diff::Change {
+        crate::diff::Change {
+            action,
+            mapping: 0,
+            key: b"/k".to_vec(),
+            source_key: b"/k".to_vec(),
+            sensitive: false,
+            source: None,
+            destination: None,
+            payload: None,
+        }
+    }
+
+    #[test]
+    fn an_unchecked_summary_is_not_what_the_sections_count() {
+        let mut report = PlanReport::empty_for_tests();
+        let changes = [Action::Create, Action::Create, Action::Delete].map(listed);
+        report.changes = crate::spool::Spool::from_records(&changes).expect("spool");
+        // A saved plan whose summary hides its delete.
+        report.summary.create = 3;
+        report.summary_counted = false;
+        assert_eq!(counts(&report), [0, 1, 0, 0, 2, 0]);
+        // Once checked, the summary is the entries' count and no pass is made.
+        report.summary.create = 2;
+        report.summary.delete = 1;
+        report.summary_counted = true;
+        assert_eq!(counts(&report), [0, 1, 0, 0, 2, 0]);
+        report.changes = crate::spool::Spool::empty();
+        assert_eq!(counts(&report), [0, 1, 0, 0, 2, 0]);
     }
 
     proptest! {

@@ -259,6 +259,8 @@ pub fn open(
     }
     let mut report = saved.to_report(path)?;
     verify::check(&plan, &report)?;
+    // `check` matched the summary against the listed changes.
+    report.summary_counted = true;
     report.name = match report.undo {
         Some(_) => Some(format!("undo of {}", plan.display_name())),
         None => plan.name.clone(),
