@@ -110,21 +110,20 @@ impl Section {
 /// else counted from the entries themselves (an unchecked saved plan's
 /// summary is what the file claims, and a reviewer must see what is listed).
 pub fn counts(report: &PlanReport) -> [u64; 6] {
-    let mut n = [0u64; 6];
-    if report.summary_counted {
-        let s = &report.summary;
-        (n[0], n[1], n[3], n[4]) = (s.conflict, s.delete, s.update, s.create);
+    let counted = if report.summary_counted {
+        report.summary
     } else {
-        for c in report.changes.iter() {
-            let i = match c.action {
-                Action::Conflict => 0,
-                Action::Delete => 1,
-                Action::Update => 3,
-                Action::Create => 4,
-            };
-            n[i] += 1;
-        }
-    }
+        let mut s = crate::diff::Summary::default();
+        report.changes.iter().for_each(|c| s.count(c.action));
+        s
+    };
+    let mut n = [0u64; 6];
+    (n[0], n[1], n[3], n[4]) = (
+        counted.conflict,
+        counted.delete,
+        counted.update,
+        counted.create,
+    );
     n[2] = report.source_deletes.len();
     n[5] = report.undo.as_ref().map_or(0, |u| u.restores.len() as u64);
     n

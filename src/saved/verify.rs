@@ -158,7 +158,7 @@ pub fn check(plan: &Plan, report: &PlanReport) -> Result<()> {
         if !order.next(c.mapping, &c.key) {
             return Err(bad("changes", i, &c.key, Why::OutOfOrder));
         }
-        bump(&mut counts[c.mapping], c.action);
+        counts[c.mapping].count(c.action);
     }
     check_counts(report, &counts)?;
     let mut order = Order::default();
@@ -204,15 +204,6 @@ impl Order {
             .is_none_or(|(m, k)| (*m, k.as_slice()) < (mapping, key));
         self.0 = Some((mapping, key.to_vec()));
         later
-    }
-}
-
-fn bump(s: &mut Summary, action: Action) {
-    match action {
-        Action::Create => s.create += 1,
-        Action::Update => s.update += 1,
-        Action::Delete => s.delete += 1,
-        Action::Conflict => s.conflict += 1,
     }
 }
 
