@@ -535,6 +535,16 @@ mod tests {
         };
         let total = 3 * MARK_EVERY + 17;
         let (tx, rx) = std::sync::mpsc::channel();
+        // Waits for what must come are long (a loaded machine is slow);
+        // a wait for what must not come is short, and can only pass.
+        let long = std::time::Duration::from_secs(30);
+        let short = std::time::Duration::from_millis(50);
+        let quiet = |rx: &std::sync::mpsc::Receiver<Vec<u8>>| {
+            matches!(
+                rx.recv_timeout(short),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+            )
+        };
         std::thread::scope(|scope| {
             let index = &index;
             scope.spawn(move || {
@@ -551,20 +561,22 @@ mod tests {
                 .expect("emit");
                 if i == MARK_EVERY + 3 {
                     // Published up to the last mark, not past it.
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                    let seen: Vec<Vec<u8>> = rx.try_iter().collect();
-                    assert_eq!(seen.len() as u64, MARK_EVERY);
+                    let seen: Vec<Vec<u8>> = (0..MARK_EVERY)
+                        .map(|_| rx.recv_timeout(long).expect("the entries up to the mark"))
+                        .collect();
                     assert_eq!(
                         seen.last(),
                         Some(&format!("/k/{:05}", MARK_EVERY - 1).into_bytes())
                     );
+                    assert!(quiet(&rx), "an entry past the last mark was read");
                 }
             }
             out.finish(&shared).expect("finish");
-            std::thread::sleep(std::time::Duration::from_millis(50));
             // Everything flushed is read, but the reader still waits for the end.
-            assert_eq!(rx.try_iter().count() as u64, total - MARK_EVERY);
-            assert!(rx.try_recv().is_err());
+            for _ in MARK_EVERY..total {
+                rx.recv_timeout(long).expect("every flushed entry");
+            }
+            assert!(quiet(&rx), "the reader ended before the merge was done");
             let mut m = shared.lock();
             m.done = true;
             shared.grew.notify_all();
