@@ -488,6 +488,72 @@ async fn no_write_permission_is_refused_before_any_write() {
     );
 }
 
+/// A saved plan's checks before writing go out at once: with two ranges
+/// refused, the error still names the first in the plan's order.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_saved_plan_names_the_first_range_it_cannot_write_and_writes_nothing() {
+    let (src, dst) = tokio::join!(
+        Cluster::plaintext(),
+        Cluster::start(ClusterSpec {
+            members: 1,
+            tls: false,
+            enable_v2: false,
+            users: vec![UserSpec {
+                name: "migrator",
+                password: "migratorpw",
+                grants: vec![
+                    Permission::read_write("/ok/").with_prefix(),
+                    Permission::read("/ro1/").with_prefix(),
+                    Permission::read("/ro2/").with_prefix(),
+                ],
+            }],
+            ..Default::default()
+        })
+    );
+    src.seed([("/a/1", "x"), ("/b/1", "y"), ("/c/1", "z")])
+        .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "version: 1\nsource:\n{}destination:\n  endpoints: [{}]\n  auth:\n    username: migrator\n    password_env: DST_PW\nprefixes:\n  - from: /a/\n    to: /ok/\n  - from: /b/\n    to: /ro1/\n  - from: /c/\n    to: /ro2/\n",
+        common::side_yaml(&src, None),
+        dst.endpoint(0)
+    );
+    write_file(dir.path(), "plan.yaml", &text);
+    let planned = run(etcdplan(dir.path()).env("DST_PW", "migratorpw").args([
+        "plan",
+        "plan.yaml",
+        "--out",
+        "saved.json",
+    ]));
+    assert_eq!(
+        planned.code,
+        Some(0),
+        "{}{}",
+        planned.stdout,
+        planned.stderr
+    );
+    let before = dst.revision().await;
+    let ran = run(etcdplan(dir.path())
+        .env("DST_PW", "migratorpw")
+        .args(["apply", "saved.json"]));
+    assert_eq!(ran.code, Some(1), "{}", ran.stdout);
+    assert!(
+        ran.stderr.contains("etcdplan::apply::not_writable"),
+        "{}",
+        ran.stderr
+    );
+    assert!(
+        ran.stderr.contains("`/ro1/`") && !ran.stderr.contains("/ro2/"),
+        "the first refused range, in the plan's order: {}",
+        ran.stderr
+    );
+    assert_eq!(
+        dst.revision().await,
+        before,
+        "nothing written, not even /ok/"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn without_a_terminal_apply_needs_auto_approve() {
     let (src, dst) = tokio::join!(Cluster::plaintext(), Cluster::plaintext());

@@ -37,10 +37,10 @@ use crate::plan::{MAX_REPLANS, PlanError, PlanOptions, PlanReport, Progress};
 use crate::planfile::{self, OnConflict, Plan, PlanFileError};
 use crate::saved::{SavedPlan, SavedPlanError};
 use crate::status::ExitStatus;
-use probes::unwritable;
 
 mod follow;
 mod outcome;
+mod preflight;
 mod probes;
 mod sides;
 pub use follow::{FollowNotice, FollowObserver, FollowOutcome, FollowRequest, follow};
@@ -529,58 +529,6 @@ impl Run<'_> {
             verified: None,
             max_request_bytes: self.request.options.max_request_bytes,
         }
-    }
-
-    /// Everything that must hold before the first write: sizes, for a saved
-    /// plan its clusters and deletes, and write access to every range the
-    /// plan writes, on both sides.
-    async fn preflight(&self, report: &PlanReport, saved: bool) -> Result<(), EngineError> {
-        apply::check_sizes(report, &self.request.options)?;
-        let undo = report.undo.as_ref();
-        let restores_write = undo.is_some_and(|u| u.restores.iter().any(|c| c.action.writes()));
-        if saved {
-            // Alongside: whether range compares hold, for the first guard.
-            let (checked, _) = tokio::join!(
-                self.check_clusters(report, restores_write),
-                Box::pin(crate::etcd::info::range_compares(&self.destination))
-            );
-            checked?;
-            // (Its summary was checked against its entries when it was
-            // opened: no delete counted, none listed.)
-            if undo.is_none() && report.summary.delete > 0 {
-                crate::saved::verify::check_deletes(&self.source, report).await?;
-            }
-        }
-        // From the mappings' counts, which match the entries (counted from
-        // them, or checked against them): no pass over the spill file.
-        let n = self.plan.mappings.len();
-        let mut writes_to = vec![false; n];
-        for (w, m) in writes_to.iter_mut().zip(&report.mappings) {
-            *w = m.summary.writes() > 0;
-        }
-        // A read of the spill file that failed while rendering stops here.
-        report.changes.check().map_err(PlanError::Spill)?;
-        let tos = self.plan.mappings.iter().map(|m| &m.to[..]);
-        if let Some((prefix, why)) = unwritable(&self.destination, tos, &writes_to).await {
-            return Err(EngineError::NotWritable { prefix, why });
-        }
-        // Move mode deletes from the source; an undo of one restores there.
-        let mut moves_from = vec![false; n];
-        let restores = undo
-            .iter()
-            .flat_map(|u| &u.restores)
-            .filter(|c| c.action.writes());
-        let mappings = report.source_deletes.iter().map(|d| d.mapping);
-        for m in mappings.chain(restores.map(|c| c.mapping)) {
-            if let Some(w) = moves_from.get_mut(m) {
-                *w = true;
-            }
-        }
-        let froms = self.plan.mappings.iter().map(|m| &m.from[..]);
-        if let Some((prefix, why)) = unwritable(&self.source, froms, &moves_from).await {
-            return Err(EngineError::SourceNotWritable { prefix, why });
-        }
-        Ok(())
     }
 
     /// Undo of a move: the source keys go back first, so that no moment

@@ -139,17 +139,23 @@ impl Probed {
     }
 }
 
-/// The first of `prefixes` (those `wanted`) that `side` refuses to write,
-/// with why, by a probe that writes nothing.
+/// The first of `prefixes` (those `wanted`, in their order) that `side`
+/// refuses to write, with why, by probes that write nothing, all sent at
+/// once (one round trip for any number of mappings).
 pub(super) async fn unwritable<'p>(
     side: &Side,
     prefixes: impl Iterator<Item = &'p [u8]>,
     wanted: &[bool],
 ) -> Option<(Vec<u8>, String)> {
-    for (prefix, _) in prefixes.zip(wanted).filter(|(_, w)| **w) {
-        if let Err(why) = crate::check::probe_write(side, prefix).await {
-            return Some((prefix.to_vec(), why.to_string()));
-        }
-    }
-    None
+    let probed: Vec<&[u8]> = prefixes
+        .zip(wanted)
+        .filter(|(_, w)| **w)
+        .map(|(p, _)| p)
+        .collect();
+    let answers =
+        futures::future::join_all(probed.iter().map(|p| crate::check::probe_write(side, p))).await;
+    probed
+        .into_iter()
+        .zip(answers)
+        .find_map(|(prefix, answer)| Some((prefix.to_vec(), answer.err()?.to_string())))
 }
