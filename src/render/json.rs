@@ -359,7 +359,9 @@ impl JsonChange {
     }
 
     /// Back to a change, without any value bytes (saved plans hold none).
-    pub fn to_change(&self) -> Result<Change, String> {
+    /// By value: the keys move into the change (a saved plan's load makes
+    /// one per entry, so copies count).
+    pub fn into_change(self) -> Result<Change, String> {
         let lease = self.source_lease.map_or(0, |l| l.0);
         // A value is recorded by its mod revision; its digest is required
         // unless the key is sensitive (then none is kept).
@@ -415,8 +417,8 @@ impl JsonChange {
         Ok(Change {
             action: self.action,
             mapping: self.mapping,
-            key: self.key.bytes.clone(),
-            source_key: self.source_key.bytes.clone(),
+            key: self.key.bytes,
+            source_key: self.source_key.bytes,
             sensitive: self.sensitive,
             source,
             destination,
@@ -515,7 +517,8 @@ impl JsonPlan {
                     restores: u
                         .restores
                         .iter()
-                        .map(JsonChange::to_change)
+                        .cloned()
+                        .map(JsonChange::into_change)
                         .collect::<Result<_, _>>()?,
                 }),
             },
@@ -655,7 +658,7 @@ impl ChangesBuilder {
         if let (Some(lease), Some(ttl)) = (c.source_lease, c.lease_ttl) {
             self.lease_ttls.insert(lease.0, ttl);
         }
-        let change = c.to_change()?;
+        let change = c.into_change()?;
         self.largest_write = self.largest_write.max(change.write_bytes());
         self.out.push(&change).map_err(|e| e.to_string())
     }
