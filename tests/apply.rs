@@ -437,24 +437,31 @@ async fn odd_values_are_copied_byte_for_byte() {
     );
 }
 
+/// A one-member destination with auth on and one user, `migrator`
+/// (password `migratorpw`), granted `grants`.
+async fn with_migrator(grants: Vec<Permission>) -> Cluster {
+    Cluster::start(ClusterSpec {
+        members: 1,
+        tls: false,
+        enable_v2: false,
+        users: vec![UserSpec {
+            name: "migrator",
+            password: "migratorpw",
+            grants,
+        }],
+        ..Default::default()
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn no_write_permission_is_refused_before_any_write() {
     let (src, dst) = tokio::join!(
         Cluster::plaintext(),
-        Cluster::start(ClusterSpec {
-            members: 1,
-            tls: false,
-            enable_v2: false,
-            users: vec![UserSpec {
-                name: "migrator",
-                password: "migratorpw",
-                grants: vec![
-                    Permission::read_write("/ok/").with_prefix(),
-                    Permission::read("/ro/").with_prefix(),
-                ],
-            }],
-            ..Default::default()
-        })
+        with_migrator(vec![
+            Permission::read_write("/ok/").with_prefix(),
+            Permission::read("/ro/").with_prefix(),
+        ])
     );
     src.seed([("/a/1", "x"), ("/b/1", "y")]).await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -494,21 +501,11 @@ async fn no_write_permission_is_refused_before_any_write() {
 async fn a_saved_plan_names_the_first_range_it_cannot_write_and_writes_nothing() {
     let (src, dst) = tokio::join!(
         Cluster::plaintext(),
-        Cluster::start(ClusterSpec {
-            members: 1,
-            tls: false,
-            enable_v2: false,
-            users: vec![UserSpec {
-                name: "migrator",
-                password: "migratorpw",
-                grants: vec![
-                    Permission::read_write("/ok/").with_prefix(),
-                    Permission::read("/ro1/").with_prefix(),
-                    Permission::read("/ro2/").with_prefix(),
-                ],
-            }],
-            ..Default::default()
-        })
+        with_migrator(vec![
+            Permission::read_write("/ok/").with_prefix(),
+            Permission::read("/ro1/").with_prefix(),
+            Permission::read("/ro2/").with_prefix(),
+        ])
     );
     src.seed([("/a/1", "x"), ("/b/1", "y"), ("/c/1", "z")])
         .await;
