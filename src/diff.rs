@@ -346,12 +346,15 @@ impl Differ<'_> {
             self.summary.delete_source += 1;
             source_delete(self.index, &source_key, &s, is_sensitive)
         });
+        let source = Some(self.value(&s, is_sensitive, false));
+        // The entry ends here: its bytes move into the payload, not a copy.
+        let payload = self.options.keep_payload.then_some(s.value);
         let change = Change {
             action: Action::Create,
             mapping: self.index,
-            source: Some(self.value(&s, is_sensitive, false)),
+            source,
             destination: None,
-            payload: self.options.keep_payload.then(|| s.value.clone()),
+            payload,
             key: s.key,
             source_key,
             sensitive: is_sensitive,
@@ -408,12 +411,15 @@ impl Differ<'_> {
             return (None, delete);
         };
         self.summary.count(action);
+        let source = Some(self.value(&s, is_sensitive, true));
+        let destination = Some(self.value(&d, is_sensitive, true));
+        let payload = (self.options.keep_payload && action.writes()).then_some(s.value);
         let change = Change {
             action,
             mapping: self.index,
-            source: Some(self.value(&s, is_sensitive, true)),
-            destination: Some(self.value(&d, is_sensitive, true)),
-            payload: (self.options.keep_payload && action.writes()).then(|| s.value.clone()),
+            source,
+            destination,
+            payload,
             key: s.key,
             source_key,
             sensitive: is_sensitive,

@@ -61,9 +61,10 @@ const IN_FLIGHT_BYTES: usize = 4 << 20;
 /// Batches queued between whoever cuts them and the writers.
 pub const BATCHES_QUEUED: usize = 8;
 
-/// What one transaction did.
+/// What one transaction did: each attempted key with its action and its
+/// outcome (`None`: not attempted).
 struct Settled {
-    items: Vec<Change>,
+    keys: Vec<(Action, Vec<u8>)>,
     outcomes: Vec<Option<Outcome>>,
     source_changed: KeyList,
     lease_expired: KeyList,
@@ -83,7 +84,10 @@ async fn write_one(
         // Never half a batch: nothing of it is written.
         let n = items.len();
         return Ok(Settled {
-            items: items.into_iter().map(|i| i.change).collect(),
+            keys: items
+                .into_iter()
+                .map(|i| (i.change.action, i.change.key))
+                .collect(),
             outcomes: vec![None; n],
             source_changed,
             lease_expired: KeyList::default(),
@@ -93,9 +97,9 @@ async fn write_one(
     let permit = window.acquire().await;
     let mut lease_expired = KeyList::default();
     let mut ops = Vec::with_capacity(items.len());
-    let mut kept = Vec::with_capacity(items.len());
+    let mut actions = Vec::with_capacity(items.len());
     for item in items {
-        let c = &item.change;
+        let Item { change: c, value } = item;
         let guard = match &c.destination {
             None => Guard::Absent,
             Some(v) => Guard::ModRevision(v.mod_revision),
@@ -106,20 +110,22 @@ async fn write_one(
                 .lease_for(c.source.as_ref().map_or(0, |v| v.lease))
                 .await?
             {
-                Some(lease) => (Some(item.value.unwrap_or_default()), lease),
+                Some(lease) => (Some(value.unwrap_or_default()), lease),
                 None => {
-                    lease_expired.push(c.key.clone());
+                    lease_expired.push(c.key);
                     continue;
                 }
             },
         };
+        // The change's key and value move into the op: the write is the
+        // last use of either, and the op hands the key back to the counts.
+        actions.push(c.action);
         ops.push(WriteOp {
-            key: c.key.clone(),
+            key: c.key,
             value,
             guard,
             lease,
         });
-        kept.push(item.change);
     }
     let outcomes = if ops.is_empty() {
         drop(permit);
@@ -130,7 +136,11 @@ async fn write_one(
         written?
     };
     Ok(Settled {
-        items: kept,
+        keys: actions
+            .into_iter()
+            .zip(ops)
+            .map(|(action, op)| (action, op.key))
+            .collect(),
         outcomes: outcomes.into_iter().map(Some).collect(),
         source_changed,
         lease_expired,
@@ -273,21 +283,22 @@ pub async fn write_stream(
 fn count(settled: Settled, stats: &mut ApplyStats, progress: &ApplyProgress) {
     stats.source_changed.extend(settled.source_changed);
     stats.lease_expired.extend(settled.lease_expired);
-    for (c, outcome) in settled.items.iter().zip(settled.outcomes) {
+    let settled_keys = settled.keys.len() as u64;
+    for ((action, key), outcome) in settled.keys.into_iter().zip(settled.outcomes) {
         match outcome {
-            Some(Outcome::Written) => match c.action {
+            Some(Outcome::Written) => match action {
                 Action::Create => stats.created += 1,
                 Action::Update => stats.updated += 1,
                 Action::Delete => stats.deleted += 1,
                 Action::Conflict => {}
             },
             Some(Outcome::InPlace) => stats.already_in_place += 1,
-            Some(Outcome::Foreign { .. }) => stats.foreign.push(c.key.clone()),
-            Some(Outcome::TooLarge) => stats.too_large.push(c.key.clone()),
+            Some(Outcome::Foreign { .. }) => stats.foreign.push(key),
+            Some(Outcome::TooLarge) => stats.too_large.push(key),
             None => stats.not_attempted += 1,
         }
-        progress.done.fetch_add(1, Ordering::Relaxed);
     }
+    progress.done.fetch_add(settled_keys, Ordering::Relaxed);
 }
 
 /// Writes every change of a spilled plan that writes: the spill is streamed

@@ -200,12 +200,13 @@ impl Side {
         }
     }
 
-    async fn client(&self, i: usize) -> Result<Client, etcd_client::Error> {
+    /// Endpoint `i`'s client, connected on first use. Each request works on
+    /// a clone (they share the connection and the auth token).
+    async fn client(&self, i: usize) -> Result<&Client, etcd_client::Error> {
         let ep = &self.endpoints[i];
         ep.client
             .get_or_try_init(|| Client::connect([ep.url.as_str()], Some(self.options.clone())))
             .await
-            .cloned()
     }
 
     /// How to handle a failure at endpoint `i`. A plaintext etcd sometimes
@@ -231,7 +232,7 @@ impl Side {
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
         let result = match self.client(i).await {
-            Ok(c) => f(c).await,
+            Ok(c) => f(c.clone()).await,
             Err(e) => Err(e),
         };
         let ep = &self.endpoints[i];
@@ -277,7 +278,7 @@ impl Side {
             let ep = &self.endpoints[i];
             let started = std::time::Instant::now();
             let (client, result) = match self.client(i).await {
-                Ok(c) => (Some(c.clone()), f(c).await),
+                Ok(c) => (Some(c), f(c.clone()).await),
                 Err(e) => (None, Err(e)),
             };
             let err = match result {
@@ -295,7 +296,7 @@ impl Side {
             attempts.attempt += 1;
             tracing::debug!(side = %self.role, endpoint = %ep.url, ?kind, error = %error_text(&err), attempt = attempts.attempt, "request failed");
             if kind == Failure::AuthStale && attempts.attempt < self.policy.max_attempts {
-                self.log_in_again(client.as_ref(), &ep.url, op).await?;
+                self.log_in_again(client, &ep.url, op).await?;
                 continue;
             }
             // Endpoint-level failures (TLS mismatch, unreachable) may be one
@@ -371,7 +372,7 @@ impl Side {
     async fn answers(&self, i: usize) -> bool {
         let key = self.probe_key();
         let ask = async {
-            let mut c = self.client(i).await?;
+            let mut c = self.client(i).await?.clone();
             let options = etcd_client::GetOptions::new().with_count_only();
             c.get(key, Some(options)).await
         };
