@@ -19,8 +19,8 @@ use crate::etcd::{Entry, KeyRange, PageLimits, Pin};
 
 /// Pieces read at once by a values scan: half a plan's, since the writes it
 /// feeds are slower than reads by far, and each piece holds a page of
-/// values (about 1 MiB) while it waits for them.
-const READERS: usize = 4;
+/// values (about 2 MiB) while it waits for them.
+const READERS: usize = 2;
 
 /// Where the scans come from: the value source, and each mapping's source
 /// prefix (`None` where the mapping is sparse, so its batches read instead).
