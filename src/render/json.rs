@@ -655,10 +655,20 @@ pub struct ChangesBuilder {
 
 impl ChangesBuilder {
     pub fn push(&mut self, c: JsonChange) -> Result<(), String> {
+        self.push_with(c, |_| {})
+    }
+
+    /// [`ChangesBuilder::push`], showing `seen` each change as it is made.
+    pub fn push_with<T>(
+        &mut self,
+        c: JsonChange,
+        seen: impl FnOnce(&Change) -> T,
+    ) -> Result<(), String> {
         if let (Some(lease), Some(ttl)) = (c.source_lease, c.lease_ttl) {
             self.lease_ttls.insert(lease.0, ttl);
         }
         let change = c.into_change()?;
+        seen(&change);
         self.largest_write = self.largest_write.max(change.write_bytes());
         self.out.push(&change).map_err(|e| e.to_string())
     }
@@ -678,6 +688,15 @@ pub struct DeletesBuilder(SpoolWriter<SourceDelete>);
 
 impl DeletesBuilder {
     pub fn push(&mut self, d: JsonSourceDelete) -> Result<(), String> {
+        self.push_with(d, |_| {})
+    }
+
+    /// [`DeletesBuilder::push`], showing `seen` each delete as it is made.
+    pub fn push_with<T>(
+        &mut self,
+        d: JsonSourceDelete,
+        seen: impl FnOnce(&SourceDelete) -> T,
+    ) -> Result<(), String> {
         let sha256 = match &d.value_sha256 {
             Some(hex) => Some(parse_sha(hex)?),
             None if d.sensitive => None,
@@ -695,6 +714,7 @@ impl DeletesBuilder {
             mod_revision: d.mod_revision,
             sha256,
         };
+        seen(&delete);
         self.0.push(&delete).map_err(|e| e.to_string())
     }
 

@@ -14,16 +14,23 @@ use std::io::Read;
 use std::sync::mpsc::{Receiver, SyncSender};
 
 use super::SavedPlan;
+use super::verify::Verifier;
 use crate::render::{
     ChangesBuilder, DeletesBuilder, JsonChange, JsonChanges, JsonSourceDelete, JsonSourceDeletes,
 };
 
-/// A read through the file: the skeleton and the two lists, where found.
+/// A read through the file: the skeleton and the two lists, where found,
+/// and the verifier that checked their entries as they were read.
 struct Carved {
     skeleton: Vec<u8>,
     changes: Option<JsonChanges>,
     source_deletes: Option<JsonSourceDeletes>,
+    verifier: Option<Box<Verifier>>,
 }
+
+/// Given the document's head (all before the first carved list, closed
+/// into a document of its own), a verifier for the entries that follow.
+pub type OnHead<'a> = Box<dyn FnOnce(&[u8]) -> Option<Verifier> + 'a>;
 
 /// The two lists that are carved out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +133,7 @@ static SPECIAL: [bool; 256] = {
     t
 };
 
-struct Scanner {
+struct Scanner<'a> {
     stack: Vec<Frame>,
     in_string: bool,
     escaped: bool,
@@ -144,6 +151,8 @@ struct Scanner {
     /// A `,` was seen and no entry after it yet.
     after_comma: bool,
     to_parser: SyncSender<Msg>,
+    /// Called once, when the first carved list opens.
+    on_head: Option<OnHead<'a>>,
 }
 
 /// Entries of one list, back to back, with where each ends.
@@ -159,6 +168,8 @@ enum Msg {
     /// A list begins (so an empty one still counts as present).
     Open(List),
     Entries(Batch),
+    /// Check the entries that follow with this.
+    Verify(Box<Verifier>),
 }
 
 /// Entries go to the parser in batches of about this many bytes.
@@ -168,7 +179,17 @@ const AHEAD: usize = 4;
 
 /// Reads a saved plan: the skeleton parsed whole, the lists put in.
 pub fn saved_plan(reader: impl Read) -> Result<SavedPlan, CarveError> {
-    let carved = carve(reader)?;
+    saved_plan_checked(reader, Box::new(|_| None)).map(|(saved, _)| saved)
+}
+
+/// [`saved_plan`], the entries checked as they are parsed by the verifier
+/// `on_head` makes from the document's head (none: they are not). The
+/// verifier has seen every entry when it is handed back.
+pub fn saved_plan_checked(
+    reader: impl Read,
+    on_head: OnHead<'_>,
+) -> Result<(SavedPlan, Option<Box<Verifier>>), CarveError> {
+    let carved = carve(reader, on_head)?;
     let mut saved: SavedPlan =
         serde_json::from_slice(&carved.skeleton).map_err(CarveError::Skeleton)?;
     if let Some(changes) = carved.changes {
@@ -177,33 +198,38 @@ pub fn saved_plan(reader: impl Read) -> Result<SavedPlan, CarveError> {
     if let Some(deletes) = carved.source_deletes {
         saved.report.source_deletes = deletes;
     }
-    Ok(saved)
+    Ok((saved, carved.verifier))
 }
 
 /// Cuts a saved plan into its skeleton and its two lists, spilled. The
 /// entries are parsed on a second thread while the scan goes on: before an
 /// apply's first write nothing else runs, so both cores are free.
-fn carve(reader: impl Read) -> Result<Carved, CarveError> {
+fn carve(reader: impl Read, on_head: OnHead<'_>) -> Result<Carved, CarveError> {
     let (tx, rx) = std::sync::mpsc::sync_channel(AHEAD);
     std::thread::scope(|scope| {
         let parser = scope.spawn(move || parse(rx));
-        let scanned = scan_all(reader, tx);
+        let scanned = scan_all(reader, tx, on_head);
         let parsed = parser
             .join()
             .unwrap_or_else(|_| Err(CarveError::Spill("the parser thread failed".into())));
         // The parser stops at the first bad entry, and the scanner stops
         // when the parser does: its error comes first.
-        let (changes, source_deletes) = parsed?;
+        let (changes, source_deletes, verifier) = parsed?;
         Ok(Carved {
             skeleton: scanned?,
             changes,
             source_deletes,
+            verifier,
         })
     })
 }
 
 /// The scanner's side: returns the skeleton.
-fn scan_all(mut reader: impl Read, to_parser: SyncSender<Msg>) -> Result<Vec<u8>, CarveError> {
+fn scan_all(
+    mut reader: impl Read,
+    to_parser: SyncSender<Msg>,
+    on_head: OnHead<'_>,
+) -> Result<Vec<u8>, CarveError> {
     let mut s = Scanner {
         stack: Vec::new(),
         in_string: false,
@@ -217,6 +243,7 @@ fn scan_all(mut reader: impl Read, to_parser: SyncSender<Msg>) -> Result<Vec<u8>
         entry_open: false,
         after_comma: false,
         to_parser,
+        on_head: Some(on_head),
     };
     let mut chunk = vec![0u8; CHUNK];
     loop {
@@ -244,15 +271,24 @@ impl Batch {
     }
 }
 
-type Parsed = (Option<JsonChanges>, Option<JsonSourceDeletes>);
+type Parsed = (
+    Option<JsonChanges>,
+    Option<JsonSourceDeletes>,
+    Option<Box<Verifier>>,
+);
 
 /// The parser's side: each entry parsed from its slice and spilled.
 fn parse(from_scanner: Receiver<Msg>) -> Result<Parsed, CarveError> {
     let mut changes: Option<ChangesBuilder> = None;
     let mut deletes: Option<DeletesBuilder> = None;
+    let mut verifier: Option<Box<Verifier>> = None;
     let mut index = [0u64; 2];
     for msg in from_scanner {
         let batch = match msg {
+            Msg::Verify(v) => {
+                verifier = Some(v);
+                continue;
+            }
             Msg::Open(List::Changes) => {
                 changes.get_or_insert_with(Default::default);
                 continue;
@@ -278,12 +314,16 @@ fn parse(from_scanner: Receiver<Msg>) -> Result<Parsed, CarveError> {
                 List::Changes => {
                     let c: JsonChange =
                         serde_json::from_slice(entry).map_err(|e| bad(e.to_string()))?;
-                    changes.get_or_insert_with(Default::default).push(c)
+                    changes
+                        .get_or_insert_with(Default::default)
+                        .push_with(c, |c| verifier.as_mut().map(|v| v.change(c)))
                 }
                 List::SourceDeletes => {
                     let d: JsonSourceDelete =
                         serde_json::from_slice(entry).map_err(|e| bad(e.to_string()))?;
-                    deletes.get_or_insert_with(Default::default).push(d)
+                    deletes
+                        .get_or_insert_with(Default::default)
+                        .push_with(d, |d| verifier.as_mut().map(|v| v.source_delete(d)))
                 }
             };
             done.map_err(bad)?;
@@ -300,10 +340,11 @@ fn parse(from_scanner: Receiver<Msg>) -> Result<Parsed, CarveError> {
             .map(DeletesBuilder::finish)
             .transpose()
             .map_err(spill)?,
+        verifier,
     ))
 }
 
-impl Scanner {
+impl Scanner<'_> {
     fn scan(&mut self, chunk: &[u8]) -> Result<(), CarveError> {
         self.seg = 0;
         let mut i = 0;
@@ -461,9 +502,29 @@ impl Scanner {
             self.entry_open = false;
             self.after_comma = false;
             self.batch = Batch::new(list);
+            self.head_read()?;
             return self.send(Msg::Open(list));
         }
         Ok(())
+    }
+
+    /// At the first carved list: the skeleton so far, closed, is the
+    /// document's head; a verifier made from it checks the entries.
+    fn head_read(&mut self) -> Result<(), CarveError> {
+        let Some(on_head) = self.on_head.take() else {
+            return Ok(());
+        };
+        let mut head = self.skeleton.clone();
+        head.extend(
+            self.stack
+                .iter()
+                .rev()
+                .map(|f| if f.object { b'}' } else { b']' }),
+        );
+        match on_head(&head) {
+            Some(v) => self.send(Msg::Verify(Box::new(v))),
+            None => Ok(()),
+        }
     }
 
     fn close(&mut self, object: bool) -> Result<(), CarveError> {

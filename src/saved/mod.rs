@@ -159,6 +159,15 @@ impl SavedPlan {
     }
 
     pub fn read(path: &Path) -> Result<SavedPlan, SavedPlanError> {
+        Self::read_checked(path, Box::new(|_| None)).map(|(saved, _)| saved)
+    }
+
+    /// [`SavedPlan::read`], each entry checked as it is read by the
+    /// verifier that `on_head` makes from the file's head, if any.
+    fn read_checked(
+        path: &Path,
+        on_head: carve::OnHead<'_>,
+    ) -> Result<(SavedPlan, Option<Box<verify::Verifier>>), SavedPlanError> {
         let read_err = |source| SavedPlanError::Read {
             path: path.to_path_buf(),
             source,
@@ -169,7 +178,7 @@ impl SavedPlan {
             why,
         };
         // Carved: each entry is parsed from a slice and spilled (see carve).
-        let saved = carve::saved_plan(file).map_err(|e| match e {
+        let (saved, verifier) = carve::saved_plan_checked(file, on_head).map_err(|e| match e {
             carve::CarveError::Read(source) => read_err(source),
             other => invalid(crate::escape::text(&other.to_string())),
         })?;
@@ -185,7 +194,7 @@ impl SavedPlan {
                 found: saved.saved_format_version,
             });
         }
-        Ok(saved)
+        Ok((saved, verifier))
     }
 
     /// Whether a file is a saved plan, judged by its content (a JSON object
@@ -215,6 +224,34 @@ impl SavedPlan {
     }
 }
 
+/// From a saved plan's head: the plan file to check its entries against
+/// (`plan_file`, or the path it records) and whether it is an undo plan as
+/// far as the head tells (`undo` comes after the lists; when it does, the
+/// early checks do not count and the entries are checked again).
+fn head_of(head: &[u8], plan_file: Option<&Path>) -> Option<(PathBuf, bool)> {
+    #[derive(Deserialize)]
+    struct Head {
+        report: HeadReport,
+    }
+    #[derive(Deserialize)]
+    struct HeadReport {
+        #[serde(default)]
+        plan: Option<HeadPlan>,
+        #[serde(default)]
+        undo: Option<serde::de::IgnoredAny>,
+    }
+    #[derive(Deserialize)]
+    struct HeadPlan {
+        path: String,
+    }
+    let head: Head = serde_json::from_slice(head).ok()?;
+    let path = match plan_file {
+        Some(p) => p.to_path_buf(),
+        None => PathBuf::from(head.report.plan?.path),
+    };
+    Some((path, head.report.undo.is_some()))
+}
+
 /// A saved plan opened for apply or undo, with its authority.
 pub struct Opened {
     /// The plan file on disk whose hash the saved plan records.
@@ -234,21 +271,34 @@ pub fn open(
     env: &dyn Env,
     key: Option<&sign::SigningKey>,
 ) -> Result<Opened, SavedPlanError> {
-    let saved = SavedPlan::read(path)?;
+    // The entries are checked as they are read when the plan file can be
+    // loaded from the file's head; the plan so loaded is kept only if it is
+    // the one named below, and its checks only if they hold for the report.
+    let mut early: Option<(PathBuf, Plan)> = None;
+    let on_head: carve::OnHead<'_> = Box::new(|head| {
+        let (plan_path, undo) = head_of(head, plan_file)?;
+        let plan = crate::planfile::load_with(&plan_path, env).ok()?;
+        early = Some((plan_path, plan.clone()));
+        Some(verify::Verifier::new(plan, undo))
+    });
+    let (saved, verifier) = SavedPlan::read_checked(path, on_head)?;
     sign::verify_file(path, saved.signature.as_deref(), key)?;
     let plan_path = match plan_file {
         Some(p) => p.to_path_buf(),
         None => PathBuf::from(&saved.report.plan.path),
     };
-    let plan = match crate::planfile::load_with(&plan_path, env) {
-        Err(PlanFileError::Read { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            return Err(SavedPlanError::PlanFileMissing {
-                plan_file: plan_path,
-            });
-        }
-        other => other?,
+    let plan = match early {
+        Some((p, plan)) if p == plan_path => plan,
+        _ => match crate::planfile::load_with(&plan_path, env) {
+            Err(PlanFileError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Err(SavedPlanError::PlanFileMissing {
+                    plan_file: plan_path,
+                });
+            }
+            other => other?,
+        },
     };
     if plan.file_sha256 != saved.report.plan.file_sha256 {
         return Err(SavedPlanError::PlanFileChanged {
@@ -258,7 +308,18 @@ pub fn open(
         });
     }
     let mut report = saved.to_report(path)?;
-    verify::check(&plan, &report)?;
+    match verifier {
+        Some(v)
+            if v.plan().file_sha256 == plan.file_sha256 && v.undo() == report.undo.is_some() =>
+        {
+            tracing::debug!("the saved plan's entries were checked as it was read");
+            v.finish(&report)?;
+        }
+        _ => {
+            tracing::debug!("the saved plan's entries are checked in a second pass");
+            verify::check(&plan, &report)?;
+        }
+    }
     // `check` matched the summary against the listed changes.
     report.summary_counted = true;
     report.name = match report.undo {

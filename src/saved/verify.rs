@@ -132,63 +132,161 @@ fn whole(section: &'static str, why: Why) -> Tampered {
 }
 
 /// Checks a saved plan (or an undo plan) against `plan`, streaming its
-/// changes once.
+/// spilled changes once.
 pub fn check(plan: &Plan, report: &PlanReport) -> Result<()> {
-    // An undo plan reads its values from the destination: its mappings run
-    // from each `to` onto itself.
-    let undo = report.undo.is_some();
-    let same = report.mappings.len() == plan.mappings.len()
-        && report
-            .mappings
-            .iter()
-            .zip(&plan.mappings)
-            .all(|(r, p)| r.to == p.to && (r.from == p.from || (undo && r.from == p.to)));
-    if !same {
-        return Err(whole("mappings", Why::MappingsDiffer));
-    }
-    if report.lease_mode != plan.leases {
-        return Err(whole("lease_mode", Why::LeaseModeDiffers));
-    }
-    let mut counts = vec![Summary::default(); plan.mappings.len()];
-    let mut order = Order::default();
-    for (i, c) in report.changes.try_iter().enumerate() {
-        let c = c.map_err(|_| whole("changes", Why::Unreadable))?;
-        let i = i as u64;
-        check_change(plan, &c, undo).map_err(|why| bad("changes", i, &c.key, why))?;
-        if !order.next(c.mapping, &c.key) {
-            return Err(bad("changes", i, &c.key, Why::OutOfOrder));
-        }
-        counts[c.mapping].count(c.action);
-    }
-    check_counts(report, &counts)?;
-    let mut order = Order::default();
-    let mut moved = 0u64;
-    for (i, d) in report.source_deletes.try_iter().enumerate() {
-        let d = d.map_err(|_| whole("source_deletes", Why::Unreadable))?;
-        let i = i as u64;
-        check_source_delete(plan, &d)
-            .map_err(|why| bad("source_deletes", i, &d.source_key, why))?;
-        if !order.next(d.mapping, &d.source_key) {
-            return Err(bad("source_deletes", i, &d.source_key, Why::OutOfOrder));
-        }
-        moved += 1;
-    }
-    if moved != report.summary.delete_source {
-        return Err(whole(
-            "summary",
-            Why::Count {
-                field: "source deletes",
-                listed: moved,
-                summary: report.summary.delete_source,
-            },
-        ));
-    }
-    if let Some(u) = &report.undo {
-        for (i, c) in u.restores.iter().enumerate() {
-            check_restore(plan, c).map_err(|why| bad("undo.restores", i as u64, &c.key, why))?;
+    let mut v = Verifier::new(plan.clone(), report.undo.is_some());
+    v.whole(report)?;
+    for c in report.changes.try_iter() {
+        v.change(&c.map_err(|_| whole("changes", Why::Unreadable))?);
+        if v.failed[0].is_some() {
+            break;
         }
     }
-    Ok(())
+    v.changes_done(report)?;
+    for d in report.source_deletes.try_iter() {
+        v.source_delete(&d.map_err(|_| whole("source_deletes", Why::Unreadable))?);
+        if v.failed[1].is_some() {
+            break;
+        }
+    }
+    v.deletes_done(report)?;
+    v.restores(report)
+}
+
+/// The checks of [`check`], fed one entry at a time: by [`check`] from the
+/// spill, or while a saved plan is read (`carve`), so that no second pass
+/// over a million entries stands before the first write. An entry that
+/// fails is kept, not returned, so that [`Verifier::finish`] tells the
+/// same error, in the same order, as [`check`] would.
+pub struct Verifier {
+    plan: Plan,
+    undo: bool,
+    counts: Vec<Summary>,
+    order: [Order; 2],
+    /// Entries seen: changes, source deletes.
+    seen: [u64; 2],
+    /// The first entry of each list that failed.
+    failed: [Option<Tampered>; 2],
+}
+
+impl Verifier {
+    /// Checks against `plan`'s rules, for an undo plan when `undo`.
+    pub fn new(plan: Plan, undo: bool) -> Verifier {
+        Verifier {
+            counts: vec![Summary::default(); plan.mappings.len()],
+            plan,
+            undo,
+            order: Default::default(),
+            seen: [0; 2],
+            failed: [None, None],
+        }
+    }
+
+    /// The plan file whose rules it checks against.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Whether it checks an undo plan's entries.
+    pub fn undo(&self) -> bool {
+        self.undo
+    }
+
+    /// The next entry of `changes`.
+    pub fn change(&mut self, c: &Change) {
+        let i = self.seen[0];
+        self.seen[0] += 1;
+        if self.failed[0].is_some() {
+            return;
+        }
+        let why = match check_change(&self.plan, c, self.undo) {
+            Err(why) => why,
+            Ok(()) if !self.order[0].next(c.mapping, &c.key) => Why::OutOfOrder,
+            Ok(()) => {
+                self.counts[c.mapping].count(c.action);
+                return;
+            }
+        };
+        self.failed[0] = Some(bad("changes", i, &c.key, why));
+    }
+
+    /// The next entry of `source_deletes`.
+    pub fn source_delete(&mut self, d: &SourceDelete) {
+        let i = self.seen[1];
+        self.seen[1] += 1;
+        if self.failed[1].is_some() {
+            return;
+        }
+        let why = match check_source_delete(&self.plan, d) {
+            Err(why) => why,
+            Ok(()) if !self.order[1].next(d.mapping, &d.source_key) => Why::OutOfOrder,
+            Ok(()) => return,
+        };
+        self.failed[1] = Some(bad("source_deletes", i, &d.source_key, why));
+    }
+
+    /// After every entry was fed: the checks of the whole report, then the
+    /// first failed entry, as [`check`] orders them.
+    pub fn finish(mut self, report: &PlanReport) -> Result<()> {
+        self.whole(report)?;
+        self.changes_done(report)?;
+        self.deletes_done(report)?;
+        self.restores(report)
+    }
+
+    /// What the report says of itself: the plan file's mappings and leases.
+    fn whole(&self, report: &PlanReport) -> Result<()> {
+        // An undo plan reads its values from the destination: its mappings
+        // run from each `to` onto itself.
+        let undo = self.undo;
+        let same = report.mappings.len() == self.plan.mappings.len()
+            && report
+                .mappings
+                .iter()
+                .zip(&self.plan.mappings)
+                .all(|(r, p)| r.to == p.to && (r.from == p.from || (undo && r.from == p.to)));
+        if !same {
+            return Err(whole("mappings", Why::MappingsDiffer));
+        }
+        if report.lease_mode != self.plan.leases {
+            return Err(whole("lease_mode", Why::LeaseModeDiffers));
+        }
+        Ok(())
+    }
+
+    fn changes_done(&mut self, report: &PlanReport) -> Result<()> {
+        if let Some(e) = self.failed[0].take() {
+            return Err(e);
+        }
+        check_counts(report, &self.counts)
+    }
+
+    fn deletes_done(&mut self, report: &PlanReport) -> Result<()> {
+        if let Some(e) = self.failed[1].take() {
+            return Err(e);
+        }
+        if self.seen[1] != report.summary.delete_source {
+            return Err(whole(
+                "summary",
+                Why::Count {
+                    field: "source deletes",
+                    listed: self.seen[1],
+                    summary: report.summary.delete_source,
+                },
+            ));
+        }
+        Ok(())
+    }
+
+    fn restores(&self, report: &PlanReport) -> Result<()> {
+        if let Some(u) = &report.undo {
+            for (i, c) in u.restores.iter().enumerate() {
+                check_restore(&self.plan, c)
+                    .map_err(|why| bad("undo.restores", i as u64, &c.key, why))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Entries come in (mapping, key) order, each once.
