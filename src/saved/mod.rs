@@ -274,8 +274,13 @@ pub fn open(
     // The entries are checked as they are read when the plan file can be
     // loaded from the file's head; the plan so loaded is kept only if it is
     // the one named below, and its checks only if they hold for the report.
+    // With a signing key, nothing the artifact names is opened before its
+    // signature holds: only a plan file given on the command line is.
     let mut early: Option<(PathBuf, Plan)> = None;
     let on_head: carve::OnHead<'_> = Box::new(|head| {
+        if key.is_some() && plan_file.is_none() {
+            return None;
+        }
         let (plan_path, undo) = head_of(head, plan_file)?;
         let plan = crate::planfile::load_with(&plan_path, env).ok()?;
         early = Some((plan_path, plan.clone()));
