@@ -392,9 +392,17 @@ async fn signed_plans_are_checked_when_a_key_is_set() {
         assert!(!ran.stderr.contains(KEY), "the key is never shown");
     }
     assert_eq!(revisions(&src, &dst).await, before);
+    // With a key, the plan file the artifact names is opened only after
+    // its signature holds: its entries are checked in the second pass.
     let ran = run(etcdplan(d)
         .env("ETCDPLAN_SIGNING_KEY", KEY)
+        .env("ETCDPLAN_LOG", "etcdplan=debug")
         .args(["apply", "signed.json"]));
     assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
+    assert!(
+        ran.stderr.contains("entries are checked in a second pass"),
+        "{}",
+        ran.stderr
+    );
     assert_eq!(dst.dump(b"/app/").await.len(), 1);
 }
