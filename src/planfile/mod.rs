@@ -237,6 +237,14 @@ impl Mapping {
         Some(key)
     }
 
+    /// Whether `key` is where this mapping writes `source_key`
+    /// ([`Mapping::to_destination`] without building it).
+    pub fn maps_to(&self, source_key: &[u8], key: &[u8]) -> bool {
+        source_key
+            .strip_prefix(self.from.as_slice())
+            .is_some_and(|rest| key.strip_prefix(self.to.as_slice()) == Some(rest))
+    }
+
     /// The source key a destination key under `to` corresponds to.
     pub fn to_source(&self, destination_key: &[u8]) -> Option<Vec<u8>> {
         let rest = destination_key.strip_prefix(self.to.as_slice())?;
@@ -259,5 +267,34 @@ impl Mapping {
                 .strip_prefix(self.to.as_slice())
                 .is_some_and(|k| k.starts_with(rest))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Mapping;
+    use proptest::prelude::*;
+
+    // Short keys over few bytes, so prefixes meet often.
+    fn key() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(0u8..4, 0..6)
+    }
+
+    proptest! {
+        #[test]
+        fn maps_to_is_to_destination_without_building_it(
+            from in key(), to in key(), source in key(), dest in key(), same in any::<bool>(),
+        ) {
+            let m = Mapping { from, to, exclude: Vec::new() };
+            // Half the time a key that does map, so both answers are tried.
+            let dest = match (same, m.to_destination(&source)) {
+                (true, Some(k)) => k,
+                _ => dest,
+            };
+            prop_assert_eq!(
+                m.maps_to(&source, &dest),
+                m.to_destination(&source).as_deref() == Some(dest.as_slice())
+            );
+        }
     }
 }

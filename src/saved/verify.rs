@@ -300,7 +300,11 @@ impl Order {
             .0
             .as_ref()
             .is_none_or(|(m, k)| (*m, k.as_slice()) < (mapping, key));
-        self.0 = Some((mapping, key.to_vec()));
+        // The previous key's buffer is reused: no allocation per entry.
+        let (m, k) = self.0.get_or_insert_with(Default::default);
+        *m = mapping;
+        k.clear();
+        k.extend_from_slice(key);
         later
     }
 }
@@ -355,7 +359,7 @@ fn check_place(
     if m.excludes_source(source_key) {
         return Err(Why::Excluded);
     }
-    if m.to_destination(source_key).as_deref() != Some(key) {
+    if !m.maps_to(source_key, key) {
         return Err(Why::NotItsDestination);
     }
     Ok(())
