@@ -65,6 +65,30 @@ fn batch(prefix: &str, from: u64, to: u64) -> Txn {
     Txn::new().when(absent).and_then(puts).or_else(reads)
 }
 
+/// Writes one batch of seed keys, again after a failure: seeding is not
+/// measured, and the puts are idempotent, so a slow fsync that makes etcd
+/// answer "request timed out" (seen seeding a second million keys) should
+/// not end the benchmark.
+async fn seed_batch(
+    mut c: Client,
+    prefix: &str,
+    from: u64,
+    to: u64,
+) -> Result<(), etcd_client::Error> {
+    let mut attempt = 0;
+    loop {
+        match c.txn(batch(prefix, from, to)).await {
+            Ok(_) => return Ok(()),
+            Err(e) if attempt >= 5 => return Err(e),
+            Err(e) => {
+                eprintln!("benchtool seed: {e}; again");
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(500 << attempt)).await;
+            }
+        }
+    }
+}
+
 /// Reads `[start, end)` page by page (no sort) at `revision` (0: pinned by
 /// the first page); returns how many keys it read.
 async fn read_range(
@@ -120,8 +144,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut from = 0;
             while from < n {
                 let to = (from + 128).min(n);
-                let (mut c, p) = (client.clone(), prefix.clone());
-                set.spawn(async move { c.txn(batch(&p, from, to)).await.map(|_| ()) });
+                let (c, p) = (client.clone(), prefix.clone());
+                set.spawn(async move { seed_batch(c, &p, from, to).await });
                 if set.len() >= 8
                     && let Some(r) = set.join_next().await
                 {
