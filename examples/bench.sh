@@ -6,7 +6,8 @@
 #
 # Defaults: 100,000 keys of ~200-byte JSON, 1 run per figure (medians of R).
 # Ceilings, both written with etcd-client (examples/benchtool.rs):
-#   writes: unguarded 128-put transactions, pipelined, best of 4 to 128 in flight;
+#   writes: unguarded 128-put transactions, pipelined, best of 4 to 128 in flight
+#           on one connection and of 32 to 128 spread over 8 (as etcdplan does);
 #   reads:  both ranges read at once, each as bounded sub-ranges in parallel
 #           (split points known in advance), best of 16/32/64 sub-ranges.
 # --rtt MS puts the destination behind examples/latency-proxy.py, which
@@ -97,14 +98,16 @@ EOF
 
 declare -A best_w=() ; raw=(); read=(); apply=(); apply_kib=(); saved=(); saved_kib=()
 planned=(); planned_kib=(); noop=(); noop_kib=(); plan=(); plan_kib=(); mirror=(); seq_read=()
-in_flight=(4 8 16 32 64 128)
+# Transactions in flight, then "x" and the connections they are spread over.
+in_flight=(4 8 16 32 64 128 32x8 64x8 128x8)
 for run in $(seq "$RUNS"); do
-  # The write ceiling: the best of 4 to 128 transactions in flight.
+  # The write ceiling: the best of those.
   ws=()
   for k in "${in_flight[@]}"; do
     "$TOOL" clear "$DST" /bench/raw/
     sync
-    t=$(now); "$TOOL" raw "$DST" /bench/raw/ "$N" "$k"; s=$(elapsed "$t")
+    conns=1; [[ "$k" == *x* ]] && conns=${k#*x}
+    t=$(now); CONNECTIONS=$conns "$TOOL" raw "$DST" /bench/raw/ "$N" "${k%x*}"; s=$(elapsed "$t")
     ws+=("$s"); best_w[$k]=$s
   done
   "$TOOL" clear "$DST" /bench/raw/
@@ -190,7 +193,7 @@ echo
 raw_by=(); for k in "${in_flight[@]}"; do raw_by+=("$k: ${best_w[$k]}"); done
 echo "| figure | seconds | vs ceiling | peak RSS |"
 echo "| --- | ---: | ---: | ---: |"
-echo "| write ceiling: raw pipelined 128-put txns, best of 4 to 128 in flight (last run, by in flight: ${raw_by[*]}) | $m_raw | | |"
+echo "| write ceiling: raw pipelined 128-put txns, best of 4 to 128 in flight on 1 connection and 32 to 128 on 8 (last run, by in flight, x connections: ${raw_by[*]}) | $m_raw | | |"
 echo "| read ceiling: both ranges, parallel bounded sub-ranges, best of 16/32/64 | $m_read | | |"
 echo "| one plain paged read of the destination (5,000 keys a page) | $m_seq | | |"
 if [ "$MIRROR" = 1 ]; then

@@ -7,11 +7,13 @@
 //!   benchtool raw   ENDPOINT PREFIX N [IN_FLIGHT]
 //!                                        # the same N keys as plain 128-put txns,
 //!                                        # IN_FLIGHT (default 1) at a time: the write ceiling
+//!                                        # (CONNECTIONS=C spreads them over C connections)
 //!   benchtool read  ENDPOINT PREFIX      # read every key and value, paged, no sort
 //!   benchtool pread ENDPOINT PREFIX N PARTS
 //!                                        # read the N seeded keys as PARTS bounded
 //!                                        # sub-ranges in parallel: the read ceiling
-//!                                        # (PL=KEYS sets keys per page, default 5000)
+//!                                        # (PL=KEYS sets keys per page, default 5000;
+//!                                        # CONNECTIONS=C spreads them over C connections)
 //!   benchtool scan  ENDPOINT PREFIX [READERS]
 //!                                        # etcdplan's own parallel reader alone
 //!   benchtool count ENDPOINT PREFIX
@@ -89,6 +91,26 @@ async fn seed_batch(
     }
 }
 
+/// `CONNECTIONS` clients of `endpoint` (default 1), each its own connection:
+/// requests taken in turn by `clients[i % len]`. Across a long link each
+/// HTTP/2 connection's window opens small and grows slowly, so a writer on
+/// several connections fills the link sooner (etcdplan uses several too).
+async fn clients(
+    first: &Client,
+    endpoint: &str,
+) -> Result<Vec<Client>, Box<dyn std::error::Error>> {
+    let n: usize = std::env::var("CONNECTIONS")
+        .ok()
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(1);
+    let mut all = vec![first.clone()];
+    for _ in 1..n.max(1) {
+        all.push(Client::connect([endpoint], None).await?);
+    }
+    Ok(all)
+}
+
 /// Reads `[start, end)` page by page (no sort) at `revision` (0: pinned by
 /// the first page); returns how many keys it read.
 async fn read_range(
@@ -159,11 +181,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         "raw" => {
             let in_flight: usize = args.get(5).map(|s| s.parse()).transpose()?.unwrap_or(1);
+            let clients = clients(&client, endpoint).await?;
             let mut set = tokio::task::JoinSet::new();
             let mut from = 0;
             while from < n {
                 let to = (from + 128).min(n);
-                let (mut c, p) = (client.clone(), prefix.clone());
+                let c = &clients[(from / 128) as usize % clients.len()];
+                let (mut c, p) = (c.clone(), prefix.clone());
                 set.spawn(async move { c.txn(batch(&p, from, to)).await.map(|_| ()) });
                 if set.len() >= in_flight.max(1)
                     && let Some(r) = set.join_next().await
@@ -185,6 +209,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .await?
                 .header()
                 .map_or(0, |h| h.revision());
+            let clients = clients(&client, endpoint).await?;
             let mut set = tokio::task::JoinSet::new();
             for part in 0..parts {
                 let (lo, hi) = (n * part / parts, n * (part + 1) / parts);
@@ -194,7 +219,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 } else {
                     key(&prefix, hi).into_bytes()
                 };
-                let c = client.clone();
+                let c = clients[part as usize % clients.len()].clone();
                 let limit = std::env::var("PL")
                     .ok()
                     .and_then(|v| v.parse().ok())
