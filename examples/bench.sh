@@ -6,10 +6,11 @@
 #
 # Defaults: 100,000 keys of ~200-byte JSON, 1 run per figure (medians of R).
 # Ceilings, both written with etcd-client (examples/benchtool.rs):
-#   writes: unguarded 128-put transactions, pipelined, best of 4 to 128 in flight
-#           on one connection and of 32 to 128 spread over 8 (as etcdplan does);
+#   writes: unguarded 128-put transactions, pipelined, 4 to 128 in flight
+#           on one connection and 32 to 128 spread over 8 (as etcdplan does);
 #   reads:  both ranges read at once, each as bounded sub-ranges in parallel
-#           (split points known in advance), best of 16/32/64 sub-ranges.
+#           (split points known in advance), 16, 32 or 64 sub-ranges.
+# Each ceiling is its fastest configuration: the lowest median over the runs.
 # --rtt MS puts the destination behind examples/latency-proxy.py, which
 # delays every chunk by MS/2 each way (a round trip of MS ms at loopback
 # bandwidth; this kernel has no netem). Every figure then goes through that
@@ -70,7 +71,6 @@ echo "etcd $(etcd --version | head -1 | awk '{print $3}'): source $SRC, destinat
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-least() { printf '%s\n' "$@" | sort -g | head -1; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f×", a / b }'; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.0f MiB", k / 1024 }'; }
 # timed NAME CMD…: runs CMD under /usr/bin/time; sets $secs and $kib (peak RSS).
@@ -96,23 +96,24 @@ prefixes:
     to: /bench/ep/
 EOF
 
-declare -A best_w=() ; raw=(); read=(); apply=(); apply_kib=(); saved=(); saved_kib=()
+# Every configuration's times over the runs: a ceiling is the configuration
+# whose median is lowest. (The median of each run's fastest would let one
+# lucky sample among nine set it.)
+declare -A last_w=() w_all=() r_all=(); apply=(); apply_kib=(); saved=(); saved_kib=()
 planned=(); planned_kib=(); noop=(); noop_kib=(); plan=(); plan_kib=(); mirror=(); seq_read=()
 # Transactions in flight, then "x" and the connections they are spread over.
 in_flight=(4 8 16 32 64 128 32x8 64x8 128x8)
 for run in $(seq "$RUNS"); do
   # The write ceiling: the best of those.
-  ws=()
   for k in "${in_flight[@]}"; do
     "$TOOL" clear "$DST" /bench/raw/
     sync
     conns=1; [[ "$k" == *x* ]] && conns=${k#*x}
     t=$(now); CONNECTIONS=$conns "$TOOL" raw "$DST" /bench/raw/ "$N" "${k%x*}"; s=$(elapsed "$t")
-    ws+=("$s"); best_w[$k]=$s
+    last_w[$k]=$s; w_all[$k]+="$s "
   done
   "$TOOL" clear "$DST" /bench/raw/
-  raw+=("$(least "${ws[@]}")")
-  shown=(); for k in "${in_flight[@]}"; do shown+=("$k: ${best_w[$k]} s"); done
+  shown=(); for k in "${in_flight[@]}"; do shown+=("$k: ${last_w[$k]} s"); done
   echo "run $run: raw writer by transactions in flight: ${shown[*]}"
 
   if [ "$MIRROR" = 1 ]; then
@@ -134,16 +135,14 @@ for run in $(seq "$RUNS"); do
   apply+=("$secs"); apply_kib+=("$kib")
 
   # The read ceiling, now that both ranges hold N keys: both read at once.
-  rs=()
   for p in 16 32 64; do
     sync
     t=$(now)
     "$TOOL" pread "$SRC" /bench/src/ "$N" "$p" >/dev/null & a=$!
     "$TOOL" pread "$DST" /bench/ep/ "$N" "$p" >/dev/null & b=$!
     wait "$a" "$b"
-    rs+=("$(elapsed "$t")")
+    r_all[$p]+="$(elapsed "$t") "
   done
-  read+=("$(least "${rs[@]}")")
   # One plain paged read of the destination (5,000 keys a page).
   sync; t=$(now); "$TOOL" read "$DST" /bench/ep/ >/dev/null; seq_read+=("$(elapsed "$t")")
 
@@ -168,7 +167,19 @@ for run in $(seq "$RUNS"); do
   echo "run $run: apply ${apply[-1]} s; apply SAVED $secs s; no-op ${noop[-1]} s; plan ${plan[-1]} s"
 done
 
-m_raw=$(median "${raw[@]}"); m_read=$(median "${read[@]}"); m_seq=$(median "${seq_read[@]}")
+# fastest NAME: the configuration of array NAME with the lowest median, as
+# "median configuration".
+fastest() {
+  local -n all=$1; local k best=""
+  for k in "${!all[@]}"; do
+    # shellcheck disable=SC2086 # the samples are one space-separated string
+    best+="$(median ${all[$k]}) $k"$'\n'
+  done
+  printf '%s' "$best" | sort -g | head -1
+}
+read -r m_raw raw_config <<<"$(fastest w_all)"
+read -r m_read read_config <<<"$(fastest r_all)"
+m_seq=$(median "${seq_read[@]}")
 m_apply=$(median "${apply[@]}"); m_saved=$(median "${saved[@]}")
 m_noop=$(median "${noop[@]}"); m_plan=$(median "${plan[@]}"); m_planned=$(median "${planned[@]}")
 
@@ -190,11 +201,11 @@ echo "## etcdplan benchmark: $(printf "%'d" "$N") keys of ~200 B, etcd $(etcd --
 echo
 echo "Command: \`bash examples/bench.sh -n $N --runs $RUNS$([ "$RTT" != 0 ] && echo " --rtt $RTT")$([ "$MIRROR" = 1 ] && echo " --mirror")$([ "$SNAPSHOT" = 1 ] && echo " --snapshot")\`"
 echo
-raw_by=(); for k in "${in_flight[@]}"; do raw_by+=("$k: ${best_w[$k]}"); done
+raw_by=(); for k in "${in_flight[@]}"; do raw_by+=("$k: ${last_w[$k]}"); done
 echo "| figure | seconds | vs ceiling | peak RSS |"
 echo "| --- | ---: | ---: | ---: |"
-echo "| write ceiling: raw pipelined 128-put txns, best of 4 to 128 in flight on 1 connection and 32 to 128 on 8 (last run, by in flight, x connections: ${raw_by[*]}) | $m_raw | | |"
-echo "| read ceiling: both ranges, parallel bounded sub-ranges, best of 16/32/64 | $m_read | | |"
+echo "| write ceiling: raw pipelined 128-put txns, the fastest median of 4 to 128 in flight on 1 connection and 32 to 128 on 8 ($raw_config; last run, by in flight, x connections: ${raw_by[*]}) | $m_raw | | |"
+echo "| read ceiling: both ranges, parallel bounded sub-ranges, the fastest median of 16/32/64 ($read_config) | $m_read | | |"
 echo "| one plain paged read of the destination (5,000 keys a page) | $m_seq | | |"
 if [ "$MIRROR" = 1 ]; then
   echo "| etcdctl make-mirror | $(median "${mirror[@]}") | $(ratio "$(median "${mirror[@]}")" "$m_raw") | |"
