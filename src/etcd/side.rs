@@ -37,8 +37,8 @@ impl Op<'static> {
     };
 }
 
-/// Connections per endpoint; requests take them in turn. Across a long link
-/// one connection cannot carry a window of writes at first: etcd's gRPC
+/// Connections per endpoint across a long link; requests take them in turn.
+/// There one connection cannot carry a window of writes at first: etcd's gRPC
 /// server opens each connection's receive window at 64 KiB and widens it
 /// only as it measures the link, a little per round trip, so 128 batches of
 /// 32 KiB sent at once drain two per round trip for the first half second.
@@ -46,17 +46,38 @@ impl Op<'static> {
 /// (100,000 keys, 128 raw transactions in flight, etcd 3.4.23): 1.29-1.33 s
 /// on one connection, 1.08-1.11 s on 4, 0.94-0.95 s on 8, 0.79-0.80 s on
 /// 16; an apply took 1.32-1.35 s, 1.09-1.14 s, 1.01-1.06 s and 0.98 s. On
-/// loopback, no difference. 8 keeps most of the gain for half the
-/// connections (and logins, with a password) of 16.
+/// loopback, 8 connections cost an apply about 5% (median of 8 interleaved
+/// runs: more wakeups, smaller writes for the same requests), so a side uses one until an answer
+/// shows a long link ([`LONG_LINK_US`]). 8 keeps most of the gain for half
+/// the connections (and logins, with a password) of 16.
 const LANES: usize = 8;
+
+/// The fastest answer, in microseconds, that makes a link long: below it one
+/// connection's window grows to the link's within a fraction of a second.
+/// Loopback and a data centre's network answer in well under 5 ms; a link
+/// between regions cannot answer faster than its round trip.
+const LONG_LINK_US: u64 = 5_000;
 
 struct Endpoint {
     url: String,
-    /// Its connections, each opened on first use.
-    lanes: Vec<OnceCell<Client>>,
+    /// Its first connection, opened on first use.
+    client: OnceCell<Client>,
+    /// Its other connections across a long link: each opened in the
+    /// background when its turn first comes, and taken only once open (a
+    /// request does not wait a round trip for a connection).
+    lanes: Arc<[Lane]>,
     /// Set after the first request this endpoint answered: from then on a
     /// dropped connection is a reset, not a TLS mismatch.
     answered: AtomicBool,
+}
+
+/// One of an endpoint's other connections.
+#[derive(Default)]
+struct Lane {
+    client: OnceCell<Client>,
+    /// Set once it is being opened: it is opened once, and one that fails
+    /// to open is never taken.
+    opening: AtomicBool,
 }
 
 /// A connection to one side of the migration.
@@ -75,6 +96,9 @@ pub struct Side {
     /// The slowest answered request so far, in microseconds, and how many
     /// were answered: what `--request-timeout` must stay above (said at -v).
     slowest_us: AtomicU64,
+    /// The fastest answered request so far, in microseconds (`u64::MAX`
+    /// before any): whether the link is long (see [`LANES`]).
+    fastest_us: AtomicU64,
     answered: AtomicU64,
     /// A prefix the plan reads on this side: requests that only need a
     /// header (cluster id, revision) read it, count-only, because a user
@@ -120,7 +144,8 @@ impl Side {
                 .iter()
                 .map(|url| Endpoint {
                     url: url.clone(),
-                    lanes: (0..LANES).map(|_| OnceCell::new()).collect(),
+                    client: OnceCell::new(),
+                    lanes: (1..LANES).map(|_| Lane::default()).collect(),
                     answered: AtomicBool::new(false),
                 })
                 .collect(),
@@ -129,6 +154,7 @@ impl Side {
             notices: Notices::default(),
             picked: OnceCell::new(),
             slowest_us: AtomicU64::new(0),
+            fastest_us: AtomicU64::new(u64::MAX),
             answered: AtomicU64::new(0),
             probe: Vec::new(),
             local: None,
@@ -217,15 +243,39 @@ impl Side {
         }
     }
 
-    /// A client of endpoint `i`, its connections taken in turn, each
-    /// connected on first use. Each request works on a clone (they share
-    /// the connection and its auth token).
+    /// A client of endpoint `i`: its first connection, or across a long
+    /// link its connections in turn, each connected on first use. Each
+    /// request works on a clone (they share the connection and its auth
+    /// token).
     async fn client(&self, i: usize) -> Result<&Client, etcd_client::Error> {
         let ep = &self.endpoints[i];
-        let lane = self.lane.fetch_add(1, Ordering::Relaxed) % ep.lanes.len().max(1);
-        ep.lanes[lane]
+        let fastest = self.fastest_us.load(Ordering::Relaxed);
+        if (LONG_LINK_US..u64::MAX).contains(&fastest) {
+            let turn = self.lane.fetch_add(1, Ordering::Relaxed) % LANES;
+            if let Some(k) = turn.checked_sub(1) {
+                match ep.lanes[k].client.get() {
+                    Some(c) => return Ok(c),
+                    None => self.open_lane(ep, k),
+                }
+            }
+        }
+        ep.client
             .get_or_try_init(|| Client::connect([ep.url.as_str()], Some(self.options.clone())))
             .await
+    }
+
+    /// Opens `ep`'s other connection `k` in the background, once.
+    fn open_lane(&self, ep: &Endpoint, k: usize) {
+        if ep.lanes[k].opening.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        tracing::debug!(side = %self.role, endpoint = %ep.url, fastest_ms = self.fastest_us.load(Ordering::Relaxed) as f64 / 1000.0, "a long link: opening another connection");
+        let (lanes, url, options) = (ep.lanes.clone(), ep.url.clone(), self.options.clone());
+        tokio::spawn(async move {
+            let connect = || Client::connect([url.as_str()], Some(options));
+            // One that fails is never taken: requests keep to the others.
+            let _ = lanes[k].client.get_or_try_init(connect).await;
+        });
     }
 
     /// How to handle a failure at endpoint `i`. A plaintext etcd sometimes
@@ -306,6 +356,7 @@ impl Side {
                     let took = started.elapsed().as_micros() as u64;
                     tracing::debug!(side = %self.role, endpoint = %ep.url, action = op.action, under = %display_key(op.prefix), ms = took as f64 / 1000.0, "answered");
                     self.slowest_us.fetch_max(took, Ordering::Relaxed);
+                    self.fastest_us.fetch_min(took, Ordering::Relaxed);
                     self.answered.fetch_add(1, Ordering::Relaxed);
                     return Ok(v);
                 }
