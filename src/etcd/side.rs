@@ -47,16 +47,22 @@ impl Op<'static> {
 /// on one connection, 1.08-1.11 s on 4, 0.94-0.95 s on 8, 0.79-0.80 s on
 /// 16; an apply took 1.32-1.35 s, 1.09-1.14 s, 1.01-1.06 s and 0.98 s. On
 /// loopback, 8 connections cost an apply about 5% (median of 8 interleaved
-/// runs: more wakeups, smaller writes for the same requests), so a side uses one until an answer
-/// shows a long link ([`LONG_LINK_US`]). 8 keeps most of the gain for half
+/// runs: more wakeups, smaller writes for the same requests), so a side uses one until its answers
+/// show a long link ([`LONG_LINK_US`]). 8 keeps most of the gain for half
 /// the connections (and logins, with a password) of 16.
 const LANES: usize = 8;
 
-/// The fastest answer, in microseconds, that makes a link long: below it one
-/// connection's window grows to the link's within a fraction of a second.
-/// Loopback and a data centre's network answer in well under 5 ms; a link
-/// between regions cannot answer faster than its round trip.
-const LONG_LINK_US: u64 = 5_000;
+/// The fastest answer, in microseconds, that makes a link long, once
+/// [`LONG_LINK_ANSWERS`] answers are in: below it one connection's window
+/// grows to the link's within a fraction of a second. A link between regions
+/// cannot answer faster than its round trip; loopback and a data centre's
+/// network answer in a few ms, but a loaded server can take longer: at 5 ms,
+/// three runs at once on this 2-core machine took 8 connections on loopback.
+const LONG_LINK_US: u64 = 20_000;
+
+/// How many answers the fastest is taken over before a link counts as long
+/// (the first round of probes brings about this many).
+const LONG_LINK_ANSWERS: u64 = 4;
 
 struct Endpoint {
     url: String,
@@ -249,8 +255,9 @@ impl Side {
     /// token).
     async fn client(&self, i: usize) -> Result<&Client, etcd_client::Error> {
         let ep = &self.endpoints[i];
-        let fastest = self.fastest_us.load(Ordering::Relaxed);
-        if (LONG_LINK_US..u64::MAX).contains(&fastest) {
+        if self.answered.load(Ordering::Relaxed) >= LONG_LINK_ANSWERS
+            && self.fastest_us.load(Ordering::Relaxed) >= LONG_LINK_US
+        {
             let turn = self.lane.fetch_add(1, Ordering::Relaxed) % LANES;
             if let Some(k) = turn.checked_sub(1) {
                 match ep.lanes[k].client.get() {
@@ -345,15 +352,19 @@ impl Side {
             let raw = self.current.load(Ordering::Relaxed);
             let i = raw % n;
             let ep = &self.endpoints[i];
-            let started = std::time::Instant::now();
-            let (client, result) = match self.client(i).await {
-                Ok(c) => (Some(c), f(c.clone()).await),
-                Err(e) => (None, Err(e)),
+            // Timed once connected: opening a connection is not the request
+            // (and has its own timeout), and would make a short link look long.
+            let (client, result, took) = match self.client(i).await {
+                Ok(c) => {
+                    let started = std::time::Instant::now();
+                    (Some(c), f(c.clone()).await, started.elapsed())
+                }
+                Err(e) => (None, Err(e), Duration::ZERO),
             };
             let err = match result {
                 Ok(v) => {
                     ep.answered.store(true, Ordering::Relaxed);
-                    let took = started.elapsed().as_micros() as u64;
+                    let took = took.as_micros() as u64;
                     tracing::debug!(side = %self.role, endpoint = %ep.url, action = op.action, under = %display_key(op.prefix), ms = took as f64 / 1000.0, "answered");
                     self.slowest_us.fetch_max(took, Ordering::Relaxed);
                     self.fastest_us.fetch_min(took, Ordering::Relaxed);
