@@ -47,43 +47,34 @@ impl Op<'static> {
 /// on one connection, 1.08-1.11 s on 4, 0.94-0.95 s on 8, 0.79-0.80 s on
 /// 16; an apply took 1.32-1.35 s, 1.09-1.14 s, 1.01-1.06 s and 0.98 s. On
 /// loopback, 8 connections cost an apply about 5% (median of 8 interleaved
-/// runs: more wakeups, smaller writes for the same requests), so a side uses one until its answers
-/// show a long link ([`LONG_LINK_US`]). 8 keeps most of the gain for half
+/// runs: more wakeups, smaller writes for the same requests), so a side uses
+/// one until its round trip shows a long link ([`LONG_LINK_US`]). 8 keeps most of the gain for half
 /// the connections (and logins, with a password) of 16.
 const LANES: usize = 8;
 
-/// The fastest answer, in microseconds, that makes a link long, once
-/// [`LONG_LINK_ANSWERS`] answers are in: below it one connection's window
-/// grows to the link's within a fraction of a second. A link between regions
-/// cannot answer faster than its round trip; loopback and a data centre's
-/// network answer in a few ms, but a loaded server can take longer: at 5 ms,
-/// three runs at once on this 2-core machine took 8 connections on loopback.
+/// The round trip, in microseconds, that makes a link long: below it one
+/// connection's window grows to the link's within a fraction of a second.
+/// It is timed on the smallest request there is (a count-only read of one
+/// key, twice, the faster counting), sent beside the run's first request:
+/// the run's own answers say little, a 2 MiB page taking 15-60 ms on a
+/// loaded loopback. A link between regions cannot answer faster than its
+/// round trip; loopback and a data centre's network answer in a few ms.
 const LONG_LINK_US: u64 = 20_000;
-
-/// How many answers the fastest is taken over before a link counts as long
-/// (the first round of probes brings about this many).
-const LONG_LINK_ANSWERS: u64 = 4;
 
 struct Endpoint {
     url: String,
     /// Its first connection, opened on first use.
     client: OnceCell<Client>,
-    /// Its other connections across a long link: each opened in the
-    /// background when its turn first comes, and taken only once open (a
-    /// request does not wait a round trip for a connection).
-    lanes: Arc<[Lane]>,
+    /// Its other connections across a long link, all opened at once in the
+    /// background when the link shows long; a request whose turn it is
+    /// waits for its connection (queued on the first one instead, it would
+    /// wait for that one's narrow window).
+    lanes: Arc<[OnceCell<Client>]>,
+    /// Set once those are being opened.
+    opening: AtomicBool,
     /// Set after the first request this endpoint answered: from then on a
     /// dropped connection is a reset, not a TLS mismatch.
     answered: AtomicBool,
-}
-
-/// One of an endpoint's other connections.
-#[derive(Default)]
-struct Lane {
-    client: OnceCell<Client>,
-    /// Set once it is being opened: it is opened once, and one that fails
-    /// to open is never taken.
-    opening: AtomicBool,
 }
 
 /// A connection to one side of the migration.
@@ -102,9 +93,11 @@ pub struct Side {
     /// The slowest answered request so far, in microseconds, and how many
     /// were answered: what `--request-timeout` must stay above (said at -v).
     slowest_us: AtomicU64,
-    /// The fastest answered request so far, in microseconds (`u64::MAX`
-    /// before any): whether the link is long (see [`LANES`]).
-    fastest_us: AtomicU64,
+    /// The link's round trip in microseconds, once timed (`u64::MAX`
+    /// before): whether it is long (see [`LANES`]).
+    round_trip_us: Arc<AtomicU64>,
+    /// Set once the round trip is being timed.
+    timing: AtomicBool,
     answered: AtomicU64,
     /// A prefix the plan reads on this side: requests that only need a
     /// header (cluster id, revision) read it, count-only, because a user
@@ -151,7 +144,8 @@ impl Side {
                 .map(|url| Endpoint {
                     url: url.clone(),
                     client: OnceCell::new(),
-                    lanes: (1..LANES).map(|_| Lane::default()).collect(),
+                    lanes: (1..LANES).map(|_| OnceCell::new()).collect(),
+                    opening: AtomicBool::new(false),
                     answered: AtomicBool::new(false),
                 })
                 .collect(),
@@ -160,7 +154,8 @@ impl Side {
             notices: Notices::default(),
             picked: OnceCell::new(),
             slowest_us: AtomicU64::new(0),
-            fastest_us: AtomicU64::new(u64::MAX),
+            round_trip_us: Arc::new(AtomicU64::new(u64::MAX)),
+            timing: AtomicBool::new(false),
             answered: AtomicU64::new(0),
             probe: Vec::new(),
             local: None,
@@ -255,34 +250,57 @@ impl Side {
     /// token).
     async fn client(&self, i: usize) -> Result<&Client, etcd_client::Error> {
         let ep = &self.endpoints[i];
-        if self.answered.load(Ordering::Relaxed) >= LONG_LINK_ANSWERS
-            && self.fastest_us.load(Ordering::Relaxed) >= LONG_LINK_US
-        {
+        let connect = || Client::connect([ep.url.as_str()], Some(self.options.clone()));
+        let round_trip = self.round_trip_us.load(Ordering::Relaxed);
+        if (LONG_LINK_US..u64::MAX).contains(&round_trip) {
+            self.open_lanes(ep);
             let turn = self.lane.fetch_add(1, Ordering::Relaxed) % LANES;
             if let Some(k) = turn.checked_sub(1) {
-                match ep.lanes[k].client.get() {
-                    Some(c) => return Ok(c),
-                    None => self.open_lane(ep, k),
-                }
+                return ep.lanes[k].get_or_try_init(connect).await;
             }
         }
-        ep.client
-            .get_or_try_init(|| Client::connect([ep.url.as_str()], Some(self.options.clone())))
-            .await
+        let client = ep.client.get_or_try_init(connect).await?;
+        self.time_round_trip(client);
+        Ok(client)
     }
 
-    /// Opens `ep`'s other connection `k` in the background, once.
-    fn open_lane(&self, ep: &Endpoint, k: usize) {
-        if ep.lanes[k].opening.swap(true, Ordering::Relaxed) {
+    /// Times the link's round trip in the background, once per side.
+    fn time_round_trip(&self, client: &Client) {
+        if self.timing.swap(true, Ordering::Relaxed) {
             return;
         }
-        tracing::debug!(side = %self.role, endpoint = %ep.url, fastest_ms = self.fastest_us.load(Ordering::Relaxed) as f64 / 1000.0, "a long link: opening another connection");
-        let (lanes, url, options) = (ep.lanes.clone(), ep.url.clone(), self.options.clone());
+        let (mut c, key, round_trip) =
+            (client.clone(), self.probe_key(), self.round_trip_us.clone());
         tokio::spawn(async move {
-            let connect = || Client::connect([url.as_str()], Some(options));
-            // One that fails is never taken: requests keep to the others.
-            let _ = lanes[k].client.get_or_try_init(connect).await;
+            for _ in 0..2 {
+                let started = std::time::Instant::now();
+                let options = etcd_client::GetOptions::new().with_count_only();
+                // Refused or failed: not timed, and the side keeps to one
+                // connection.
+                if c.get(key.clone(), Some(options)).await.is_err() {
+                    return;
+                }
+                let took = started.elapsed().as_micros() as u64;
+                round_trip.fetch_min(took, Ordering::Relaxed);
+            }
         });
+    }
+
+    /// Opens `ep`'s other connections at once in the background, once (a
+    /// request whose turn comes first waits for the same opening).
+    fn open_lanes(&self, ep: &Endpoint) {
+        if ep.opening.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        tracing::debug!(side = %self.role, endpoint = %ep.url, round_trip_ms = self.round_trip_us.load(Ordering::Relaxed) as f64 / 1000.0, "a long link: opening {} more connections", LANES - 1);
+        for k in 0..ep.lanes.len() {
+            let (lanes, url, options) = (ep.lanes.clone(), ep.url.clone(), self.options.clone());
+            tokio::spawn(async move {
+                let connect = || Client::connect([url.as_str()], Some(options));
+                // A failure is the waiting request's to retry and report.
+                let _ = lanes[k].get_or_try_init(connect).await;
+            });
+        }
     }
 
     /// How to handle a failure at endpoint `i`. A plaintext etcd sometimes
@@ -367,7 +385,6 @@ impl Side {
                     let took = took.as_micros() as u64;
                     tracing::debug!(side = %self.role, endpoint = %ep.url, action = op.action, under = %display_key(op.prefix), ms = took as f64 / 1000.0, "answered");
                     self.slowest_us.fetch_max(took, Ordering::Relaxed);
-                    self.fastest_us.fetch_min(took, Ordering::Relaxed);
                     self.answered.fetch_add(1, Ordering::Relaxed);
                     return Ok(v);
                 }
