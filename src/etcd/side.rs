@@ -244,10 +244,9 @@ impl Side {
         }
     }
 
-    /// A client of endpoint `i`: its first connection, or across a long
-    /// link its connections in turn, each connected on first use. Each
-    /// request works on a clone (they share the connection and its auth
-    /// token).
+    /// A client of endpoint `i`: its first connection (opened on first
+    /// use), or across a long link its 8 in turn. Each request works on a
+    /// clone (they share the connection and its auth token).
     async fn client(&self, i: usize) -> Result<&Client, etcd_client::Error> {
         let ep = &self.endpoints[i];
         let connect = || Client::connect([ep.url.as_str()], Some(self.options.clone()));
