@@ -9,20 +9,10 @@ use std::time::Duration;
 
 use common::proxy::Proxy;
 use common::{
-    Cluster, ClusterSpec, ROOT_PASSWORD, UserSpec, etcdctl_binary, etcdplan, run_async, side_yaml,
-    side_yaml_via, write_file, write_plan,
+    Cluster, ClusterSpec, ROOT_PASSWORD, UserSpec, etcdctl_binary, etcdplan, r_keys, run_async,
+    side_yaml, side_yaml_via, write_file, write_plan,
 };
 use etcd_client::Permission;
-
-/// Keys of about 200 bytes under /r/.
-fn keys(n: usize) -> impl Iterator<Item = (String, String)> {
-    (0..n).map(|i| {
-        (
-            format!("/r/{i:05}"),
-            format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(180)),
-        )
-    })
-}
 
 /// The source under /r/, renamed to /copy/.
 async fn expected(src: &Cluster) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -44,7 +34,7 @@ async fn apply_plan_and_verify_ride_through_repeated_resets() {
     // Plaintext source, TLS destination: a reset must never be mistaken for
     // a protocol mismatch on either.
     let (src, dst) = tokio::join!(Cluster::plaintext(), Cluster::tls());
-    src.seed(keys(20_000)).await;
+    src.seed(r_keys(20_000)).await;
     let (src_proxy, dst_proxy) = tokio::join!(
         Proxy::start(src.client_port(0)),
         Proxy::start(dst.client_port(0))
@@ -126,7 +116,7 @@ async fn apply_plan_and_verify_ride_through_repeated_resets() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_blackholed_endpoint_fails_over_to_the_next() {
     let (src, dst) = tokio::join!(Cluster::plaintext(), Cluster::plaintext());
-    src.seed(keys(12_000)).await;
+    src.seed(r_keys(12_000)).await;
     // Two ways to the one destination member; the first goes dark mid-run.
     let (dark, other) = tokio::join!(
         Proxy::start(dst.client_port(0)),
@@ -185,7 +175,7 @@ async fn a_blackholed_endpoint_fails_over_to_the_next() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_destination_member_paused_past_the_request_timeout_costs_nothing() {
     let (src, dst) = tokio::join!(Cluster::plaintext(), Cluster::plaintext());
-    src.seed(keys(12_000)).await;
+    src.seed(r_keys(12_000)).await;
     let dir = tempfile::tempdir().expect("tempdir");
     write_plan(dir.path(), &src, &dst, MAPPING);
     let apply = tokio::spawn(run_async({
@@ -233,7 +223,7 @@ async fn user_changes_during_an_apply_with_auth_cost_nothing() {
         ..Default::default()
     })
     .await;
-    src.seed(keys(12_000)).await;
+    src.seed(r_keys(12_000)).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let text = format!(
         "version: 1\nsource:\n{}destination:\n{}{MAPPING}",
@@ -315,7 +305,7 @@ async fn auth_tokens_that_expire_while_following_idle_are_renewed() {
             Permission::read_write("/etcdplan/checkpoint/tokens"),
         ]))
     );
-    src.seed(keys(100)).await;
+    src.seed(r_keys(100)).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let text = format!(
         "version: 1\nname: tokens\nsource:\n{}destination:\n{}{MAPPING}",

@@ -9,22 +9,12 @@ mod common;
 use std::time::Duration;
 
 use common::proxy::Proxy;
-use common::{Cluster, etcdplan, run_async, side_yaml, side_yaml_via, write_file};
-
-/// Keys of about 200 bytes under /r/.
-fn keys(n: usize) -> impl Iterator<Item = (String, String)> {
-    (0..n).map(|i| {
-        (
-            format!("/r/{i:05}"),
-            format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(180)),
-        )
-    })
-}
+use common::{Cluster, etcdplan, r_keys, run_async, side_yaml, side_yaml_via, write_file};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_long_link_takes_8_connections_and_loopback_one() {
     let (src, dst) = tokio::join!(Cluster::plaintext(), Cluster::plaintext());
-    src.seed(keys(20_000)).await;
+    src.seed(r_keys(20_000)).await;
     let (short, long) = tokio::join!(
         Proxy::start(dst.client_port(0)),
         Proxy::start(dst.client_port(0))

@@ -801,6 +801,16 @@ pub fn run(cmd: &mut assert_cmd::Command) -> Ran {
     }
 }
 
+/// `n` keys of about 200 bytes under `/r/` (`/r/00000` on).
+pub fn r_keys(n: usize) -> impl Iterator<Item = (String, String)> {
+    (0..n).map(|i| {
+        (
+            format!("/r/{i:05}"),
+            format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(180)),
+        )
+    })
+}
+
 /// A realistic Trident state: backends (with credentials in their JSON),
 /// storage classes, volumes, nodes, snapshots and transactions.
 pub fn trident_keys(volumes: usize) -> Vec<(String, String)> {
