@@ -48,9 +48,10 @@ async fn apply_plan_and_verify_ride_through_repeated_resets() {
     write_file(dir.path(), "plan.yaml", &text);
     for p in [&src_proxy, &dst_proxy] {
         p.reset_after(Duration::from_millis(300), Duration::from_millis(1000));
-        // Latency keeps requests in flight, so resets cut them mid-way (at
-        // 3 ms, spread over etcdplan's 8 connections, 0 to 4 of ~55
-        // resets hit one; at 10 ms, 7 to 11).
+        // Latency keeps requests in flight, so resets cut them mid-way
+        // (measured with requests on 8 connections, as a round trip of 20 ms
+        // or more takes: at 3 ms, 0 to 4 of ~55 resets hit one; at 10 ms,
+        // 7 to 11).
         p.delay(Duration::from_millis(10));
     }
     // Paced so the apply spans many connection lifetimes.

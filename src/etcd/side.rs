@@ -48,8 +48,9 @@ impl Op<'static> {
 /// 16; an apply took 1.32-1.35 s, 1.09-1.14 s, 1.01-1.06 s and 0.98 s. On
 /// loopback, 8 connections cost an apply about 5% (median of 8 interleaved
 /// runs: more wakeups, smaller writes for the same requests), so a side uses
-/// one until its round trip shows a long link ([`LONG_LINK_US`]). 8 keeps most of the gain for half
-/// the connections (and logins, with a password) of 16.
+/// one until its round trip shows a long link ([`LONG_LINK_US`]). 8 keeps
+/// most of the gain for half the connections (and logins, with a password)
+/// of 16.
 const LANES: usize = 8;
 
 /// The round trip, in microseconds, that makes a link long: below it one
