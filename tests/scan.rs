@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use common::{Cluster, write_plan};
-use etcdplan::etcd::parallel::{FirstPage, Scan, first_page, scan_parallel, scan_parallel_from};
+use etcdplan::etcd::parallel::{
+    FirstPage, Sample, Scan, first_page, scan_parallel, scan_parallel_from, scan_parallel_sampled,
+};
 use etcdplan::etcd::{Entry, KeyRange, PageLimits, Pin, Side};
 
 fn layout() -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -66,29 +68,51 @@ async fn read(
     read_from(side, range, pin, (limits, readers), None).await
 }
 
+/// Where a scan starts: from its own first page, a first page read ahead,
+/// or a sample of the range's keys.
+enum Start {
+    Own,
+    First(FirstPage),
+    Sample(Sample),
+}
+
 /// [`read`], through `scan_parallel_from` when given a first page.
 async fn read_from(
     side: &Arc<Side>,
     range: &KeyRange,
     pin: &Pin,
-    (limits, readers): (PageLimits, usize),
+    limits: (PageLimits, usize),
     first: Option<FirstPage>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let start = first.map_or(Start::Own, Start::First);
+    read_started(side, range, pin, limits, start).await
+}
+
+async fn read_started(
+    side: &Arc<Side>,
+    range: &KeyRange,
+    pin: &Pin,
+    (limits, readers): (PageLimits, usize),
+    start: Start,
 ) -> Vec<(Vec<u8>, Vec<u8>)> {
     // A channel of one page: the merge and the readers wait for the consumer.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Entry>>(1);
     let counter = AtomicU64::new(0);
     let (side, range, pin) = (side.clone(), range.clone(), pin.clone());
     let scan = tokio::spawn(async move {
-        let result = match first {
-            None => scan_parallel(&side, &range, &pin, limits, readers, &counter, &tx).await,
-            Some(first) => {
-                let scan = Scan {
-                    range: &range,
-                    pin: &pin,
-                    limits,
-                    readers,
-                };
+        let scan = Scan {
+            range: &range,
+            pin: &pin,
+            limits,
+            readers,
+        };
+        let result = match start {
+            Start::Own => scan_parallel(&side, &range, &pin, limits, readers, &counter, &tx).await,
+            Start::First(first) => {
                 scan_parallel_from(&side, scan, Some(first), &counter, &tx).await
+            }
+            Start::Sample(sample) => {
+                scan_parallel_sampled(&side, scan, sample, &counter, &tx).await
             }
         };
         (result, counter.into_inner())
@@ -263,4 +287,65 @@ async fn a_first_page_read_ahead_is_used_only_at_its_own_revision() {
         .await
         .expect("first page");
     assert!(empty.is_empty());
+}
+
+/// A saved plan's values scan sizes its pieces from the source keys the
+/// plan writes next instead of from a first page. Whatever the sample (the
+/// range's first keys, every 50th key, two neighbours, keys out of order or
+/// outside the range), the scan reads exactly the range, in key order.
+#[tokio::test(flavor = "multi_thread")]
+async fn sampled_reads_equal_one_plain_read_whatever_the_sample() {
+    let cluster = Cluster::plaintext().await;
+    cluster.seed(layout()).await;
+    let (side, _dir) = side_of(&cluster).await;
+    let expected = cluster.dump(b"/s/").await;
+    let keys: Vec<Vec<u8>> = expected.iter().map(|(k, _)| k.clone()).collect();
+    let pin = Pin::at(cluster.revision().await);
+    let sample = |keys: Vec<Vec<u8>>| Sample {
+        keys,
+        entry_bytes: 20,
+    };
+    let samples = [
+        ("the first keys", sample(keys[..256].to_vec())),
+        (
+            "every 50th key",
+            sample(keys.iter().step_by(50).cloned().collect()),
+        ),
+        ("two neighbours", sample(keys[1000..1002].to_vec())),
+        (
+            "out of order",
+            sample(vec![keys[9].clone(), keys[3].clone()]),
+        ),
+        (
+            "outside the range",
+            sample(vec![b"/r".to_vec(), keys[5].clone()]),
+        ),
+        ("empty", Sample::default()),
+    ];
+    let tiny = PageLimits {
+        page_bytes: 100,
+        max_keys: 7,
+        first_keys: 1,
+    };
+    for (name, sample) in samples {
+        for limits in [PageLimits::default(), tiny] {
+            for readers in [2, 8] {
+                let start = Start::Sample(sample.clone());
+                let range = KeyRange::prefix(b"/s/");
+                let got = read_started(&side, &range, &pin, (limits, readers), start).await;
+                assert!(
+                    got == expected,
+                    "{name}, {readers} readers, {limits:?}: {} keys, not {}",
+                    got.len(),
+                    expected.len()
+                );
+            }
+        }
+    }
+    // From a key inside the range, as a saved plan's first change.
+    let mut range = KeyRange::prefix(b"/s/");
+    range.start.clone_from(&keys[700]);
+    let start = Start::Sample(sample(keys[700..956].to_vec()));
+    let got = read_started(&side, &range, &pin, (PageLimits::default(), 2), start).await;
+    assert!(got == expected[700..], "from its first key on");
 }

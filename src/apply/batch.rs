@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 
-use super::join::{Joiner, Scans};
+use super::join::{Ahead, Joiner, Scans};
 use super::{ApplyOptions, ApplyProgress};
 use crate::diff::{Action, Change};
 use crate::keys::KeyList;
@@ -154,12 +154,10 @@ pub fn feed_from_spool(
 ) -> std::io::Result<()> {
     let mut batcher = Batcher::new(options);
     let mut joiner = Joiner::default();
-    for change in changes.try_iter() {
+    let mut ahead = Ahead::new(changes.try_iter());
+    while let Some(change) = ahead.next() {
         let change = change?;
-        if !change.action.writes() {
-            continue;
-        }
-        let value = scans.and_then(|s| joiner.value_for(s, &change));
+        let value = scans.and_then(|s| joiner.value_for(s, &change, || ahead.sample(&change)));
         if let Some(batch) = batcher.push(Item { change, value })
             && tx.blocking_send(batch).is_err()
         {
