@@ -10,7 +10,8 @@
 //! A scan starts at its mapping's first change and is sized by the source
 //! keys the plan writes next, not by a first page: etcd counts a first
 //! page's whole range (about 30 ms at 100,000 keys, a few tenths of a
-//! second at 1,000,000), and the first write waited for that count.
+//! second at 1,000,000, all of it the source's CPU), and the first write
+//! waited for that count.
 
 use std::collections::VecDeque;
 use std::iter::Peekable;

@@ -206,9 +206,9 @@ pub async fn scan_parallel_from(
 /// Keys a range is known to hold, in order, learnt elsewhere (a saved
 /// plan's next source keys), and the mean bytes of a key with its value.
 /// They size a scan's pieces in place of a first page, whose count walks
-/// etcd's index over the whole range (about 30 ms at 100,000 keys, before
-/// anything else can be read). The pieces cover the whole range whatever
-/// the sample says: a wrong one only misjudges their size.
+/// etcd's index over the whole range (about 30 ms of the server's CPU at
+/// 100,000 keys, before anything else is read). The pieces cover the whole
+/// range whatever the sample says: a wrong one only misjudges their size.
 #[derive(Debug, Clone, Default)]
 pub struct Sample {
     pub keys: Vec<Vec<u8>>,
@@ -259,10 +259,9 @@ pub async fn scan_parallel_sampled(
         (Some(lo), Some(hi)) => (space.num(lo), space.num(hi)),
         _ => (0, 0),
     };
-    // The first pieces hold about the sample's keys, so the first values
-    // come back at once (a page of 2 MiB takes etcd some 30 ms); a piece
-    // that holds less than a page widens the next ones up to 16-fold.
-    let span = hi.saturating_sub(lo);
+    // The key space one page covers, scaled from the sample.
+    let gaps = keys.len().saturating_sub(1).max(1) as u128;
+    let span = hi.saturating_sub(lo).saturating_mul(limit as u128) / gaps;
     let shared = Shared {
         side: side.clone(),
         space,
