@@ -11,7 +11,9 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::diff::{self, Change, DiffOptions, SourceDelete, Summary};
-use crate::etcd::parallel::{DEFAULT_READERS, FirstPage, Scan, scan_parallel_from};
+use crate::etcd::parallel::{
+    DEFAULT_READERS, FEEDING_READERS, FirstPage, Scan, scan_parallel_from,
+};
 use crate::etcd::{Entry, EtcdError, KeyRange, PageLimits, Pin, Side};
 use crate::keys::{KeyList, display_key, prefixes_overlap};
 use crate::planfile::{LeaseMode, OnConflict, Plan};
@@ -630,11 +632,18 @@ async fn diff_mapping<S: WriteSink>(
     got: &mut Gathered,
     sink: Option<S>,
 ) -> Result<Option<S>, PlanError> {
+    // Every key a write when the destination is empty: then the reads
+    // need only keep ahead of the writes (a rerun's reads are its work).
+    let empty = options.empty_at == Some(destination_pin.get());
+    let readers = match sink {
+        Some(_) if empty => FEEDING_READERS,
+        _ => DEFAULT_READERS,
+    };
     let scan = |side: &Arc<Side>, is_source, prefix: &[u8], pin: &Pin, first| {
         spawn_scan(
             (side.clone(), is_source),
             KeyRange::prefix(prefix),
-            pin.clone(),
+            (pin.clone(), readers),
             options.limits,
             progress.clone(),
             first,
@@ -650,7 +659,7 @@ async fn diff_mapping<S: WriteSink>(
         source_pin,
         first(&options.source_first),
     );
-    let (dst_rx, dst_task) = if options.empty_at == Some(destination_pin.get()) {
+    let (dst_rx, dst_task) = if empty {
         tracing::debug!(
             revision = destination_pin.get(),
             to = %crate::keys::display_key(&mapping.to),
@@ -705,11 +714,12 @@ async fn diff_mapping<S: WriteSink>(
 type ScanTask = tokio::task::JoinHandle<Result<(), EtcdError>>;
 
 /// Starts a scan that feeds pages into a small bounded channel, from
-/// `first` when it is the range's first page at `pin`.
+/// `first` when it is the range's first page at `pin`, `readers` pieces
+/// read at once.
 fn spawn_scan(
     (side, is_source): (Arc<Side>, bool),
     range: KeyRange,
-    pin: Pin,
+    (pin, readers): (Pin, usize),
     limits: PageLimits,
     progress: Arc<Progress>,
     first: Option<FirstPage>,
@@ -725,7 +735,7 @@ fn spawn_scan(
             range: &range,
             pin: &pin,
             limits,
-            readers: DEFAULT_READERS,
+            readers,
         };
         scan_parallel_from(&side, scan, first, counter, &tx).await
     });

@@ -21,13 +21,8 @@ use tokio::sync::mpsc;
 
 use super::write::ValueSource;
 use crate::diff::{Action, Change};
-use crate::etcd::parallel::{Sample, Scan, scan_parallel_sampled};
+use crate::etcd::parallel::{FEEDING_READERS, Sample, Scan, scan_parallel_sampled};
 use crate::etcd::{Entry, KeyRange, PageLimits, Pin};
-
-/// Pieces read at once by a values scan: half a plan's, since the writes it
-/// feeds are slower than reads by far, and each piece holds a page of
-/// values (about 2 MiB) while it waits for them.
-const READERS: usize = 2;
 
 /// Where the scans come from: the value source, and each mapping's source
 /// prefix (`None` where the mapping is sparse, so its batches read instead).
@@ -78,7 +73,7 @@ impl Scans {
                 range: &range,
                 pin: &pin,
                 limits: PageLimits::default(),
-                readers: READERS,
+                readers: FEEDING_READERS,
             };
             let scanned = scan_parallel_sampled(&side, scan, sample, &counted, &tx).await;
             if let Err(e) = scanned {
