@@ -127,14 +127,10 @@ impl<I: Iterator<Item = std::io::Result<Change>>> Ahead<I> {
     /// `first`'s source key and those of the next changes of its mapping
     /// that write a value, up to [`SAMPLE_KEYS`], with their mean size.
     pub fn sample(&mut self, first: &Change) -> Sample {
-        let (mut keys, mut bytes) = (Vec::new(), 0);
-        let mut note = |c: &Change| {
-            bytes += c.source_key.len() + c.source.as_ref().map_or(0, |v| v.size);
-            keys.push(c.source_key.clone());
-        };
-        note(first);
-        let (mut at, mut noted) = (0, 1);
-        while noted < SAMPLE_KEYS {
+        let held_bytes = |c: &Change| c.source_key.len() + c.source.as_ref().map_or(0, |v| v.size);
+        let (mut keys, mut bytes) = (vec![first.source_key.clone()], held_bytes(first));
+        let mut at = 0;
+        while keys.len() < SAMPLE_KEYS {
             if at == self.held.len() {
                 match self.pull() {
                     Some(c) => self.held.push_back(c),
@@ -144,8 +140,8 @@ impl<I: Iterator<Item = std::io::Result<Change>>> Ahead<I> {
             match &self.held[at] {
                 Ok(c) if c.mapping == first.mapping => {
                     if c.action != Action::Delete {
-                        note(c);
-                        noted += 1;
+                        bytes += held_bytes(c);
+                        keys.push(c.source_key.clone());
                     }
                 }
                 _ => break,
@@ -153,7 +149,7 @@ impl<I: Iterator<Item = std::io::Result<Change>>> Ahead<I> {
             at += 1;
         }
         Sample {
-            entry_bytes: bytes / noted,
+            entry_bytes: bytes / keys.len(),
             keys,
         }
     }

@@ -30,10 +30,11 @@ pub const DEFAULT_READERS: usize = 4;
 
 /// Pieces read at once by a scan whose values feed writes (a saved plan's
 /// values, an apply's plan into an empty destination): the writes are
-/// slower than reads by far, so half as many keep ahead of them, and on a 2-core machine shared with both servers the fewer bursts
-/// of reading leave the destination more of the CPU (24 interleaved runs
-/// of a 100,000-key apply each, 2026-12-08: 1.05 s median against 1.09 s
-/// with 4). Each piece holds a page (about 2 MiB) while it waits.
+/// slower than reads by far, so half as many keep ahead of them, and on a
+/// 2-core machine shared with both servers the fewer bursts of reading
+/// leave the destination more of the CPU (24 interleaved runs of a
+/// 100,000-key apply each, 2026-12-08: 1.05 s median against 1.09 s with
+/// 4). Each piece holds a page (about 2 MiB) while it waits.
 pub const FEEDING_READERS: usize = 2;
 
 /// Page size target of one piece. Fewer, larger requests cost both sides
@@ -302,13 +303,12 @@ async fn without_pieces(
         limits,
         readers,
     } = *scan;
-    match side.v2() {
+    let v2 = match side.v2() {
+        Ok(v2) => v2.is_some(),
         Err(e) => return Some(Err(e)),
-        Ok(Some(_)) => return Some(super::scan::scan(side, range, pin, limits, counter, tx).await),
-        Ok(None) if readers <= 1 => {
-            return Some(super::scan::scan(side, range, pin, limits, counter, tx).await);
-        }
-        Ok(None) => {}
+    };
+    if v2 || readers <= 1 {
+        return Some(super::scan::scan(side, range, pin, limits, counter, tx).await);
     }
     if pin.get() == 0
         && let Err(e) = pin_now(side, range, pin).await
