@@ -95,6 +95,56 @@ async fn put_batch(
     }
 }
 
+/// Deletes every key under `prefix`, 100,000 at a time (one delete of a
+/// million keys kept etcd applying past its request timeout, which ended a
+/// benchmark), trying again after a failure; then compacts, so every figure
+/// of a run starts from the same backend state instead of an ever-growing
+/// history.
+async fn clear(client: &mut Client, prefix: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let end = etcdplan::keys::prefix_end(prefix.as_bytes()).unwrap_or_else(|| vec![0]);
+    let (mut tried, mut failures) = (false, 0);
+    let revision = loop {
+        let page = client
+            .get(
+                prefix,
+                Some(
+                    GetOptions::new()
+                        .with_range(end.clone())
+                        .with_keys_only()
+                        .with_limit(100_000),
+                ),
+            )
+            .await?;
+        let Some(last) = page.kvs().last() else {
+            break page.header().map_or(0, |h| h.revision());
+        };
+        let mut to = last.key().to_vec();
+        to.push(0);
+        tried = true;
+        if let Err(e) = client
+            .delete(prefix, Some(DeleteOptions::new().with_range(to)))
+            .await
+        {
+            failures += 1;
+            if failures > 5 {
+                return Err(e.into());
+            }
+            eprintln!("benchtool clear: {e}; again");
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    };
+    // Nothing deleted: the revision may already be compacted.
+    if tried {
+        client
+            .compact(
+                revision,
+                Some(etcd_client::CompactionOptions::new().with_physical()),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 /// `CONNECTIONS` clients of `endpoint` (default 1), each its own connection:
 /// requests taken in turn by `clients[i % len]`. Across a long link each
 /// HTTP/2 connection's window opens small and grows slowly, so a writer on
@@ -286,23 +336,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .await?;
             println!("{}", resp.count());
         }
-        "clear" => {
-            // Compact too, so every figure of a run starts from the same
-            // backend state instead of an ever-growing history.
-            let resp = client
-                .delete(prefix, Some(DeleteOptions::new().with_prefix()))
-                .await?;
-            let revision = resp.header().map_or(0, |h| h.revision());
-            // Nothing deleted: the revision may already be compacted.
-            if resp.deleted() > 0 {
-                client
-                    .compact(
-                        revision,
-                        Some(etcd_client::CompactionOptions::new().with_physical()),
-                    )
-                    .await?;
-            }
-        }
+        "clear" => clear(&mut client, &prefix).await?,
         "rev" => {
             let resp = client.get("\0", None).await?;
             println!("{}", resp.header().map_or(0, |h| h.revision()));
