@@ -67,18 +67,30 @@ fn batch(prefix: &str, from: u64, to: u64) -> Txn {
     Txn::new().when(absent).and_then(puts).or_else(reads)
 }
 
-/// Writes one batch of keys, again after a failure: the puts are
-/// idempotent, so a slow fsync that makes etcd answer "request timed out"
-/// (seen seeding a second million keys, and once in the raw writer's second
-/// round at 1,000,000 keys) should not end the benchmark. Seeding is not
-/// measured and waits before trying again; the raw writer tries again at
-/// once, its time counting the failed attempt, and says so on stderr.
+/// Who writes a batch of keys, which sets how it tries again.
+#[derive(Clone, Copy)]
+enum Writer {
+    /// Not measured: waits before trying again.
+    Seed,
+    /// The write ceiling: tries again at once, its time counting the
+    /// failed attempt.
+    Raw,
+}
+
+/// Writes one batch of keys, again after a failure (said on stderr): the
+/// puts are idempotent, so a slow fsync that makes etcd answer "request
+/// timed out" (seen seeding a second million keys) should not end the
+/// benchmark.
 async fn put_batch(
     mut c: Client,
-    (what, prefix): (&str, &str),
+    (writer, prefix): (Writer, &str),
     from: u64,
     to: u64,
 ) -> Result<(), etcd_client::Error> {
+    let what = match writer {
+        Writer::Seed => "seed",
+        Writer::Raw => "raw",
+    };
     let mut attempt = 0;
     loop {
         match c.txn(batch(prefix, from, to)).await {
@@ -87,7 +99,7 @@ async fn put_batch(
             Err(e) => {
                 eprintln!("benchtool {what}: {e}; again");
                 attempt += 1;
-                if what == "seed" {
+                if matches!(writer, Writer::Seed) {
                     tokio::time::sleep(std::time::Duration::from_millis(500 << attempt)).await;
                 }
             }
@@ -221,7 +233,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             while from < n {
                 let to = (from + 128).min(n);
                 let (c, p) = (client.clone(), prefix.clone());
-                set.spawn(async move { put_batch(c, ("seed", &p), from, to).await });
+                set.spawn(async move { put_batch(c, (Writer::Seed, &p), from, to).await });
                 if set.len() >= 8
                     && let Some(r) = set.join_next().await
                 {
@@ -242,7 +254,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let to = (from + 128).min(n);
                 let c = &clients[(from / 128) as usize % clients.len()];
                 let (c, p) = (c.clone(), prefix.clone());
-                set.spawn(async move { put_batch(c, ("raw", &p), from, to).await });
+                set.spawn(async move { put_batch(c, (Writer::Raw, &p), from, to).await });
                 if set.len() >= in_flight.max(1)
                     && let Some(r) = set.join_next().await
                 {
