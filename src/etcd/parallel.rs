@@ -209,7 +209,8 @@ pub async fn scan_parallel_from(
         end: range.end.clone(),
         limit,
     };
-    drain(Pieces::new(shared, readers, start, span), left, counter, tx).await
+    let pieces = Pieces::new(shared, readers, start, span).ramped();
+    drain(pieces, left, counter, tx).await
 }
 
 /// Keys a range is known to hold, in order, learnt elsewhere (a saved
@@ -278,7 +279,7 @@ pub async fn scan_parallel_sampled(
         end: range.end.clone(),
         limit,
     };
-    let pieces = Pieces::new(shared, readers, range.start.clone(), span);
+    let pieces = Pieces::new(shared, readers, range.start.clone(), span).ramped();
     drain(pieces, None, counter, tx).await
 }
 

@@ -245,6 +245,11 @@ impl Side {
         }
     }
 
+    /// Whether its round trip was timed and is short (not [`LONG_LINK_US`]).
+    pub fn short_link(&self) -> bool {
+        self.round_trip_us.load(Ordering::Relaxed) < LONG_LINK_US
+    }
+
     /// A client of endpoint `i`: its first connection (opened on first
     /// use), or across a long link its 8 in turn. Each request works on a
     /// clone (they share the connection and its auth token).
