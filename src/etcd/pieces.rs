@@ -151,38 +151,37 @@ impl Pieces {
         while room(busy)
             && let Some(from) = self.tail.take()
         {
-            let short = self.ramp > 0;
-            let end = self.cut_tail(from);
-            self.ramp = self.ramp.saturating_sub(1);
-            self.push(self.row.len(), end, short);
+            let (bounds, short) = self.cut_tail(from);
+            self.push(self.row.len(), bounds, short);
             self.start(self.row.len() - 1);
             busy += 1;
         }
     }
 
-    /// Cuts one span off the tail: returns the new piece's bounds and sets
+    /// Cuts one span off the tail (a fraction of it while the ramp lasts):
+    /// returns the new piece's bounds and whether it was cut short, and sets
     /// the tail to what follows it.
-    fn cut_tail(&mut self, from: Vec<u8>) -> (Vec<u8>, Option<Vec<u8>>) {
+    fn cut_tail(&mut self, from: Vec<u8>) -> ((Vec<u8>, Option<Vec<u8>>), bool) {
+        let (width, short) = (cut_width(self.span, self.ramp), self.ramp > 0);
+        self.ramp = self.ramp.saturating_sub(1);
         let shared = &self.shared;
         let hi_n = shared
             .end
             .as_ref()
             .map_or(u128::MAX, |e| shared.space.num(e));
-        let end_n = shared
-            .space
-            .num(&from)
-            .saturating_add(cut_width(self.span, self.ramp));
+        let end_n = shared.space.num(&from).saturating_add(width);
         let mut end = shared.space.key(end_n);
         if end <= from {
             end = from.clone();
             end.push(0);
         }
-        if end_n >= hi_n || !before(&end, &shared.end) {
+        let bounds = if end_n >= hi_n || !before(&end, &shared.end) {
             (from, shared.end.clone())
         } else {
             self.tail = Some(end.clone());
             (from, Some(end))
-        }
+        };
+        (bounds, short)
     }
 
     fn push(&mut self, at: usize, (start, end): (Vec<u8>, Option<Vec<u8>>), short: bool) {
