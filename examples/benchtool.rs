@@ -83,7 +83,8 @@ enum Writer {
 /// benchmark.
 async fn put_batch(
     mut c: Client,
-    (writer, prefix): (Writer, &str),
+    writer: Writer,
+    prefix: &str,
     from: u64,
     to: u64,
 ) -> Result<(), etcd_client::Error> {
@@ -233,7 +234,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             while from < n {
                 let to = (from + 128).min(n);
                 let (c, p) = (client.clone(), prefix.clone());
-                set.spawn(async move { put_batch(c, (Writer::Seed, &p), from, to).await });
+                set.spawn(async move { put_batch(c, Writer::Seed, &p, from, to).await });
                 if set.len() >= 8
                     && let Some(r) = set.join_next().await
                 {
@@ -254,7 +255,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let to = (from + 128).min(n);
                 let c = &clients[(from / 128) as usize % clients.len()];
                 let (c, p) = (c.clone(), prefix.clone());
-                set.spawn(async move { put_batch(c, (Writer::Raw, &p), from, to).await });
+                set.spawn(async move { put_batch(c, Writer::Raw, &p, from, to).await });
                 if set.len() >= in_flight.max(1)
                     && let Some(r) = set.join_next().await
                 {
